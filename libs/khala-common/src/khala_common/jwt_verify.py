@@ -1,0 +1,173 @@
+"""JWT verification against a cached JWKS.
+
+Only asymmetric algorithms are accepted (ES256, RS256): `none` and HS* are
+refused before any key is looked up, which closes the "HS256 signed with the
+public key" confusion. Keys are found by `kid`; an unknown kid triggers one
+JWKS refetch, rate limited so a flood of forged kids cannot hammer the issuer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import aiohttp
+import jwt
+from jwt import PyJWK
+
+ALLOWED_ALGORITHMS = ("ES256", "RS256")
+DEFAULT_LEEWAY_S = 30
+
+
+class TokenError(Exception):
+    """A token was refused; `code` is `unauthorized` or `token_expired`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+JwksFetcher = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def http_jwks_fetcher(url: str, timeout_s: float = 5.0) -> JwksFetcher:
+    """A fetcher that GETs a JWKS document over HTTP."""
+
+    async def fetch() -> dict[str, Any]:
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.get(url) as response:
+                response.raise_for_status()
+                data: dict[str, Any] = await response.json(content_type=None)
+                return data
+
+    return fetch
+
+
+class JwksCache:
+    """Keys by kid, refreshed on expiry or on an unknown kid (rate limited)."""
+
+    def __init__(
+        self,
+        fetcher: JwksFetcher,
+        *,
+        ttl_s: float = 300.0,
+        min_refetch_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetcher = fetcher
+        self._ttl_s = ttl_s
+        self._min_refetch_interval_s = min_refetch_interval_s
+        self._clock = clock
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def parse(jwks: dict[str, Any]) -> dict[str, PyJWK]:
+        """Usable keys of a JWKS document, by kid (keys of other algorithms skipped)."""
+        keys: dict[str, PyJWK] = {}
+        for entry in jwks.get("keys", []):
+            kid = entry.get("kid")
+            if not kid or entry.get("alg", "ES256") not in ALLOWED_ALGORITHMS:
+                continue
+            try:
+                keys[kid] = PyJWK(entry)
+            except jwt.PyJWTError:
+                continue
+        return keys
+
+    async def _refresh(self, *, force: bool) -> None:
+        async with self._lock:
+            now = self._clock()
+            if self._fetched_at is not None:
+                age = now - self._fetched_at
+                if force and age < self._min_refetch_interval_s:
+                    return
+                if not force and age < self._ttl_s:
+                    return
+            try:
+                document = await self._fetcher()
+            except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, ValueError):
+                if not self._keys:
+                    raise
+                return  # keep serving the cached keys while the issuer is down
+            self._keys = self.parse(document)
+            self._fetched_at = now
+
+    async def key_for(self, kid: str) -> PyJWK | None:
+        """The key named `kid`, refetching once (rate limited) if unknown."""
+        await self._refresh(force=False)
+        key = self._keys.get(kid)
+        if key is None:
+            await self._refresh(force=True)
+            key = self._keys.get(kid)
+        return key
+
+    def kids(self) -> Iterable[str]:
+        return tuple(self._keys)
+
+
+class TokenVerifier:
+    """Verifies signature, alg, kid, iss, aud, exp and nbf of one token class."""
+
+    def __init__(
+        self,
+        jwks: JwksCache,
+        *,
+        issuer: str,
+        audience: str,
+        leeway_s: int = DEFAULT_LEEWAY_S,
+        required: tuple[str, ...] = ("exp", "iat", "sub"),
+    ) -> None:
+        self._jwks = jwks
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway_s = leeway_s
+        self._required = list(required)
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims, or TokenError with a deterministic code."""
+        if not token:
+            raise TokenError("unauthorized", "token is missing")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenError("unauthorized", "token is malformed") from None
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise TokenError("unauthorized", f"algorithm {alg!r} is not allowed")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise TokenError("unauthorized", "token has no kid")
+        try:
+            key = await self._jwks.key_for(kid)
+        except Exception:
+            raise TokenError("unauthorized", "signing keys are unavailable") from None
+        if key is None:
+            raise TokenError("unauthorized", f"unknown kid {kid!r}")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway_s,
+                options={"require": self._required},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("token_expired", "token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError("unauthorized", "token is not yet valid") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("unauthorized", "token audience is wrong") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("unauthorized", "token issuer is wrong") from None
+        except jwt.PyJWTError:
+            raise TokenError("unauthorized", "token signature or claims are invalid") from None
+        return claims

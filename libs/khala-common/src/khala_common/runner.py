@@ -1,0 +1,45 @@
+"""Process entry helpers: run an aiohttp app until SIGTERM/SIGINT.
+
+Shutdown order is the composition root's: aiohttp runs the app's
+on_shutdown hooks, then cleanup contexts in reverse, so every background task
+is cancelled and awaited by its owner before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from khala_common.logs import get_logger
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    on_signal: Callable[[], Awaitable[None]] | None = None,
+    shutdown_timeout_s: float = 10.0,
+) -> None:
+    """Serve `app` until a termination signal, then shut it down gracefully."""
+    log = get_logger("runner")
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout_s, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    log.info("listening", host=host, port=port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+        if on_signal is not None:
+            await on_signal()
+    finally:
+        await runner.cleanup()
+        log.info("stopped")

@@ -1,0 +1,93 @@
+"""Environment parsing helpers for the services' frozen settings objects.
+
+Each service's `settings.py` declares a frozen dataclass and builds it once in
+`__main__` with these readers; a missing or invalid variable raises
+`SettingsError` naming it, so the process fails at start, not at first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/khala"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing or invalid."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+
+
+class Env:
+    """Typed reads from an environment mapping; every failure names the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def string(self, name: str, default: str | None = None) -> str:
+        """A string variable; required when no default is given."""
+        value = self._environ.get(name)
+        if value is None or value == "":
+            if default is None:
+                raise SettingsError(name, "is required but not set")
+            return default
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
+        """An integer variable, optionally bounded below."""
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(name, f"must be an integer, got {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise SettingsError(name, f"must be >= {minimum}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        """A float variable, optionally bounded below."""
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(name, f"must be a number, got {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise SettingsError(name, f"must be >= {minimum}, got {value}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        """A boolean variable: 1/true/yes/on or 0/false/no/off."""
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return default
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise SettingsError(name, f"must be a boolean (true/false), got {raw!r}")
+
+    def csv(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """A comma-separated list variable."""
+        raw = self._environ.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+    def url(self, name: str, default: str | None = None, *, schemes: tuple[str, ...]) -> str:
+        """A URL variable whose scheme must be one of `schemes`."""
+        value = self.string(name, default)
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in schemes:
+            raise SettingsError(name, f"must be a URL with scheme {'/'.join(schemes)}, got {value!r}")
+        return value
