@@ -17,9 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
-readiness_key = web.AppKey("khala_readiness", "Readiness")
-
-
 class Readiness:
     """Named readiness checks plus a draining flag."""
 
@@ -41,6 +38,9 @@ class Readiness:
             except Exception as exc:
                 failing.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
         return failing
+
+
+readiness_key = web.AppKey("khala_readiness", Readiness)
 
 
 class ApiError(Exception):

@@ -1,0 +1,52 @@
+# Khala — the project's interface. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= uv
+RUN := $(UV) run --frozen --no-sync
+PYTEST_ARGS ?=
+
+# Tests use the machine's servers when reachable, else testcontainers (Docker).
+TEST_ENV = source scripts/test-env.sh &&
+
+.PHONY: help install proto proto-check lint typecheck test test-unit test-integration test-e2e run demo clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+install: ## Install uv (if missing) and the locked workspace into .venv
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+
+proto: install ## Regenerate libs/khala-proto from proto/
+	./scripts/gen-proto.sh
+
+proto-check: install ## buf lint + buf breaking against main + generated code is up to date
+	./scripts/proto-check.sh
+
+lint: install ## ruff
+	$(RUN) ruff check .
+
+typecheck: install ## mypy (strict on domain code)
+	$(RUN) mypy
+	$(RUN) mypy --strict $$(ls -d services/*/src/*/domain 2>/dev/null)
+
+test-unit: install ## Unit tests (nothing running needed)
+	$(RUN) pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+
+test-integration: install ## Integration tests on real Postgres and RabbitMQ
+	$(TEST_ENV) $(RUN) pytest -m integration $(PYTEST_ARGS)
+
+test-e2e: install ## End-to-end tests: the four services as processes
+	$(TEST_ENV) $(RUN) pytest tests/e2e $(PYTEST_ARGS)
+
+test: install proto-check lint typecheck ## Everything: proto-check, lint, types, unit, integration and e2e tests
+	$(TEST_ENV) $(RUN) pytest $(PYTEST_ARGS)
+
+run: install ## Start Postgres/RabbitMQ checks, migrate, run all four services (Ctrl-C stops)
+	$(RUN) python scripts/stack.py run
+
+demo: install ## Sign in, create a run, append events and print the live frames (uses `make run` if up)
+	$(RUN) python scripts/demo.py
+
+clean: ## Remove local state (.venv, logs)
+	rm -rf .venv .khala .mypy_cache .ruff_cache
