@@ -1,0 +1,137 @@
+"""Composition root of the runtime service.
+
+`build_app` wires the Postgres pool, run service, authenticator, gRPC server,
+broker and outbox relay into one aiohttp application that owns them: the gRPC
+server and the relay task are started and stopped by `cleanup_ctx`, and the
+pool, broker and control channel are closed after them. Tests build the same
+app with ports 0 through `start` and read the bound ports from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from khala_common.broker import Broker
+from khala_common.db import check_pool, create_pool
+from khala_common.grpc_server import GrpcServer
+from khala_common.http import Readiness, make_app
+from khala_common.jwt_verify import JwksCache, TokenVerifier, http_jwks_fetcher
+from khala_common.logs import get_logger
+from khala_common.topology import Topology
+from openagents.runtime.v1 import runtime_service_pb2_grpc
+
+from khala_runtime.auth import ACCESS_AUDIENCE, Authenticator
+from khala_runtime.control_client import ControlClient
+from khala_runtime.handlers import http_runs
+from khala_runtime.handlers.errors import domain_error_middleware
+from khala_runtime.handlers.grpc_runtime import SERVICE_NAME, RuntimeServicer
+from khala_runtime.outbox_relay import OutboxRelay
+from khala_runtime.service import RunService
+from khala_runtime.settings import Settings
+from khala_runtime.storage import SCHEMA
+
+log = get_logger("app")
+
+grpc_key = web.AppKey("runtime_grpc", GrpcServer)
+relay_key = web.AppKey("runtime_relay", OutboxRelay)
+readiness_app_key = web.AppKey("runtime_readiness", Readiness)
+
+
+async def build_app(settings: Settings) -> web.Application:
+    """The runtime application; its gRPC port is bound already (`grpc_key`)."""
+    pool = await create_pool(settings.database_url, SCHEMA)
+    broker = Broker(settings.amqp_url, Topology(prefix=settings.amqp_prefix))
+    control = ControlClient(settings.control_grpc_target, settings.service_token)
+    verifier = TokenVerifier(
+        JwksCache(http_jwks_fetcher(settings.jwks_url)),
+        issuer=settings.token_issuer,
+        audience=ACCESS_AUDIENCE,
+        required=("exp", "iat", "sub", "sid"),
+    )
+    service = RunService(pool)
+    grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
+    grpc_server.add(
+        runtime_service_pb2_grpc.add_RuntimeServiceServicer_to_server,
+        RuntimeServicer(service),
+        [SERVICE_NAME],
+    )
+    relay = OutboxRelay(
+        settings.database_url, broker, poll_interval_s=settings.outbox_poll_interval_s
+    )
+
+    readiness = Readiness()
+    readiness.add("postgres", lambda: check_pool(pool))
+    readiness.add("broker", lambda: _check_broker(broker))
+
+    app = make_app(readiness, client_max_size=settings.max_body_bytes)
+    app.middlewares.append(domain_error_middleware)
+    app[http_runs.service_key] = service
+    app[http_runs.auth_key] = Authenticator(verifier, control)
+    app[grpc_key] = grpc_server
+    app[relay_key] = relay
+    app[readiness_app_key] = readiness
+    http_runs.add_routes(app)
+
+    async def serve_grpc(_: web.Application) -> AsyncIterator[None]:
+        await grpc_server.start()
+        log.info("grpc listening", port=grpc_server.port)
+        yield
+        await grpc_server.stop()
+
+    async def run_relay(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(relay.run(), name="outbox-relay")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def close_resources(_: web.Application) -> None:
+        await broker.close()
+        await control.close()
+        await pool.close()
+
+    app.cleanup_ctx.append(serve_grpc)
+    app.cleanup_ctx.append(run_relay)
+    app.on_cleanup.append(close_resources)
+    return app
+
+
+async def _check_broker(broker: Broker) -> None:
+    if not broker.is_connected:
+        raise ConnectionError("not connected to RabbitMQ")
+
+
+async def drain(app: web.Application) -> None:
+    """Stop advertising readiness before shutdown (SIGTERM)."""
+    app[readiness_app_key].draining = True
+    await app[grpc_key].set_serving(False)
+
+
+@dataclass
+class Started:
+    """A running runtime (tests and tools): the app, its runner and bound ports."""
+
+    app: web.Application
+    runner: web.AppRunner
+    http_port: int
+    grpc_port: int
+
+    async def stop(self) -> None:
+        """Shut down the way SIGTERM does."""
+        await drain(self.app)
+        await self.runner.cleanup()
+
+
+async def start(settings: Settings) -> Started:
+    """Build and start the app on the configured ports (0 = ephemeral)."""
+    app = await build_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.bind_host, settings.http_port)
+    await site.start()
+    http_port = runner.addresses[0][1]
+    return Started(app, runner, http_port, app[grpc_key].port)

@@ -1,0 +1,33 @@
+"""Identifiers: run and org ids are topic segments; streams are `run:<id>`."""
+
+from __future__ import annotations
+
+import re
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+RUN_STREAM_PREFIX = "run:"
+WORKER_STREAM_PREFIX = "worker:"
+
+
+def is_valid_segment(value: object) -> bool:
+    """Whether `value` can be one topic segment (`[A-Za-z0-9_-]{1,64}`)."""
+    return isinstance(value, str) and _SEGMENT.match(value) is not None
+
+
+def run_stream_id(run_id: str) -> str:
+    """The stream id of a run."""
+    return f"{RUN_STREAM_PREFIX}{run_id}"
+
+
+def parse_stream_id(stream_id: str) -> tuple[str, str] | None:
+    """(`run` | `worker`, subject id) of a stream id, or None if malformed."""
+    for kind, prefix in (("run", RUN_STREAM_PREFIX), ("worker", WORKER_STREAM_PREFIX)):
+        if stream_id.startswith(prefix):
+            subject = stream_id[len(prefix) :]
+            return (kind, subject) if is_valid_segment(subject) else None
+    return None
+
+
+def run_routing_key(org_id: str) -> str:
+    """Routing key of a run event on `khala.runtime.events`."""
+    return f"{org_id}.run"

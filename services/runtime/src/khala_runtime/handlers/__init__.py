@@ -1,0 +1,1 @@
+"""Thin edges: HTTP routes and the gRPC RuntimeService."""

@@ -1,0 +1,32 @@
+"""Prometheus metrics of the runtime service (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+APPENDS = Counter(
+    "khala_runtime_appends_total",
+    "Append requests by outcome (appended, replayed, or the error code).",
+    ["outcome"],
+)
+EVENTS_APPENDED = Counter(
+    "khala_runtime_events_appended_total", "Events committed to the log (run.created included)."
+)
+RUNS_CREATED = Counter("khala_runtime_runs_created_total", "Runs created.")
+OUTBOX_BACKLOG = Gauge(
+    "khala_runtime_outbox_backlog", "Outbox rows not yet confirmed by the broker."
+)
+OUTBOX_PUBLISHED = Counter(
+    "khala_runtime_outbox_published_total", "Outbox rows published and confirmed."
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "khala_runtime_outbox_publish_failures_total", "Outbox batches that failed to publish."
+)
+OUTBOX_LEADER = Gauge(
+    "khala_runtime_outbox_leader", "1 while this process holds the outbox relay lock."
+)
+PUBLISH_LATENCY = Histogram(
+    "khala_runtime_outbox_publish_latency_seconds",
+    "Time from an event's commit to the broker's confirm.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)

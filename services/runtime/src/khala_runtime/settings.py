@@ -1,0 +1,88 @@
+"""Runtime settings, parsed once from the environment in `__main__`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from khala_common.settings import DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, Env, SettingsError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _port(env: Env, name: str, default: int) -> int:
+    value = env.integer(name, default, minimum=0)
+    if value > 65535:
+        raise SettingsError(name, f"must be <= 65535, got {value}")
+    return value
+
+
+def _log_level(env: Env) -> str:
+    value = env.string("KHALA_LOG_LEVEL", "info").lower()
+    if value not in LOG_LEVELS:
+        raise SettingsError("KHALA_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every runtime setting; one field per environment variable."""
+
+    database_url: str
+    """KHALA_DATABASE_URL: Postgres DSN; runtime uses schema `runtime`."""
+    amqp_url: str
+    """KHALA_AMQP_URL: RabbitMQ URL the outbox relay publishes to."""
+    amqp_prefix: str
+    """KHALA_AMQP_PREFIX: prefix of every exchange/queue name (empty in production)."""
+    service_token: str
+    """KHALA_SERVICE_TOKEN: gRPC service credential, required on RuntimeService and
+    sent to ControlService."""
+    log_level: str
+    """KHALA_LOG_LEVEL: debug | info | warning | error."""
+    bind_host: str
+    """KHALA_BIND_HOST: listen address of the HTTP and gRPC servers."""
+    http_port: int
+    """KHALA_RUNTIME_HTTP_PORT: HTTP command API port (8082; 0 = ephemeral)."""
+    grpc_port: int
+    """KHALA_RUNTIME_GRPC_PORT: gRPC RuntimeService port (9082; 0 = ephemeral)."""
+    control_url: str
+    """KHALA_CONTROL_URL: control's base URL; JWKS at `<url>/.well-known/jwks.json`."""
+    token_issuer: str
+    """KHALA_TOKEN_ISSUER: expected `iss` of access tokens (default: KHALA_CONTROL_URL)."""
+    control_grpc_target: str
+    """KHALA_CONTROL_GRPC_TARGET: host:port of ControlService (IntrospectSession)."""
+    max_body_bytes: int
+    """KHALA_MAX_BODY_BYTES: largest accepted HTTP request body (1 MiB); larger is 413."""
+    outbox_poll_interval_s: float
+    """KHALA_OUTBOX_POLL_INTERVAL_S: relay poll interval when no NOTIFY arrives (1.0)."""
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.control_url.rstrip('/')}/.well-known/jwks.json"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Parse and check every variable; SettingsError names the first bad one."""
+        env = Env(environ)
+        control_url = env.url(
+            "KHALA_CONTROL_URL", "http://127.0.0.1:8081", schemes=("http", "https")
+        )
+        return cls(
+            database_url=env.url(
+                "KHALA_DATABASE_URL", DEFAULT_DATABASE_URL, schemes=("postgresql", "postgres")
+            ),
+            amqp_url=env.url("KHALA_AMQP_URL", DEFAULT_AMQP_URL, schemes=("amqp", "amqps")),
+            amqp_prefix=environ.get("KHALA_AMQP_PREFIX", ""),
+            service_token=env.string("KHALA_SERVICE_TOKEN", "khala-dev-service-token"),
+            log_level=_log_level(env),
+            bind_host=env.string("KHALA_BIND_HOST", "127.0.0.1"),
+            http_port=_port(env, "KHALA_RUNTIME_HTTP_PORT", 8082),
+            grpc_port=_port(env, "KHALA_RUNTIME_GRPC_PORT", 9082),
+            control_url=control_url,
+            token_issuer=env.string("KHALA_TOKEN_ISSUER", control_url),
+            control_grpc_target=env.string("KHALA_CONTROL_GRPC_TARGET", "127.0.0.1:9081"),
+            max_body_bytes=env.integer("KHALA_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+            outbox_poll_interval_s=env.number(
+                "KHALA_OUTBOX_POLL_INTERVAL_S", 1.0, minimum=0.01
+            ),
+        )

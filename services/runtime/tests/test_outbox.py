@@ -1,0 +1,154 @@
+"""Integration: the outbox relay publishes every event, in order, to the
+runtime events exchange of a real RabbitMQ, republishes after a crash, and
+has exactly one leader."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import asyncpg
+import pytest
+from khala_common.broker import Broker
+from khala_common.topology import TYPE_HEADER, Topology
+from khala_runtime.app import relay_key
+from khala_runtime.outbox_relay import OutboxRelay
+from openagents.runtime.v1.events_pb2 import RuntimeEvent
+
+pytestmark = pytest.mark.integration
+
+
+class Tap:
+    """A test queue bound to `khala.runtime.events` for one org, consumed in the background."""
+
+    def __init__(self) -> None:
+        self.messages: list[aio_pika.abc.AbstractIncomingMessage] = []
+        self._arrived = asyncio.Event()
+
+    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await message.ack()
+        self.messages.append(message)
+        self._arrived.set()
+
+    async def take(self, count: int, timeout_s: float = 15.0) -> list[RuntimeEvent]:
+        """The first `count` messages received so far (waiting for them), decoded."""
+        async with asyncio.timeout(timeout_s):
+            while len(self.messages) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return [RuntimeEvent.FromString(m.body) for m in self.messages[:count]]
+
+
+@pytest.fixture
+async def tap(amqp_url: str, topology: Topology, unique: str) -> AsyncIterator[Tap]:
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(
+        topology.runtime_events, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(exchange, routing_key=f"org{unique}.run")
+    result = Tap()
+    await queue.consume(result.on_message)
+    yield result
+    await connection.close()
+
+
+async def test_every_event_published_in_order(
+    api: Any, identity: Any, unique: str, tap: Tap
+) -> None:
+    org, run_id = f"org{unique}", f"run{unique}"
+    token = identity.login({org: "member"})
+    status, _, _ = await api.call("POST", "/api/v1/runs", token, {"org_id": org, "run_id": run_id})
+    assert status == 201
+    path = f"/api/v1/runs/{run_id}/events"
+    receipts = [(await api.call("POST", path, token, {"events": [{"type": "run.started"}]}))[1]]
+    for batch, size in enumerate((40, 480, 480, 40)):
+        events = [{"type": "run.output", "payload": {"text": f"{batch}.{i}"}}
+                  for i in range(size)]
+        status, receipt, _ = await api.call("POST", path, token, {"events": events})
+        assert status == 201
+        receipts.append(receipt)
+
+    expected_ids = []
+    for after in (0, 1000):
+        _, page, _ = await api.call("GET", f"{path}?after_seq={after}&limit=1000", token)
+        expected_ids += [e["event_id"] for e in page["events"]]
+    assert len(expected_ids) == 1042
+
+    received = await tap.take(1042)
+    assert [e.stream_seq for e in received] == list(range(1, 1043))
+    assert [m.message_id for m in tap.messages] == expected_ids
+    assert [e.event_id for e in received] == expected_ids
+    assert all(e.stream_id == f"run:{run_id}" and e.org_id == org for e in received)
+    first = tap.messages[0]
+    assert first.routing_key == f"{org}.run"
+    assert first.content_type == "application/x-protobuf"
+    assert first.headers[TYPE_HEADER] == "openagents.runtime.v1.RuntimeEvent"
+    assert first.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert received[-1].chain_hash == receipts[-1]["chain_hash"]
+
+
+async def test_unmarked_rows_are_republished(
+    api: Any, identity: Any, unique: str, tap: Tap, migrated: str
+) -> None:
+    org, run_id = f"org{unique}", f"run{unique}"
+    token = identity.login({org: "member"})
+    await api.call("POST", "/api/v1/runs", token, {"org_id": org, "run_id": run_id})
+    await api.call("POST", f"/api/v1/runs/{run_id}/events", token,
+                   {"events": [{"type": "run.started"}, {"type": "run.output"}]})
+    first = await tap.take(3)
+    assert [e.stream_seq for e in first] == [1, 2, 3]
+
+    # As if the relay crashed after the broker confirmed but before it marked the rows.
+    conn = await asyncpg.connect(migrated)
+    try:
+        updated = await conn.execute(
+            "UPDATE runtime.outbox SET published_at = NULL WHERE event_id = ANY($1::uuid[])",
+            [e.event_id for e in first[1:]],
+        )
+        assert updated == "UPDATE 2"
+        await conn.execute("NOTIFY runtime_outbox")
+    finally:
+        await conn.close()
+    again = await tap.take(5)
+    await asyncio.sleep(0.3)
+    assert len(tap.messages) == 5
+    assert [e.stream_seq for e in again] == [1, 2, 3, 2, 3]
+    assert [m.message_id for m in tap.messages[3:]] == [e.event_id for e in first[1:]]
+
+
+async def test_backlog_drains_and_single_leader(
+    runtime: Any, migrated: str, amqp_url: str, topology: Topology
+) -> None:
+    relay = runtime.app[relay_key]
+    for _ in range(50):
+        if relay.is_leader:
+            break
+        await asyncio.sleep(0.1)
+    assert relay.is_leader
+    conn = await asyncpg.connect(migrated)
+    try:
+        for _ in range(100):
+            if await conn.fetchval(
+                "SELECT count(*) FROM runtime.outbox WHERE published_at IS NULL"
+            ) == 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("outbox backlog did not drain")
+    finally:
+        await conn.close()
+
+    second_broker = Broker(amqp_url, topology)
+    contender = OutboxRelay(migrated, second_broker, poll_interval_s=0.1)
+    task = asyncio.create_task(contender.run())
+    try:
+        await asyncio.sleep(1.0)
+        assert not contender.is_leader, "two relays led at once"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await second_broker.close()
