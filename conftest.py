@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+
 from khala_common.broker import delete_prefixed
 from khala_common.topology import Topology
 

@@ -19,9 +19,6 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from khala_client import KhalaApi, connect
-from openagents.codex.v1 import summaries_pb2
-from openagents.runtime.v1 import events_pb2
 from stack import (
     DEFAULT_AMQP_URL,
     DEFAULT_DATABASE_URL,
@@ -31,6 +28,10 @@ from stack import (
     ensure_servers,
     reachable,
 )
+
+from khala_client import KhalaApi, connect
+from openagents.codex.v1 import summaries_pb2
+from openagents.runtime.v1 import events_pb2
 
 
 def describe(frame) -> str:  # type: ignore[no-untyped-def]

@@ -15,10 +15,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from stack import Stack  # noqa: E402
+
 from khala_client import KhalaApi  # noqa: E402
 from khala_common.broker import delete_prefixed  # noqa: E402
 from khala_common.topology import Topology  # noqa: E402
-from stack import Stack  # noqa: E402
 
 ARTIFACTS = ROOT / "test-artifacts"
 

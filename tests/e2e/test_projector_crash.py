@@ -10,6 +10,7 @@ import uuid
 
 import aiohttp
 import pytest
+
 from khala_client import KhalaApi, connect
 from khala_common.topics import run_topic
 

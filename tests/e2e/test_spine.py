@@ -15,6 +15,7 @@ import uuid
 
 import aiohttp
 import pytest
+
 from khala_client import JSON, PROTO, KhalaApi, connect
 from khala_common.topics import run_topic, runs_topic
 from openagents.codex.v1 import summaries_pb2

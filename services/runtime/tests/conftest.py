@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
+
 from khala_common.db import migrate
 from khala_common.grpc_server import GrpcServer
 from khala_common.topology import Topology

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from khala_runtime.domain.append import check_repeat_create, plan_append, plan_create
 from khala_runtime.domain.chain import GENESIS, verify_chain
 from khala_runtime.domain.errors import DomainError

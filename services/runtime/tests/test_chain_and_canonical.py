@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+
 from khala_runtime.domain.canonical import canonical_json
 from khala_runtime.domain.chain import GENESIS, event_content, link, verify_chain
 from openagents.runtime.v1.events_pb2 import RuntimeEvent

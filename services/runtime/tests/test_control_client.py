@@ -6,6 +6,7 @@ import socket
 from typing import Any
 
 import pytest
+
 from khala_runtime.control_client import ControlClient, ControlUnavailable
 
 pytestmark = pytest.mark.integration

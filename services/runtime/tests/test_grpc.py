@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc import aio
+
 from khala_runtime.domain.chain import verify_chain
 from openagents.codex.v1 import summaries_pb2
 from openagents.runtime.v1 import events_pb2, runtime_service_pb2_grpc

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from khala_runtime.domain.chain import GENESIS, verify_chain
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 

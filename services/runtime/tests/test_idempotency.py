@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.idempotency import (
     KeyRecord,

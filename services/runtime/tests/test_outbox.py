@@ -11,6 +11,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 import pytest
+
 from khala_common.broker import Broker
 from khala_common.topology import TYPE_HEADER, Topology
 from khala_runtime.app import relay_key

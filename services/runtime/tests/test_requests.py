@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from khala_runtime.domain.errors import DomainError, ValidationError
 from khala_runtime.domain.requests import (
     MAX_EVENTS_PER_APPEND,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.run_state import RUN_EVENT_TYPES, RunStatus, transition
 

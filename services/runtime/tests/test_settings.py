@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from khala_common.settings import SettingsError
 from khala_runtime.settings import Settings
 

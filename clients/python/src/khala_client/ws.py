@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from google.protobuf import json_format
+
 from openagents.sync.v1 import frames_pb2, ws_pb2
 
 PROTO = "khala.v1+proto"

@@ -145,7 +145,8 @@ class Broker:
                 aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
             ),
         )
-        await target.publish(message, routing_key=routing_key)
+        # Not mandatory: a fanout frame for a topic no gateway holds is simply dropped.
+        await target.publish(message, routing_key=routing_key, mandatory=False)
 
 
 async def delete_prefixed(url: str, topology: Topology, extra_queues: Sequence[str] = ()) -> None:

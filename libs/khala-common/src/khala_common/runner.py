@@ -30,7 +30,7 @@ async def serve(
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
-    log.info("listening", host=host, port=port)
+    log.info("listening", addresses=[str(a) for a in runner.addresses])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -12,7 +12,6 @@ from khala_common.logs import configure_logging, get_logger
 from khala_common.runner import serve
 from khala_common.settings import SettingsError
 from khala_common.telemetry import configure_tracing
-
 from khala_runtime.app import build_app, drain
 from khala_runtime.settings import Settings
 from khala_runtime.storage import MIGRATIONS_DIR, SCHEMA

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
+
 from khala_common.broker import Broker
 from khala_common.db import check_pool, create_pool
 from khala_common.grpc_server import GrpcServer
@@ -22,8 +23,6 @@ from khala_common.http import Readiness, make_app
 from khala_common.jwt_verify import JwksCache, TokenVerifier, http_jwks_fetcher
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
-from openagents.runtime.v1 import runtime_service_pb2_grpc
-
 from khala_runtime.auth import ACCESS_AUDIENCE, Authenticator
 from khala_runtime.control_client import ControlClient
 from khala_runtime.handlers import http_runs
@@ -33,6 +32,7 @@ from khala_runtime.outbox_relay import OutboxRelay
 from khala_runtime.service import RunService
 from khala_runtime.settings import Settings
 from khala_runtime.storage import SCHEMA
+from openagents.runtime.v1 import runtime_service_pb2_grpc
 
 log = get_logger("app")
 

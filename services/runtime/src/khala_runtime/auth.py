@@ -9,7 +9,6 @@ caller's org roles come from that introspection, not from the token.
 from __future__ import annotations
 
 from khala_common.jwt_verify import TokenError, TokenVerifier
-
 from khala_runtime.control_client import ControlClient, ControlUnavailable
 from khala_runtime.domain.access import Principal, Role
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from grpc import aio
+
 from khala_common.grpc_server import insecure_channel, service_metadata
 from openagents.control.v1 import control_service_pb2, control_service_pb2_grpc
 

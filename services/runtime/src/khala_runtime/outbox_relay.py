@@ -32,15 +32,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+
 from khala_common.broker import Broker
 from khala_common.logs import get_logger
-from openagents.runtime.v1.events_pb2 import RuntimeEvent
-
 from khala_runtime import metrics
 from khala_runtime.storage import SCHEMA
 from khala_runtime.storage import outbox as outbox_sql
 from khala_runtime.storage.events import OUTBOX_CHANNEL
 from khala_runtime.storage.outbox import OutboxRow
+from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 # A fixed 64-bit key naming "the runtime outbox relay" within the database.
 LOCK_KEY = 0x6B68616C615F6F62  # b"khala_ob"

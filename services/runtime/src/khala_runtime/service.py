@@ -13,7 +13,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncpg
-from openagents.runtime.v1.events_pb2 import EventInput, Receipt, RuntimeEvent
 
 from khala_runtime import metrics
 from khala_runtime.domain.append import AppendPlan, check_repeat_create, plan_append, plan_create
@@ -23,6 +22,7 @@ from khala_runtime.domain.ids import parse_stream_id, run_routing_key
 from khala_runtime.domain.model import CreateRun, RunHead
 from khala_runtime.storage import events as event_sql
 from khala_runtime.storage import runs as run_sql
+from openagents.runtime.v1.events_pb2 import EventInput, Receipt, RuntimeEvent
 
 Authorize = Callable[[str], None]
 READ_PAGE = 500

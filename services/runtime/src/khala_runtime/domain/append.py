@@ -12,19 +12,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from openagents.runtime.v1.events_pb2 import (
-    STREAM_KIND_RUN,
-    EventInput,
-    Receipt,
-    RuntimeEvent,
-)
-
 from khala_runtime.domain.canonical import canonical_json
 from khala_runtime.domain.chain import GENESIS, event_content, link
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.ids import run_stream_id
 from khala_runtime.domain.model import CreateRun, RunHead
 from khala_runtime.domain.run_state import RUN_CREATED, RunStatus, transition
+from openagents.runtime.v1.events_pb2 import (
+    STREAM_KIND_RUN,
+    EventInput,
+    Receipt,
+    RuntimeEvent,
+)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from openagents.runtime.v1.events_pb2 import RuntimeEvent
-
 from khala_runtime.domain.canonical import canonical_json
+from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 GENESIS = "0" * 64
 

@@ -14,10 +14,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from openagents.runtime.v1.events_pb2 import EventInput, Receipt
-
 from khala_runtime.domain.canonical import canonical_json
 from khala_runtime.domain.errors import DomainError
+from openagents.runtime.v1.events_pb2 import EventInput, Receipt
 
 
 @dataclass(frozen=True)

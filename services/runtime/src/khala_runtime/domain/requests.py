@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 
-from openagents.runtime.v1.events_pb2 import EventInput
-
 from khala_runtime.domain.canonical import canonical_json
 from khala_runtime.domain.errors import DomainError, ValidationError
 from khala_runtime.domain.ids import is_valid_segment
 from khala_runtime.domain.model import CreateRun
 from khala_runtime.domain.run_state import is_run_event_type
+from openagents.runtime.v1.events_pb2 import EventInput
 
 MAX_EVENTS_PER_APPEND = 500
 MAX_KEY_CHARS = 255

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from openagents.runtime.v1.events_pb2 import Receipt, RuntimeEvent
-
 from khala_runtime.domain.model import RunHead
+from openagents.runtime.v1.events_pb2 import Receipt, RuntimeEvent
 
 
 def run_json(head: RunHead) -> dict[str, Any]:

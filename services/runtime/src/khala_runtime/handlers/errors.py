@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 from aiohttp import web
-from khala_common.http import ApiError
 
+from khala_common.http import ApiError
 from khala_runtime.auth import AuthError, ControlUnavailable
 from khala_runtime.domain.errors import DomainError
 

@@ -12,8 +12,6 @@ from typing import NoReturn
 
 import grpc
 from grpc import aio
-from openagents.runtime.v1 import runtime_service_pb2 as pb
-from openagents.runtime.v1 import runtime_service_pb2_grpc
 
 from khala_runtime.domain.errors import DomainError, ValidationError
 from khala_runtime.domain.ids import is_valid_segment
@@ -21,6 +19,8 @@ from khala_runtime.domain.model import RunHead
 from khala_runtime.domain.requests import check_batch, check_event, payload_from_bytes
 from khala_runtime.handlers.errors import GRPC_STATUS
 from khala_runtime.service import RunService
+from openagents.runtime.v1 import runtime_service_pb2 as pb
+from openagents.runtime.v1 import runtime_service_pb2_grpc
 
 SERVICE_NAME = "openagents.runtime.v1.RuntimeService"
 ERROR_CODE_KEY = "khala-error-code"

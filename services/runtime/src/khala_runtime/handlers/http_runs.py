@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 
 from aiohttp import web
-from khala_common.http import read_json_object
 
+from khala_common.http import read_json_object
 from khala_runtime.auth import Authenticator
 from khala_runtime.domain.access import Principal, require_access
 from khala_runtime.domain.errors import ValidationError

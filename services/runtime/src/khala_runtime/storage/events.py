@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import asyncpg
-from openagents.runtime.v1.events_pb2 import Receipt, RuntimeEvent
 
 from khala_runtime.domain.idempotency import KeyRecord
+from openagents.runtime.v1.events_pb2 import Receipt, RuntimeEvent
 
 OUTBOX_CHANNEL = "runtime_outbox"
 _EVENT_COLUMNS = (

@@ -1,0 +1,1 @@
+"""Thin edges of the projector: the AMQP consumer and the ProjectorAdmin gRPC servicer."""

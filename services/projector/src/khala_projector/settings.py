@@ -1,0 +1,93 @@
+"""Projector configuration, parsed once from the environment in `__main__`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from khala_common.settings import DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, Env, SettingsError
+
+SCHEMA = "khala"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _port(env: Env, name: str, default: int) -> int:
+    value = env.integer(name, default, minimum=0)
+    if value > 65535:
+        raise SettingsError(name, f"must be a TCP port (0-65535), got {value}")
+    return value
+
+
+def _log_level(env: Env) -> str:
+    value = env.string("KHALA_LOG_LEVEL", "info").lower()
+    if value not in LOG_LEVELS:
+        raise SettingsError("KHALA_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every field maps to one environment variable (named in its comment)."""
+
+    # KHALA_DATABASE_URL: Postgres DSN; the projector owns and writes schema `khala`.
+    database_url: str = DEFAULT_DATABASE_URL
+    # KHALA_AMQP_URL: RabbitMQ URL.
+    amqp_url: str = DEFAULT_AMQP_URL
+    # KHALA_AMQP_PREFIX: prefix of every exchange and queue name (empty in production).
+    amqp_prefix: str = ""
+    # KHALA_SERVICE_TOKEN: service credential, required on ProjectorAdmin calls and
+    # presented to runtime's RuntimeService.
+    service_token: str = "khala-dev-service-token"
+    # KHALA_LOG_LEVEL: debug | info | warning | error.
+    log_level: str = "info"
+    # KHALA_BIND_HOST: listen address of the HTTP and gRPC servers.
+    bind_host: str = "127.0.0.1"
+    # KHALA_PROJECTOR_HTTP_PORT: /healthz, /readyz, /metrics (0 = ephemeral).
+    http_port: int = 8083
+    # KHALA_PROJECTOR_GRPC_PORT: gRPC ProjectorAdmin + health + reflection (0 = ephemeral).
+    grpc_port: int = 9083
+    # KHALA_RUNTIME_GRPC_TARGET: runtime's gRPC address, used to fill gaps (ReadStream).
+    runtime_grpc_target: str = "127.0.0.1:9082"
+    # KHALA_RUNTIME_GRPC_TIMEOUT_S: deadline of one ReadStream call.
+    runtime_grpc_timeout_s: float = 10.0
+    # KHALA_PROJECTOR_PREFETCH: unacknowledged messages the broker may push (>= 1).
+    prefetch: int = 100
+    # KHALA_PROJECTOR_BATCH_MAX: most buffered messages handled per round; consecutive
+    # events of one stream in a round share one transaction.
+    batch_max: int = 100
+    # KHALA_PROJECTOR_DELIVERY_LIMIT: x-delivery-limit of khala.projector; a message
+    # rejected more often than this is dead-lettered to khala.projector.dlq.
+    delivery_limit: int = 5
+    # KHALA_PROJECTOR_RETRY_DELAY_MS: base back-off before requeueing a message whose
+    # processing failed (doubles per delivery, capped at 5 s), so a short Postgres or
+    # runtime outage does not burn through the delivery limit.
+    retry_delay_ms: int = 200
+    # KHALA_PROJECTOR_REPUBLISH_INTERVAL_S: how often a failed fanout publish is retried
+    # from the publish cursor.
+    republish_interval_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and validate every variable; raises SettingsError naming a bad one."""
+        env = Env(environ)
+        return cls(
+            database_url=env.url(
+                "KHALA_DATABASE_URL", DEFAULT_DATABASE_URL, schemes=("postgresql", "postgres")
+            ),
+            amqp_url=env.url("KHALA_AMQP_URL", DEFAULT_AMQP_URL, schemes=("amqp", "amqps")),
+            amqp_prefix=environ.get("KHALA_AMQP_PREFIX", ""),
+            service_token=env.string("KHALA_SERVICE_TOKEN", "khala-dev-service-token"),
+            log_level=_log_level(env),
+            bind_host=env.string("KHALA_BIND_HOST", "127.0.0.1"),
+            http_port=_port(env, "KHALA_PROJECTOR_HTTP_PORT", 8083),
+            grpc_port=_port(env, "KHALA_PROJECTOR_GRPC_PORT", 9083),
+            runtime_grpc_target=env.string("KHALA_RUNTIME_GRPC_TARGET", "127.0.0.1:9082"),
+            runtime_grpc_timeout_s=env.number("KHALA_RUNTIME_GRPC_TIMEOUT_S", 10.0, minimum=0.1),
+            prefetch=env.integer("KHALA_PROJECTOR_PREFETCH", 100, minimum=1),
+            batch_max=env.integer("KHALA_PROJECTOR_BATCH_MAX", 100, minimum=1),
+            delivery_limit=env.integer("KHALA_PROJECTOR_DELIVERY_LIMIT", 5, minimum=1),
+            retry_delay_ms=env.integer("KHALA_PROJECTOR_RETRY_DELAY_MS", 200, minimum=0),
+            republish_interval_s=env.number(
+                "KHALA_PROJECTOR_REPUBLISH_INTERVAL_S", 2.0, minimum=0.05
+            ),
+        )
