@@ -8,14 +8,15 @@ PYTEST_ARGS ?=
 # Tests use the machine's servers when reachable, else testcontainers (Docker).
 TEST_ENV = source scripts/test-env.sh &&
 
-.PHONY: help install proto proto-check lint typecheck test test-unit test-integration test-e2e run demo clean
+.PHONY: help install proto proto-check lint typecheck deploy-check test test-unit test-integration test-e2e run demo clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
-install: ## Install uv (if missing) and the locked workspace into .venv
+install: ## Install uv (if missing), the locked workspace into .venv, and promtool (Debian) if missing
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
+	@./scripts/install-system-tools.sh
 
 proto: install ## Regenerate libs/khala-proto from proto/
 	./scripts/gen-proto.sh
@@ -39,7 +40,10 @@ test-integration: install ## Integration tests on real Postgres and RabbitMQ
 test-e2e: install ## End-to-end tests: the four services as processes
 	$(TEST_ENV) $(RUN) pytest tests/e2e $(PYTEST_ARGS)
 
-test: install proto-check lint typecheck ## Everything: proto-check, lint, types, unit, integration and e2e tests
+deploy-check: install ## Render and validate k8s overlays, promtool rules, compose, Dockerfiles, RabbitMQ definitions
+	./scripts/deploy-check.sh
+
+test: install proto-check lint typecheck deploy-check ## Everything: proto-check, lint, types, unit, integration and e2e tests
 	$(TEST_ENV) $(RUN) pytest $(PYTEST_ARGS)
 
 run: install ## Start Postgres/RabbitMQ checks, migrate, run all four services (Ctrl-C stops)
