@@ -1,0 +1,2 @@
+"""Thin edges: HTTP routes and the gRPC ControlService decode, call one use
+case, and encode. No SQL and no business rules here."""

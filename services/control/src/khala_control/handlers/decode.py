@@ -1,0 +1,27 @@
+"""Reading typed fields out of a JSON request body (400 `bad_request` otherwise)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from khala_common.http import ApiError
+
+
+def text(body: dict[str, Any], name: str, *, required: bool = True) -> str:
+    """A string field (missing and optional: empty string)."""
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ApiError(400, "bad_request", f"{name} must be a non-empty string")
+    return value
+
+
+def text_list(body: dict[str, Any], name: str) -> list[str]:
+    """A list-of-strings field (missing: empty list)."""
+    value = body.get(name, [])
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ApiError(400, "bad_request", f"{name} must be a list of strings")
+    return value

@@ -1,0 +1,48 @@
+"""JSON shapes of control's HTTP answers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from khala_control.domain.models import DeviceSession, Membership, Principal
+from khala_control.usecases.sessions import IssuedSession
+
+
+def iso(value: datetime | int | None) -> str | None:
+    """RFC 3339 UTC timestamp (`2025-01-02T03:04:05Z`) of a datetime or epoch seconds."""
+    if value is None:
+        return None
+    moment = datetime.fromtimestamp(value, UTC) if isinstance(value, int) else value.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def issued(session: IssuedSession) -> dict[str, Any]:
+    """Body of sign-in and refresh."""
+    return {
+        "access_token": session.access_token,
+        "refresh_token": session.refresh_token,
+        "session_id": session.session_id,
+        "user_id": session.user_id,
+        "expires_at": iso(session.expires_at),
+        "expires_at_ms": session.expires_at * 1000,
+        "token_type": "Bearer",
+    }
+
+
+def device_session(session: DeviceSession, caller: Principal) -> dict[str, Any]:
+    """One entry of GET /api/auth/sessions."""
+    return {
+        "session_id": session.session_id,
+        "device_id": session.device_id,
+        "surface": session.surface,
+        "client_version": session.client_version,
+        "created_at": iso(session.created_at),
+        "last_used_at": iso(session.last_used_at),
+        "current": session.session_id == caller.session_id,
+    }
+
+
+def membership(item: Membership) -> dict[str, Any]:
+    """One org membership."""
+    return {"org_id": item.org_id, "name": item.org_name, "role": item.role.value}

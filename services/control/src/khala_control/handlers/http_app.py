@@ -1,0 +1,65 @@
+"""The aiohttp application: operational routes, middleware and every API route."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from opentelemetry.trace import SpanKind
+
+from khala_common.http import Readiness, make_app
+from khala_common.telemetry import extract_context, tracer
+from khala_control.handlers import http_auth, http_dev_idp, http_orgs, http_sync
+from khala_control.handlers.errors import control_error_middleware
+from khala_control.handlers.state import (
+    dev_idp_key,
+    keyring_key,
+    minter_key,
+    orgs_key,
+    sessions_key,
+)
+from khala_control.usecases.dev_idp import DevIdentityProvider
+from khala_control.usecases.orgs import OrgService
+from khala_control.usecases.sessions import SessionService
+from khala_control.usecases.signing import KeyRing
+from khala_control.usecases.token_mint import SyncTokenMinter
+
+_tracer = tracer("khala_control.http")
+
+
+@web.middleware
+async def tracing_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """One server span per request, continuing the caller's W3C trace context."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else request.path
+    with _tracer.start_as_current_span(
+        f"{request.method} {route}", context=extract_context(request.headers), kind=SpanKind.SERVER
+    ):
+        return await handler(request)
+
+
+def build_http_app(
+    readiness: Readiness,
+    *,
+    sessions: SessionService,
+    orgs: OrgService,
+    minter: SyncTokenMinter,
+    keyring: KeyRing,
+    dev_idp: DevIdentityProvider | None,
+) -> web.Application:
+    """The HTTP app; the dev identity provider's routes exist only if it is given."""
+    app = make_app(readiness)
+    app.middlewares.append(tracing_middleware)
+    app.middlewares.append(control_error_middleware)
+    app[sessions_key] = sessions
+    app[orgs_key] = orgs
+    app[minter_key] = minter
+    app[keyring_key] = keyring
+    for routes in (http_auth.routes, http_orgs.routes, http_sync.routes):
+        app.router.add_routes(routes)
+    if dev_idp is not None:
+        app[dev_idp_key] = dev_idp
+        app.router.add_routes(http_dev_idp.routes)
+    return app

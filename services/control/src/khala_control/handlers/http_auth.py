@@ -1,0 +1,84 @@
+"""HTTP: sign-in, refresh, logout, device sessions, and the caller's profile."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from khala_common.http import read_json_object
+from khala_control.handlers import decode, encode
+from khala_control.handlers.bearer import principal
+from khala_control.handlers.state import orgs_key, sessions_key
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/api/auth/session")
+async def sign_in(request: web.Request) -> web.Response:
+    """Exchange an ID token for a device session."""
+    body = await read_json_object(request)
+    issued = await request.app[sessions_key].sign_in(
+        id_token=decode.text(body, "id_token"),
+        device_id=decode.text(body, "device_id"),
+        surface=decode.text(body, "surface"),
+        client_version=decode.text(body, "client_version", required=False),
+    )
+    return web.json_response(encode.issued(issued))
+
+
+@routes.post("/api/auth/refresh")
+async def refresh(request: web.Request) -> web.Response:
+    """Rotate a refresh token."""
+    body = await read_json_object(request)
+    issued = await request.app[sessions_key].refresh(decode.text(body, "refresh_token"))
+    return web.json_response(encode.issued(issued))
+
+
+@routes.post("/api/auth/logout")
+async def logout(request: web.Request) -> web.Response:
+    """Revoke the caller's own session."""
+    caller = await principal(request)
+    await request.app[sessions_key].revoke_session(caller, caller.session_id, "logout")
+    return web.json_response({"session_id": caller.session_id, "revoked": True})
+
+
+@routes.get("/api/auth/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    """The caller's live device sessions."""
+    caller = await principal(request)
+    sessions = await request.app[sessions_key].list_sessions(caller)
+    return web.json_response({"sessions": [encode.device_session(s, caller) for s in sessions]})
+
+
+@routes.delete("/api/auth/sessions/{session_id}")
+async def revoke_session(request: web.Request) -> web.Response:
+    """Revoke one of the caller's sessions (idempotent)."""
+    caller = await principal(request)
+    session_id = request.match_info["session_id"]
+    await request.app[sessions_key].revoke_session(caller, session_id, "revoked_by_user")
+    return web.json_response({"session_id": session_id, "revoked": True})
+
+
+@routes.post("/api/auth/sessions/revoke-all")
+async def revoke_all(request: web.Request) -> web.Response:
+    """Revoke every session of the caller, this one included."""
+    caller = await principal(request)
+    revoked = await request.app[sessions_key].revoke_all(caller)
+    return web.json_response({"revoked_session_ids": revoked})
+
+
+@routes.get("/api/me")
+async def me(request: web.Request) -> web.Response:
+    """The caller, their current session and their memberships."""
+    caller = await principal(request)
+    user, memberships = await request.app[orgs_key].profile(caller)
+    return web.json_response(
+        {
+            "user": {"user_id": user.user_id, "email": user.email, "name": user.name},
+            "session": {
+                "session_id": caller.session_id,
+                "device_id": caller.device_id,
+                "surface": caller.surface,
+            },
+            "memberships": [encode.membership(m) for m in memberships],
+        }
+    )

@@ -1,0 +1,40 @@
+"""HTTP: sync tokens for the WebSocket gateway, and control's JWKS."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from khala_common.http import read_json_object
+from khala_control.handlers import decode, encode
+from khala_control.handlers.bearer import principal
+from khala_control.handlers.state import keyring_key, minter_key
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/api/sync/token")
+async def mint_sync_token(request: web.Request) -> web.Response:
+    """Mint a sync token: `{token, expires_at, scope, kid}`."""
+    caller = await principal(request)
+    body = await read_json_object(request)
+    minted = await request.app[minter_key].mint(
+        caller,
+        decode.text_list(body, "topics"),
+        decode.text(body, "surface", required=False),
+        decode.text(body, "client_version", required=False),
+    )
+    return web.json_response(
+        {
+            "token": minted.token,
+            "expires_at": encode.iso(minted.expires_at),
+            "expires_at_ms": minted.expires_at * 1000,
+            "scope": list(minted.scope),
+            "kid": minted.kid,
+        }
+    )
+
+
+@routes.get("/.well-known/jwks.json")
+async def jwks(request: web.Request) -> web.Response:
+    """Public keys that verify control's access and sync tokens."""
+    return web.json_response(await request.app[keyring_key].jwks())
