@@ -26,7 +26,7 @@ from openagents.codex.v1 import summaries_pb2 as openagents_dot_codex_dot_v1_dot
 from openagents.runtime.v1 import events_pb2 as openagents_dot_runtime_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+openagents/runtime/v1/runtime_service.proto\x12\x15openagents.runtime.v1\x1a#openagents/codex/v1/summaries.proto\x1a\"openagents/runtime/v1/events.proto\"L\n\x11ReadStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x11\n\tup_to_seq\x18\x03 \x01(\x04\"H\n\x12ReadStreamResponse\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32#.openagents.runtime.v1.RuntimeEvent\"\x84\x01\n\x13\x41ppendEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x31\n\x06\x65vents\x18\x02 \x03(\x0b\x32!.openagents.runtime.v1.EventInput\x12\x19\n\x0c\x65xpected_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_expected_seq\"G\n\x14\x41ppendEventsResponse\x12/\n\x07receipt\x18\x01 \x01(\x0b\x32\x1e.openagents.runtime.v1.Receipt\"\xa4\x01\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x1e.openagents.codex.v1.RunStatus\x12\x10\n\x08last_seq\x18\x05 \x01(\x04\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x07 \x01(\x03\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"9\n\x0eGetRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.openagents.runtime.v1.Run\"\xbc\x01\n\x06Worker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.openagents.codex.v1.WorkerStatus\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x1c\n\x14last_heartbeat_at_ms\x18\x05 \x01(\x03\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x07 \x01(\x03\"%\n\x10GetWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"B\n\x11GetWorkerResponse\x12-\n\x06worker\x18\x01 \x01(\x0b\x32\x1d.openagents.runtime.v1.Worker\"$\n\x12ListWorkersRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"E\n\x13ListWorkersResponse\x12.\n\x07workers\x18\x01 \x03(\x0b\x32\x1d.openagents.runtime.v1.Worker2\xfb\x03\n\x0eRuntimeService\x12\x63\n\nReadStream\x12(.openagents.runtime.v1.ReadStreamRequest\x1a).openagents.runtime.v1.ReadStreamResponse0\x01\x12g\n\x0c\x41ppendEvents\x12*.openagents.runtime.v1.AppendEventsRequest\x1a+.openagents.runtime.v1.AppendEventsResponse\x12U\n\x06GetRun\x12$.openagents.runtime.v1.GetRunRequest\x1a%.openagents.runtime.v1.GetRunResponse\x12^\n\tGetWorker\x12\'.openagents.runtime.v1.GetWorkerRequest\x1a(.openagents.runtime.v1.GetWorkerResponse\x12\x64\n\x0bListWorkers\x12).openagents.runtime.v1.ListWorkersRequest\x1a*.openagents.runtime.v1.ListWorkersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+openagents/runtime/v1/runtime_service.proto\x12\x15openagents.runtime.v1\x1a#openagents/codex/v1/summaries.proto\x1a\"openagents/runtime/v1/events.proto\"L\n\x11ReadStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x11\n\tup_to_seq\x18\x03 \x01(\x04\"H\n\x12ReadStreamResponse\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32#.openagents.runtime.v1.RuntimeEvent\"\x84\x01\n\x13\x41ppendEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x31\n\x06\x65vents\x18\x02 \x03(\x0b\x32!.openagents.runtime.v1.EventInput\x12\x19\n\x0c\x65xpected_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_expected_seq\"G\n\x14\x41ppendEventsResponse\x12/\n\x07receipt\x18\x01 \x01(\x0b\x32\x1e.openagents.runtime.v1.Receipt\"\xa4\x01\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x1e.openagents.codex.v1.RunStatus\x12\x10\n\x08last_seq\x18\x05 \x01(\x04\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x07 \x01(\x03\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"9\n\x0eGetRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.openagents.runtime.v1.Run\"\xb6\x02\n\x06Worker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.openagents.codex.v1.WorkerStatus\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x1c\n\x14last_heartbeat_at_ms\x18\x05 \x01(\x03\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x07 \x01(\x03\x12<\n\x0fheartbeat_state\x18\x08 \x01(\x0e\x32#.openagents.codex.v1.HeartbeatState\x12\x18\n\x10heartbeat_age_ms\x18\t \x01(\x03\x12 \n\x18heartbeat_stale_after_ms\x18\n \x01(\x03\"%\n\x10GetWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"B\n\x11GetWorkerResponse\x12-\n\x06worker\x18\x01 \x01(\x0b\x32\x1d.openagents.runtime.v1.Worker\"$\n\x12ListWorkersRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"E\n\x13ListWorkersResponse\x12.\n\x07workers\x18\x01 \x03(\x0b\x32\x1d.openagents.runtime.v1.Worker\"(\n\x13VerifyStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"\xb9\x01\n\x14VerifyStreamResponse\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x10\n\x08head_seq\x18\x03 \x01(\x04\x12\x12\n\nchain_hash\x18\x04 \x01(\t\x12\x16\n\x0e\x65vents_checked\x18\x05 \x01(\x04\x12\x12\n\nbroken_seq\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x10\n\x08\x65xpected\x18\x08 \x01(\t\x12\x0e\n\x06\x61\x63tual\x18\t \x01(\t2\xe4\x04\n\x0eRuntimeService\x12\x63\n\nReadStream\x12(.openagents.runtime.v1.ReadStreamRequest\x1a).openagents.runtime.v1.ReadStreamResponse0\x01\x12g\n\x0c\x41ppendEvents\x12*.openagents.runtime.v1.AppendEventsRequest\x1a+.openagents.runtime.v1.AppendEventsResponse\x12U\n\x06GetRun\x12$.openagents.runtime.v1.GetRunRequest\x1a%.openagents.runtime.v1.GetRunResponse\x12^\n\tGetWorker\x12\'.openagents.runtime.v1.GetWorkerRequest\x1a(.openagents.runtime.v1.GetWorkerResponse\x12\x64\n\x0bListWorkers\x12).openagents.runtime.v1.ListWorkersRequest\x1a*.openagents.runtime.v1.ListWorkersResponse\x12g\n\x0cVerifyStream\x12*.openagents.runtime.v1.VerifyStreamRequest\x1a+.openagents.runtime.v1.VerifyStreamResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,15 +48,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRUNRESPONSE']._serialized_start=703
   _globals['_GETRUNRESPONSE']._serialized_end=760
   _globals['_WORKER']._serialized_start=763
-  _globals['_WORKER']._serialized_end=951
-  _globals['_GETWORKERREQUEST']._serialized_start=953
-  _globals['_GETWORKERREQUEST']._serialized_end=990
-  _globals['_GETWORKERRESPONSE']._serialized_start=992
-  _globals['_GETWORKERRESPONSE']._serialized_end=1058
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1060
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1096
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=1098
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=1167
-  _globals['_RUNTIMESERVICE']._serialized_start=1170
-  _globals['_RUNTIMESERVICE']._serialized_end=1677
+  _globals['_WORKER']._serialized_end=1073
+  _globals['_GETWORKERREQUEST']._serialized_start=1075
+  _globals['_GETWORKERREQUEST']._serialized_end=1112
+  _globals['_GETWORKERRESPONSE']._serialized_start=1114
+  _globals['_GETWORKERRESPONSE']._serialized_end=1180
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1182
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1218
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1220
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1289
+  _globals['_VERIFYSTREAMREQUEST']._serialized_start=1291
+  _globals['_VERIFYSTREAMREQUEST']._serialized_end=1331
+  _globals['_VERIFYSTREAMRESPONSE']._serialized_start=1334
+  _globals['_VERIFYSTREAMRESPONSE']._serialized_end=1519
+  _globals['_RUNTIMESERVICE']._serialized_start=1522
+  _globals['_RUNTIMESERVICE']._serialized_end=2134
 # @@protoc_insertion_point(module_scope)

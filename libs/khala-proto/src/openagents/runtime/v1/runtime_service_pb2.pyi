@@ -71,7 +71,7 @@ class GetRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("worker_id", "org_id", "status", "last_seq", "last_heartbeat_at_ms", "created_at_ms", "updated_at_ms")
+    __slots__ = ("worker_id", "org_id", "status", "last_seq", "last_heartbeat_at_ms", "created_at_ms", "updated_at_ms", "heartbeat_state", "heartbeat_age_ms", "heartbeat_stale_after_ms")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,9 @@ class Worker(_message.Message):
     LAST_HEARTBEAT_AT_MS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_STATE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_STALE_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     org_id: str
     status: _summaries_pb2.WorkerStatus
@@ -86,7 +89,10 @@ class Worker(_message.Message):
     last_heartbeat_at_ms: int
     created_at_ms: int
     updated_at_ms: int
-    def __init__(self, worker_id: _Optional[str] = ..., org_id: _Optional[str] = ..., status: _Optional[_Union[_summaries_pb2.WorkerStatus, str]] = ..., last_seq: _Optional[int] = ..., last_heartbeat_at_ms: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ...) -> None: ...
+    heartbeat_state: _summaries_pb2.HeartbeatState
+    heartbeat_age_ms: int
+    heartbeat_stale_after_ms: int
+    def __init__(self, worker_id: _Optional[str] = ..., org_id: _Optional[str] = ..., status: _Optional[_Union[_summaries_pb2.WorkerStatus, str]] = ..., last_seq: _Optional[int] = ..., last_heartbeat_at_ms: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., heartbeat_state: _Optional[_Union[_summaries_pb2.HeartbeatState, str]] = ..., heartbeat_age_ms: _Optional[int] = ..., heartbeat_stale_after_ms: _Optional[int] = ...) -> None: ...
 
 class GetWorkerRequest(_message.Message):
     __slots__ = ("worker_id",)
@@ -111,3 +117,31 @@ class ListWorkersResponse(_message.Message):
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     workers: _containers.RepeatedCompositeFieldContainer[Worker]
     def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
+
+class VerifyStreamRequest(_message.Message):
+    __slots__ = ("stream_id",)
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    def __init__(self, stream_id: _Optional[str] = ...) -> None: ...
+
+class VerifyStreamResponse(_message.Message):
+    __slots__ = ("stream_id", "ok", "head_seq", "chain_hash", "events_checked", "broken_seq", "reason", "expected", "actual")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_HASH_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BROKEN_SEQ_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    ok: bool
+    head_seq: int
+    chain_hash: str
+    events_checked: int
+    broken_seq: int
+    reason: str
+    expected: str
+    actual: str
+    def __init__(self, stream_id: _Optional[str] = ..., ok: _Optional[bool] = ..., head_seq: _Optional[int] = ..., chain_hash: _Optional[str] = ..., events_checked: _Optional[int] = ..., broken_seq: _Optional[int] = ..., reason: _Optional[str] = ..., expected: _Optional[str] = ..., actual: _Optional[str] = ...) -> None: ...

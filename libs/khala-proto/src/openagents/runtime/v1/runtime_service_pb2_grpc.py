@@ -61,6 +61,11 @@ class RuntimeServiceStub:
                 request_serializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.VerifyStream = channel.unary_unary(
+                '/openagents.runtime.v1.RuntimeService/VerifyStream',
+                request_serializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamRequest.SerializeToString,
+                response_deserializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -99,6 +104,13 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyStream(self, request, context):
+        """Recompute a stream's hash chain from the log; reports the first broken link.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +138,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListWorkersRequest.FromString,
                     response_serializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'VerifyStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyStream,
+                    request_deserializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamRequest.FromString,
+                    response_serializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +282,33 @@ class RuntimeService:
             '/openagents.runtime.v1.RuntimeService/ListWorkers',
             openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListWorkersRequest.SerializeToString,
             openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openagents.runtime.v1.RuntimeService/VerifyStream',
+            openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamRequest.SerializeToString,
+            openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
