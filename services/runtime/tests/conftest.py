@@ -1,21 +1,25 @@
 """Fixtures of runtime's integration tests.
 
-Postgres and RabbitMQ are real (root conftest). Control is another service
-built in parallel, so it is replaced by a test double of its two published
-surfaces: a real local aiohttp server serving a test ES256 key as JWKS, and a
-real in-process gRPC ControlService answering IntrospectSession from a table
-of sessions the tests write.
+Postgres and RabbitMQ are real (root conftest). Control and the projector are
+other services, so they are replaced by test doubles of their published
+surfaces: a real local aiohttp server serving a test ES256 key as JWKS, a real
+in-process gRPC ControlService answering IntrospectSession from a table of
+sessions the tests write, and a real in-process gRPC ProjectorAdmin answering
+GetProjectionStatus from a table of checkpoints the tests write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aio_pika
 import aiohttp
 import grpc
 import jwt
@@ -28,10 +32,15 @@ from khala_common.db import migrate
 from khala_common.grpc_server import GrpcServer
 from khala_common.topology import Topology
 from khala_runtime.app import Started, start
+from khala_runtime.domain.model import CreateRun, CreateWorker
+from khala_runtime.handlers.context import service_key, worker_service_key
 from khala_runtime.settings import Settings
 from khala_runtime.storage import MIGRATIONS_DIR, SCHEMA
 from openagents.control.v1 import control_service_pb2 as cpb
 from openagents.control.v1 import control_service_pb2_grpc
+from openagents.runtime.v1.events_pb2 import RuntimeEvent
+from openagents.sync.v1 import projector_admin_pb2 as ppb
+from openagents.sync.v1 import projector_admin_pb2_grpc
 
 SERVICE_TOKEN = "runtime-test-service-token"
 ISSUER = "https://control.test"
@@ -70,6 +79,33 @@ class ControlDouble(control_service_pb2_grpc.ControlServiceServicer):
                 for org, role in session.memberships.items()
             ],
         )
+
+
+class ProjectorDouble(projector_admin_pb2_grpc.ProjectorAdminServicer):
+    """GetProjectionStatus over a table of checkpoints; `failing` makes it refuse."""
+
+    def __init__(self) -> None:
+        self.checkpoints: dict[str, int] = {}
+        self.failing = False
+        self.requests: list[ppb.GetProjectionStatusRequest] = []
+
+    async def GetProjectionStatus(
+        self, request: ppb.GetProjectionStatusRequest, context: Any
+    ) -> ppb.GetProjectionStatusResponse:
+        self.requests.append(request)
+        if self.failing:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "projector double is failing")
+        statuses = []
+        for head in request.streams:
+            checkpoint = self.checkpoints.get(head.stream_id, 0)
+            lag = max(0, head.head_seq - checkpoint)
+            statuses.append(ppb.ProjectionStatus(
+                stream_id=head.stream_id,
+                state=ppb.PROJECTION_STATE_IN_SYNC if lag == 0 else ppb.PROJECTION_STATE_LAGGING,
+                checkpoint_seq=checkpoint,
+                lag_events=lag,
+            ))
+        return ppb.GetProjectionStatusResponse(statuses=statuses)
 
 
 class Identity:
@@ -135,8 +171,20 @@ async def control() -> AsyncIterator[tuple[ControlDouble, Identity, str, str]]:
 
 
 @pytest.fixture(scope="session")
-def settings_for(migrated: str, amqp_url: str, topology: Topology) -> Any:
-    def make(control_url: str, control_target: str) -> Settings:
+async def projector() -> AsyncIterator[tuple[ProjectorDouble, str]]:
+    """(double, gRPC target) of a ProjectorAdmin double on an ephemeral port."""
+    double = ProjectorDouble()
+    server = GrpcServer("127.0.0.1", 0, SERVICE_TOKEN)
+    server.add(projector_admin_pb2_grpc.add_ProjectorAdminServicer_to_server, double,
+               ["openagents.sync.v1.ProjectorAdmin"])
+    await server.start()
+    yield double, f"127.0.0.1:{server.port}"
+    await server.stop(0)
+
+
+@pytest.fixture(scope="session")
+def settings_for(migrated: str, amqp_url: str, topology: Topology, projector: Any) -> Any:
+    def make(control_url: str, control_target: str, **extra: str) -> Settings:
         return Settings.from_env(
             {
                 "KHALA_DATABASE_URL": migrated,
@@ -150,6 +198,10 @@ def settings_for(migrated: str, amqp_url: str, topology: Topology) -> Any:
                 "KHALA_CONTROL_GRPC_TARGET": control_target,
                 "KHALA_MAX_BODY_BYTES": str(64 * 1024),
                 "KHALA_OUTBOX_POLL_INTERVAL_S": "0.2",
+                "KHALA_PROJECTOR_GRPC_TARGET": projector[1],
+                "KHALA_PROJECTOR_TIMEOUT_S": "2",
+                "KHALA_HEARTBEAT_STALE_AFTER_MS": "60000",
+                **extra,
             }
         )
 
@@ -210,4 +262,132 @@ def service_metadata() -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {SERVICE_TOKEN}"),)
 
 
-__all__ = ["Api", "Identity", "grpc"]
+@dataclass
+class LiveRuntime:
+    """A runtime (with its control and projector doubles) serving from a thread."""
+
+    base_url: str
+    token: str
+    org_id: str
+    own: dict[str, str]
+    """An existing run_id / worker_id of `org_id`."""
+    foreign: dict[str, str]
+    """An existing run_id / worker_id of another org."""
+
+
+async def _start_stack(settings_for: Any) -> tuple[LiveRuntime, Callable[[], Awaitable[None]]]:
+    """Control double, projector double and runtime, all in the running loop."""
+    double = ControlDouble()
+    identity = Identity(double)
+    projector_double = ProjectorDouble()
+    grpc_doubles = GrpcServer("127.0.0.1", 0, SERVICE_TOKEN)
+    grpc_doubles.add(control_service_pb2_grpc.add_ControlServiceServicer_to_server, double,
+                     ["openagents.control.v1.ControlService"])
+    grpc_doubles.add(projector_admin_pb2_grpc.add_ProjectorAdminServicer_to_server,
+                     projector_double, ["openagents.sync.v1.ProjectorAdmin"])
+    await grpc_doubles.start()
+
+    async def jwks(_: web.Request) -> web.Response:
+        return web.json_response(identity.jwks())
+
+    jwks_app = web.Application()
+    jwks_app.router.add_get("/.well-known/jwks.json", jwks)
+    jwks_runner = web.AppRunner(jwks_app)
+    await jwks_runner.setup()
+    await web.TCPSite(jwks_runner, "127.0.0.1", 0).start()
+    target = f"127.0.0.1:{grpc_doubles.port}"
+    runtime = await start(settings_for(
+        f"http://127.0.0.1:{jwks_runner.addresses[0][1]}", target,
+        KHALA_PROJECTOR_GRPC_TARGET=target,
+    ))
+    suffix = uuid.uuid4().hex[:6]
+    org, other = f"contract{suffix}", f"foreign{suffix}"
+    own = {"run_id": f"run-own-{suffix}", "worker_id": f"w-own-{suffix}"}
+    foreign = {"run_id": f"run-foreign-{suffix}", "worker_id": f"w-foreign-{suffix}"}
+    for owner, ids in ((org, own), (other, foreign)):
+        await runtime.app[service_key].create_run(CreateRun(owner, ids["run_id"], ""))
+        await runtime.app[worker_service_key].create_or_reattach(
+            CreateWorker(owner, ids["worker_id"]))
+    live = LiveRuntime(f"http://127.0.0.1:{runtime.http_port}",
+                       identity.login({org: "member"}), org, own, foreign)
+
+    async def stop() -> None:
+        await runtime.stop()
+        await jwks_runner.cleanup()
+        await grpc_doubles.stop(0)
+
+    return live, stop
+
+
+@pytest.fixture(scope="module")
+def threaded_runtime(settings_for: Any) -> Iterator[LiveRuntime]:
+    """A runtime serving from its own thread and event loop, for synchronous
+    clients (schemathesis) that block the test's event loop while they call."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="threaded-runtime", daemon=True)
+    thread.start()
+    live, stop = asyncio.run_coroutine_threadsafe(_start_stack(settings_for), loop).result(60)
+    try:
+        yield live
+    finally:
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+class Tap:
+    """A test queue bound to `khala.runtime.events`, consumed in the background."""
+
+    def __init__(self) -> None:
+        self.messages: list[aio_pika.abc.AbstractIncomingMessage] = []
+        self._arrived = asyncio.Event()
+
+    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await message.ack()
+        self.messages.append(message)
+        self._arrived.set()
+
+    async def take(self, count: int, timeout_s: float = 15.0) -> list[RuntimeEvent]:
+        """The first `count` messages received so far (waiting for them), decoded."""
+        async with asyncio.timeout(timeout_s):
+            while len(self.messages) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return [RuntimeEvent.FromString(m.body) for m in self.messages[:count]]
+
+    async def take_until(self, done: Callable[[list[RuntimeEvent]], bool],
+                         timeout_s: float = 30.0) -> list[RuntimeEvent]:
+        """Wait until `done(every message so far)`; all messages, decoded."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                decoded = [RuntimeEvent.FromString(m.body) for m in self.messages]
+                if done(decoded):
+                    return decoded
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
+@pytest.fixture
+async def open_tap(
+    amqp_url: str, topology: Topology
+) -> AsyncIterator[Callable[..., Awaitable[Tap]]]:
+    """`await open_tap(routing_key, topology=...)`: a Tap on `khala.runtime.events`."""
+    connection = await aio_pika.connect(amqp_url)
+
+    async def open_one(routing_key: str, topo: Topology = topology) -> Tap:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            topo.runtime_events, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key=routing_key)
+        tap = Tap()
+        await queue.consume(tap.on_message)
+        return tap
+
+    yield open_one
+    await connection.close()
+
+
+__all__ = ["Api", "Identity", "LiveRuntime", "Tap", "grpc"]

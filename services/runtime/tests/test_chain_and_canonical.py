@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from khala_runtime.domain.append import StreamRef, link_events
 from khala_runtime.domain.canonical import canonical_json
-from khala_runtime.domain.chain import GENESIS, event_content, link, verify_chain
-from openagents.runtime.v1.events_pb2 import RuntimeEvent
+from khala_runtime.domain.chain import GENESIS, ChainChecker, event_content, link, verify_chain
+from openagents.runtime.v1.events_pb2 import STREAM_KIND_RUN, EventInput, RuntimeEvent
 
 
 def test_canonical_json_sorts_and_compacts() -> None:
@@ -101,3 +102,67 @@ def test_verify_from_a_midpoint() -> None:
     events = _chain(4)
     assert verify_chain(events[2:], prev_hash=events[1].chain_hash)
     assert not verify_chain(events[2:])
+
+
+def _chain(n: int) -> list[RuntimeEvent]:
+    return list(link_events(
+        StreamRef(STREAM_KIND_RUN, "run:r", "r", "o"), last_seq=0, prev_hash=GENESIS,
+        inputs=[EventInput(type="run.output", payload_json=b'{"i":%d}' % i) for i in range(n)],
+        occurred_at_ms=1, event_ids=[f"00000000-0000-4000-8000-{i:012d}" for i in range(n)],
+    ))
+
+
+def test_chain_checker_accepts_an_intact_stream() -> None:
+    events = _chain(5)
+    checker = ChainChecker()
+    assert all(checker.feed(e) is None for e in events)
+    assert checker.finish(5, events[-1].chain_hash) is None
+
+
+def test_chain_checker_reports_the_first_broken_link() -> None:
+    events = _chain(5)
+    events[2].payload_json = b'{"i":99}'
+    checker = ChainChecker()
+    results = [checker.feed(e) for e in events]
+    assert results[:2] == [None, None]
+    broken = checker.finish(5, events[-1].chain_hash)
+    assert broken is not None and (broken.stream_seq, broken.reason) == (3, "chain_mismatch")
+    assert broken.actual == events[2].chain_hash != broken.expected
+
+    gap = ChainChecker()
+    for event in events[:2] + events[3:]:
+        gap.feed(event)
+    assert gap.broken is not None and (gap.broken.stream_seq, gap.broken.reason) == (3, "seq_gap")
+
+    events = _chain(3)
+    short = ChainChecker()
+    for event in events[:2]:
+        short.feed(event)
+    missing_tail = short.finish(3, events[-1].chain_hash)
+    assert missing_tail is not None and (missing_tail.stream_seq, missing_tail.reason) == (
+        3, "seq_gap")
+    wrong_head = ChainChecker()
+    for event in events:
+        wrong_head.feed(event)
+    mismatch = wrong_head.finish(3, "f" * 64)
+    assert mismatch is not None and mismatch.reason == "head_mismatch"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "plain", 'quo"te', "back\\slash", "tab\tnew\nline\x01", "ünïcödé ✓ 😀",
+     "\u2028\u2029", "</script>", "\x7f\u0085"],
+)
+def test_content_escapes_strings_exactly_like_canonical_json(text: str) -> None:
+    event = RuntimeEvent(
+        event_id="00000000-0000-4000-8000-000000000001", stream_id=f"run:{text}",
+        org_id=text, stream_kind=STREAM_KIND_RUN, subject_id="r", stream_seq=2**40,
+        type=text, payload_json=canonical_json({"t": text}), idempotency_key=text,
+        occurred_at_ms=-5,
+    )
+    expected = canonical_json({
+        "event_id": event.event_id, "idempotency_key": text, "occurred_at_ms": -5,
+        "org_id": text, "payload": {"t": text}, "stream_id": f"run:{text}",
+        "stream_seq": 2**40, "type": text,
+    })
+    assert event_content(event) == expected

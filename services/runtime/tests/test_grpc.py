@@ -136,3 +136,40 @@ async def test_get_run_and_append_events(
     assert [(e["type"], e["payload"]) for e in page["events"]] == [
         ("run.output", json.loads('{"text":"via grpc"}')), ("run.completed", {})
     ]
+
+
+async def test_verify_stream_reports_intact_and_broken_chains(
+    api: Any, identity: Any, unique: str, grpc_target: str, service_metadata: Any, migrated: str
+) -> None:
+    import asyncpg
+
+    run_id = await seeded_run(api, identity, unique, outputs=8)  # 10 events
+    stream_id = f"run:{run_id}"
+    async with aio.insecure_channel(grpc_target) as channel:
+        stub = runtime_service_pb2_grpc.RuntimeServiceStub(channel)
+        intact = await stub.VerifyStream(pb.VerifyStreamRequest(stream_id=stream_id), metadata=service_metadata)
+        assert intact.ok and intact.head_seq == 10 and intact.events_checked == 10
+        assert intact.broken_seq == 0 and intact.reason == ""
+
+        conn = await asyncpg.connect(migrated)
+        select = "SELECT payload_json FROM runtime.events WHERE stream_id = $1 AND stream_seq = 6"
+        update = "UPDATE runtime.events SET payload_json = $2 WHERE stream_id = $1 AND stream_seq = 6"
+        original = await conn.fetchval(select, stream_id)
+        try:
+            await conn.execute(update, stream_id, b'{"text":"forged"}')
+            broken = await stub.VerifyStream(
+                pb.VerifyStreamRequest(stream_id=stream_id), metadata=service_metadata
+            )
+        finally:
+            # other tests verify every stream of the shared database
+            await conn.execute(update, stream_id, original)
+            await conn.close()
+        assert not broken.ok
+        assert (broken.broken_seq, broken.reason) == (6, "chain_mismatch")
+        assert broken.expected != broken.actual
+
+        for bad_stream, code in [("run:ghost", grpc.StatusCode.NOT_FOUND),
+                                 ("nonsense", grpc.StatusCode.INVALID_ARGUMENT)]:
+            with pytest.raises(aio.AioRpcError) as info:
+                await stub.VerifyStream(pb.VerifyStreamRequest(stream_id=bad_stream), metadata=service_metadata)
+            assert info.value.code() == code

@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 
 from khala_runtime.domain.chain import GENESIS, verify_chain
+from khala_runtime.domain.model import CreateRun
+from khala_runtime.domain.requests import parse_append
+from khala_runtime.handlers.context import service_key
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 pytestmark = pytest.mark.integration
@@ -328,9 +331,35 @@ async def test_operational_routes(api: Any) -> None:
         assert name in text
 
 
-async def test_openapi_lists_the_routes(api: Any) -> None:
-    status, spec, _ = await api.call("GET", "/api/v1/openapi.json", None)
-    assert status == 200 and spec["openapi"].startswith("3.1")
-    assert set(spec["paths"]) == {
-        "/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/events"
-    }
+async def test_concurrent_repeats_of_one_keyed_request_append_once(
+    api: Any, identity: Any, unique: str
+) -> None:
+    org, run_id = f"org{unique}", f"run{unique}"
+    token = identity.login({org: "member"})
+    await make_run(api, token, org, run_id)
+    path = f"/api/v1/runs/{run_id}/events"
+    await api.call("POST", path, token, {"events": [{"type": "run.started"}]})
+    body = {"events": [{"type": "run.output", "payload": {"text": str(i)},
+                        "idempotency_key": f"race-{i}"} for i in range(50)]}
+    results = await asyncio.gather(*(api.call("POST", path, token, body) for _ in range(12)))
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200] * 11 + [201], statuses
+    assert len({json.dumps(receipt, sort_keys=True) for _, receipt, _ in results}) == 1
+    _, snapshot, _ = await api.call("GET", f"/api/v1/runs/{run_id}", token)
+    assert snapshot["last_seq"] == 52
+
+
+async def test_key_race_in_process_appends_once(runtime: Any, unique: str) -> None:
+    service = runtime.app[service_key]
+    run_id = f"run{unique}"
+    await service.create_run(CreateRun(f"org{unique}", run_id, ""))
+    await service.append(run_id, parse_append({"events": [{"type": "run.started"}]})[0],
+                         expected_seq=None)
+    inputs, _ = parse_append({"events": [{"type": "run.output", "idempotency_key": f"k{i}"}
+                                         for i in range(100)]})
+    for _ in range(3):  # the pool's connections are warm after the first round
+        results = await asyncio.gather(*(
+            service.append(run_id, inputs, expected_seq=None) for _ in range(8)))
+        assert len({receipt.SerializeToString() for receipt, _ in results}) == 1
+        assert sum(not replayed for _, replayed in results) <= 1
+    assert (await service.get_run(run_id)).last_seq == 102

@@ -5,7 +5,6 @@ has exactly one leader."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -16,45 +15,16 @@ from khala_common.broker import Broker
 from khala_common.topology import TYPE_HEADER, Topology
 from khala_runtime.app import relay_key
 from khala_runtime.outbox_relay import OutboxRelay
-from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 pytestmark = pytest.mark.integration
 
 
-class Tap:
-    """A test queue bound to `khala.runtime.events` for one org, consumed in the background."""
-
-    def __init__(self) -> None:
-        self.messages: list[aio_pika.abc.AbstractIncomingMessage] = []
-        self._arrived = asyncio.Event()
-
-    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        await message.ack()
-        self.messages.append(message)
-        self._arrived.set()
-
-    async def take(self, count: int, timeout_s: float = 15.0) -> list[RuntimeEvent]:
-        """The first `count` messages received so far (waiting for them), decoded."""
-        async with asyncio.timeout(timeout_s):
-            while len(self.messages) < count:
-                self._arrived.clear()
-                await self._arrived.wait()
-        return [RuntimeEvent.FromString(m.body) for m in self.messages[:count]]
+Tap = Any
 
 
 @pytest.fixture
-async def tap(amqp_url: str, topology: Topology, unique: str) -> AsyncIterator[Tap]:
-    connection = await aio_pika.connect(amqp_url)
-    channel = await connection.channel()
-    exchange = await channel.declare_exchange(
-        topology.runtime_events, aio_pika.ExchangeType.TOPIC, durable=True
-    )
-    queue = await channel.declare_queue(exclusive=True)
-    await queue.bind(exchange, routing_key=f"org{unique}.run")
-    result = Tap()
-    await queue.consume(result.on_message)
-    yield result
-    await connection.close()
+async def tap(open_tap: Any, unique: str) -> Tap:
+    return await open_tap(f"org{unique}.run")
 
 
 async def test_every_event_published_in_order(

@@ -1,9 +1,10 @@
 """Composition root of the runtime service.
 
-`build_app` wires the Postgres pool, run service, authenticator, gRPC server,
-broker and outbox relay into one aiohttp application that owns them: the gRPC
-server and the relay task are started and stopped by `cleanup_ctx`, and the
-pool, broker and control channel are closed after them. Tests build the same
+`build_app` wires the Postgres pool, run and worker services, authenticator,
+projector client, gRPC server, broker and outbox relay into one aiohttp
+application that owns them: the gRPC server and the relay task are started and
+stopped by `cleanup_ctx`, and the pool, broker and gRPC channels are closed
+after them. Tests build the same
 app with ports 0 through `start` and read the bound ports from it.
 """
 
@@ -25,13 +26,16 @@ from khala_common.logs import get_logger
 from khala_common.topology import Topology
 from khala_runtime.auth import ACCESS_AUDIENCE, Authenticator
 from khala_runtime.control_client import ControlClient
-from khala_runtime.handlers import http_runs
+from khala_runtime.handlers import http_runs, http_workers, openapi
+from khala_runtime.handlers.context import auth_key, service_key, worker_service_key
 from khala_runtime.handlers.errors import domain_error_middleware
 from khala_runtime.handlers.grpc_runtime import SERVICE_NAME, RuntimeServicer
 from khala_runtime.outbox_relay import OutboxRelay
+from khala_runtime.projector_client import ProjectorClient
 from khala_runtime.service import RunService
 from khala_runtime.settings import Settings
 from khala_runtime.storage import SCHEMA
+from khala_runtime.workers import WorkerService
 from openagents.runtime.v1 import runtime_service_pb2_grpc
 
 log = get_logger("app")
@@ -43,7 +47,7 @@ readiness_app_key = web.AppKey("runtime_readiness", Readiness)
 
 async def build_app(settings: Settings) -> web.Application:
     """The runtime application; its gRPC port is bound already (`grpc_key`)."""
-    pool = await create_pool(settings.database_url, SCHEMA)
+    pool = await create_pool(settings.database_url, SCHEMA, max_size=settings.db_pool_size)
     broker = Broker(settings.amqp_url, Topology(prefix=settings.amqp_prefix))
     control = ControlClient(settings.control_grpc_target, settings.service_token)
     verifier = TokenVerifier(
@@ -52,11 +56,19 @@ async def build_app(settings: Settings) -> web.Application:
         audience=ACCESS_AUDIENCE,
         required=("exp", "iat", "sub", "sid"),
     )
-    service = RunService(pool)
+    projector = ProjectorClient(
+        settings.projector_grpc_target,
+        settings.service_token,
+        timeout_s=settings.projector_timeout_s,
+    )
+    service = RunService(pool, projections=projector)
+    workers = WorkerService(
+        pool, stale_after_ms=settings.heartbeat_stale_after_ms, projections=projector
+    )
     grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
     grpc_server.add(
         runtime_service_pb2_grpc.add_RuntimeServiceServicer_to_server,
-        RuntimeServicer(service),
+        RuntimeServicer(service, workers),
         [SERVICE_NAME],
     )
     relay = OutboxRelay(
@@ -69,12 +81,15 @@ async def build_app(settings: Settings) -> web.Application:
 
     app = make_app(readiness, client_max_size=settings.max_body_bytes)
     app.middlewares.append(domain_error_middleware)
-    app[http_runs.service_key] = service
-    app[http_runs.auth_key] = Authenticator(verifier, control)
+    app[service_key] = service
+    app[worker_service_key] = workers
+    app[auth_key] = Authenticator(verifier, control)
     app[grpc_key] = grpc_server
     app[relay_key] = relay
     app[readiness_app_key] = readiness
+    openapi.add_routes(app)
     http_runs.add_routes(app)
+    http_workers.add_routes(app)
 
     async def serve_grpc(_: web.Application) -> AsyncIterator[None]:
         await grpc_server.start()
@@ -92,6 +107,7 @@ async def build_app(settings: Settings) -> web.Application:
     async def close_resources(_: web.Application) -> None:
         await broker.close()
         await control.close()
+        await projector.close()
         await pool.close()
 
     app.cleanup_ctx.append(serve_grpc)

@@ -30,3 +30,12 @@ PUBLISH_LATENCY = Histogram(
     "Time from an event's commit to the broker's confirm.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+WORKERS_REGISTERED = Counter("khala_runtime_workers_registered_total", "Workers registered.")
+PROJECTOR_STATUS_FAILURES = Counter(
+    "khala_runtime_projector_status_failures_total",
+    "GetProjectionStatus calls that failed or timed out (projection read as unknown).",
+)
+KEY_RACE_RETRIES = Counter(
+    "khala_runtime_key_race_retries_total",
+    "Appends retried because a concurrent append recorded the same idempotency key first.",
+)

@@ -1,35 +1,61 @@
-"""Runtime's command and query use cases, shared by the HTTP and gRPC edges.
+"""Run use cases (create, append, read), shared by the HTTP and gRPC edges.
 
-An append runs in ONE transaction: lock the run row, authorize, resolve
-idempotency keys, plan (expected_seq, state machine, gapless seq, hash chain),
-insert events and outbox rows, advance the head, NOTIFY the relay, commit.
-Once `append` returns, the events and their outbox rows are durable together,
-so an accepted event is never lost and is always eventually published.
+An append takes the shared write path (`write_path.py`) inside one
+transaction that first locks the run row, so events of one run are appended
+strictly one batch after another, with gapless `stream_seq`.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 
 from khala_runtime import metrics
-from khala_runtime.domain.append import AppendPlan, check_repeat_create, plan_append, plan_create
+from khala_runtime.domain.append import check_repeat_create, plan_append, plan_create
 from khala_runtime.domain.errors import DomainError
-from khala_runtime.domain.idempotency import replayed_receipt, request_hash, request_keys
 from khala_runtime.domain.ids import parse_stream_id, run_routing_key
 from khala_runtime.domain.model import CreateRun, RunHead
+from khala_runtime.domain.projection import UNKNOWN, Projection
+from khala_runtime.ids import uuid4_strings
 from khala_runtime.storage import events as event_sql
 from khala_runtime.storage import runs as run_sql
+from khala_runtime.storage import workers as worker_sql
+from khala_runtime.write_path import (
+    Authorize,
+    KeyedRequest,
+    allow_all,
+    append_locked,
+    persist_events,
+    retrying_key_race,
+)
 from openagents.runtime.v1.events_pb2 import EventInput, Receipt, RuntimeEvent
 
-Authorize = Callable[[str], None]
 READ_PAGE = 500
 
 
-def _allow(_: str) -> None:
-    return None
+class ProjectionSource(Protocol):
+    """Where projection statuses come from (the projector client, or nothing)."""
+
+    async def statuses(self, heads: Sequence[tuple[str, int]]) -> dict[str, Projection]: ...
+
+
+class NoProjector:
+    """A projection source that knows nothing: every stream is `unknown`."""
+
+    async def statuses(self, heads: Sequence[tuple[str, int]]) -> dict[str, Projection]:
+        """`unknown` for every stream."""
+        return {stream_id: UNKNOWN for stream_id, _ in heads}
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run snapshot: its head and its projection status."""
+
+    head: RunHead
+    projection: Projection
 
 
 def _not_found(run_id: str) -> DomainError:
@@ -39,22 +65,33 @@ def _not_found(run_id: str) -> DomainError:
 class RunService:
     """Creates runs, appends events and reads the log, over one asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, new_id: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        new_ids: Callable[[int], list[str]] | None = None,
+        projections: ProjectionSource | None = None,
+    ) -> None:
         self._pool = pool
-        self._new_id = new_id or (lambda: str(uuid.uuid4()))
+        self._new_ids = new_ids or uuid4_strings
+        self._projections = projections or NoProjector()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The runtime schema's pool."""
+        return self._pool
 
     async def create_run(self, request: CreateRun) -> tuple[RunHead, bool]:
         """Create a run with its `run.created` event; (head, created?)."""
         async with self._pool.acquire() as conn, conn.transaction():
             now = await run_sql.now_ms(conn)
-            plan = plan_create(request, now_ms=now, event_id=self._new_id())
+            plan = plan_create(request, now_ms=now, event_id=self._new_ids(1)[0])
             if not await run_sql.insert_run(conn, plan.head):
                 existing = await run_sql.get_run(conn, request.run_id)
                 if existing is None:  # pragma: no cover - runs are never deleted
                     raise DomainError("run_exists", f"run id {request.run_id!r} is taken")
                 check_repeat_create(existing, request)
                 return existing, False
-            await self._persist_events(conn, plan, now)
+            await persist_events(conn, plan, run_routing_key(request.org_id), now)
         metrics.RUNS_CREATED.inc()
         metrics.EVENTS_APPENDED.inc()
         return plan.head, True
@@ -65,11 +102,13 @@ class RunService:
         inputs: Sequence[EventInput],
         *,
         expected_seq: int | None,
-        authorize: Authorize = _allow,
+        authorize: Authorize = allow_all,
     ) -> tuple[Receipt, bool]:
         """Append checked events to a run; (receipt, replayed?)."""
         try:
-            receipt, replayed = await self._append(run_id, inputs, expected_seq, authorize)
+            receipt, replayed = await retrying_key_race(
+                lambda: self._append(run_id, inputs, expected_seq, authorize)
+            )
         except DomainError as exc:
             metrics.APPENDS.labels(exc.code).inc()
             raise
@@ -85,40 +124,31 @@ class RunService:
         expected_seq: int | None,
         authorize: Authorize,
     ) -> tuple[Receipt, bool]:
-        keys = request_keys(inputs)
-        req_hash = request_hash(inputs) if keys else ""
+        request = KeyedRequest(inputs)
         async with self._pool.acquire() as conn, conn.transaction():
-            locked = await run_sql.lock_run(conn, run_id)
+            locked = await run_sql.lock_run(conn, run_id, request.keys)
             if locked is None:
                 raise _not_found(run_id)
-            head, now = locked
+            head, now, found_keys = locked
             authorize(head.org_id)
-            if keys:
-                found = await event_sql.find_keys(conn, head.stream_id, keys)
-                original = replayed_receipt(keys, found, req_hash)
-                if original is not None:
-                    return original, True
-            plan = plan_append(
-                head,
-                inputs,
-                expected_seq=expected_seq,
+            return await append_locked(
+                conn,
+                stream_id=head.stream_id,
+                request=request,
+                found_keys=found_keys,
+                plan=lambda: plan_append(
+                    head,
+                    inputs,
+                    expected_seq=expected_seq,
+                    now_ms=now,
+                    event_ids=self._new_ids(len(inputs)),
+                ),
+                routing_key=run_routing_key(head.org_id),
                 now_ms=now,
-                event_ids=[self._new_id() for _ in inputs],
+                head_write=run_sql.head_write,
             )
-            await self._persist_events(conn, plan, now)
-            await run_sql.update_head(conn, plan.head)
-            if keys:
-                await event_sql.insert_keys(
-                    conn, head.stream_id, keys, req_hash, plan.receipt, now
-                )
-        return plan.receipt, False
 
-    @staticmethod
-    async def _persist_events(conn: asyncpg.Connection, plan: AppendPlan, now: int) -> None:
-        await event_sql.insert_events(conn, plan.events)
-        await event_sql.insert_outbox(conn, plan.events, run_routing_key(plan.head.org_id), now)
-
-    async def get_run(self, run_id: str, *, authorize: Authorize = _allow) -> RunHead:
+    async def get_run(self, run_id: str, *, authorize: Authorize = allow_all) -> RunHead:
         """A run's current head."""
         head = await run_sql.get_run(self._pool, run_id)
         if head is None:
@@ -126,14 +156,31 @@ class RunService:
         authorize(head.org_id)
         return head
 
+    async def snapshot(self, run_id: str, *, authorize: Authorize = allow_all) -> RunView:
+        """A run's head with its projection status."""
+        return await self.view_of(await self.get_run(run_id, authorize=authorize))
+
+    async def view_of(self, head: RunHead) -> RunView:
+        """A run head with its projection status."""
+        statuses = await self._projections.statuses([(head.stream_id, head.last_seq)])
+        return RunView(head, statuses.get(head.stream_id, UNKNOWN))
+
     async def list_runs(
         self, org_id: str, *, limit: int, before: tuple[int, str] | None
     ) -> list[RunHead]:
         """An org's runs, newest first (keyset-paginated)."""
         return await run_sql.list_runs(self._pool, org_id, limit=limit, before=before)
 
+    async def list_snapshots(
+        self, org_id: str, *, limit: int, before: tuple[int, str] | None
+    ) -> list[RunView]:
+        """An org's runs with their projection status, newest first."""
+        heads = await self.list_runs(org_id, limit=limit, before=before)
+        statuses = await self._projections.statuses([(h.stream_id, h.last_seq) for h in heads])
+        return [RunView(h, statuses.get(h.stream_id, UNKNOWN)) for h in heads]
+
     async def read_events(
-        self, run_id: str, *, after_seq: int, limit: int, authorize: Authorize = _allow
+        self, run_id: str, *, after_seq: int, limit: int, authorize: Authorize = allow_all
     ) -> tuple[RunHead, list[RuntimeEvent]]:
         """A run's head and up to `limit` events after `after_seq`, in order."""
         head = await self.get_run(run_id, authorize=authorize)
@@ -145,17 +192,11 @@ class RunService:
     async def stream(
         self, stream_id: str, *, after_seq: int, up_to_seq: int
     ) -> AsyncIterator[RuntimeEvent]:
-        """Events with after_seq < seq <= up_to_seq (0: the head when called), in order."""
-        parsed = parse_stream_id(stream_id)
-        if parsed is None:
-            raise DomainError("validation_error", f"stream_id: malformed {stream_id!r}",
-                              field="stream_id")
-        kind, subject = parsed
-        if kind != "run":
-            raise DomainError("stream_not_found", f"stream {stream_id!r} does not exist")
-        head = await self.get_run(subject)
+        """Events of a run or worker stream with after_seq < seq <= up_to_seq
+        (0: the head when called), in order."""
+        head_seq = await self._head_seq(stream_id)
         # The log below the head is immutable, so paging up to a fixed bound is consistent.
-        bound = head.last_seq if up_to_seq == 0 else min(up_to_seq, head.last_seq)
+        bound = head_seq if up_to_seq == 0 else min(up_to_seq, head_seq)
         cursor = after_seq
         while cursor < bound:
             page = await event_sql.read_events(
@@ -166,3 +207,16 @@ class RunService:
             for event in page:
                 yield event
             cursor = page[-1].stream_seq
+
+    async def _head_seq(self, stream_id: str) -> int:
+        parsed = parse_stream_id(stream_id)
+        if parsed is None:
+            raise DomainError("validation_error", f"stream_id: malformed {stream_id!r}",
+                              field="stream_id")
+        kind, subject = parsed
+        if kind == "run":
+            return (await self.get_run(subject)).last_seq
+        worker = await worker_sql.get_worker(self._pool, subject)
+        if worker is None:
+            raise DomainError("stream_not_found", f"stream {stream_id!r} does not exist")
+        return worker[0].last_seq

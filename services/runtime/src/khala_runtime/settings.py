@@ -55,6 +55,15 @@ class Settings:
     """KHALA_MAX_BODY_BYTES: largest accepted HTTP request body (1 MiB); larger is 413."""
     outbox_poll_interval_s: float
     """KHALA_OUTBOX_POLL_INTERVAL_S: relay poll interval when no NOTIFY arrives (1.0)."""
+    projector_grpc_target: str
+    """KHALA_PROJECTOR_GRPC_TARGET: host:port of ProjectorAdmin (GetProjectionStatus)."""
+    projector_timeout_s: float
+    """KHALA_PROJECTOR_TIMEOUT_S: deadline of a GetProjectionStatus call (0.5); past it
+    snapshots report projection `unknown`."""
+    heartbeat_stale_after_ms: int
+    """KHALA_HEARTBEAT_STALE_AFTER_MS: a worker heartbeat older than this is `stale` (30000)."""
+    db_pool_size: int
+    """KHALA_DB_POOL_SIZE: largest number of Postgres connections of the request pool (10)."""
 
     @property
     def jwks_url(self) -> str:
@@ -85,4 +94,10 @@ class Settings:
             outbox_poll_interval_s=env.number(
                 "KHALA_OUTBOX_POLL_INTERVAL_S", 1.0, minimum=0.01
             ),
+            projector_grpc_target=env.string("KHALA_PROJECTOR_GRPC_TARGET", "127.0.0.1:9083"),
+            projector_timeout_s=env.number("KHALA_PROJECTOR_TIMEOUT_S", 0.5, minimum=0.01),
+            heartbeat_stale_after_ms=env.integer(
+                "KHALA_HEARTBEAT_STALE_AFTER_MS", 30_000, minimum=1
+            ),
+            db_pool_size=env.integer("KHALA_DB_POOL_SIZE", 10, minimum=1),
         )

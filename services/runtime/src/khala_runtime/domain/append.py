@@ -1,7 +1,7 @@
 """Planning an append: the pure core of runtime's write path.
 
-Given a run's locked head, a plan checks `expected_seq`, runs every event
-through the state machine in order, assigns gapless `stream_seq` from
+Given a stream's locked head, a plan checks `expected_seq`, runs every event
+through the stream's state machine in order, assigns gapless `stream_seq` from
 `last_seq + 1`, links each event into the hash chain and produces the new head
 and the receipt. The caller persists the plan in the same transaction that
 locked the head, so a plan is never applied to a head that moved.
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
-from khala_runtime.domain.canonical import canonical_json
-from khala_runtime.domain.chain import GENESIS, event_content, link
+from khala_runtime.domain.canonical import canonical_json, canonical_string
+from khala_runtime.domain.chain import GENESIS, link
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.ids import run_stream_id
 from khala_runtime.domain.model import CreateRun, RunHead
@@ -23,25 +24,111 @@ from openagents.runtime.v1.events_pb2 import (
     EventInput,
     Receipt,
     RuntimeEvent,
+    StreamKind,
 )
+
+H = TypeVar("H")
 
 
 @dataclass(frozen=True)
-class AppendPlan:
-    """Events to insert, the run head after them, and the receipt to return."""
+class AppendPlan(Generic[H]):
+    """Events to insert, the stream head after them, and the receipt to return."""
 
-    head: RunHead
+    head: H
     events: tuple[RuntimeEvent, ...]
     receipt: Receipt
 
 
-def plan_create(request: CreateRun, *, now_ms: int, event_id: str) -> AppendPlan:
+@dataclass(frozen=True)
+class StreamRef:
+    """Which stream events are linked into."""
+
+    kind: StreamKind
+    stream_id: str
+    subject_id: str
+    org_id: str
+
+
+def check_expected_seq(expected_seq: int | None, last_seq: int) -> None:
+    """Raise `seq_conflict` (with `current_seq`) unless expected_seq is None or the head."""
+    if expected_seq is not None and expected_seq != last_seq:
+        raise DomainError(
+            "seq_conflict",
+            f"expected_seq {expected_seq} but the stream is at {last_seq}",
+            current_seq=last_seq,
+        )
+
+
+def link_events(
+    stream: StreamRef,
+    *,
+    last_seq: int,
+    prev_hash: str,
+    inputs: Sequence[EventInput],
+    occurred_at_ms: int,
+    event_ids: Sequence[str],
+) -> tuple[RuntimeEvent, ...]:
+    """Sequence `inputs` after `last_seq` and chain them after `prev_hash`."""
+    if len(event_ids) != len(inputs):
+        raise ValueError("one event id is needed per input")
+    # The content of each link (chain.event_content), with the parts shared by
+    # the batch encoded once: this loop runs for every appended event.
+    org = canonical_string(stream.org_id)
+    sid = canonical_string(stream.stream_id)
+    occurred = b"%d" % occurred_at_ms
+    types: dict[str, bytes] = {}
+    events: list[RuntimeEvent] = []
+    for offset, (item, event_id) in enumerate(zip(inputs, event_ids, strict=True), start=1):
+        seq = last_seq + offset
+        payload = item.payload_json or b"{}"
+        encoded_type = types.get(item.type)
+        if encoded_type is None:
+            encoded_type = types[item.type] = canonical_string(item.type)
+        content = b"".join((
+            b'{"event_id":', canonical_string(event_id),
+            b',"idempotency_key":', canonical_string(item.idempotency_key),
+            b',"occurred_at_ms":', occurred, b',"org_id":', org, b',"payload":', payload,
+            b',"stream_id":', sid, b',"stream_seq":', b"%d" % seq, b',"type":', encoded_type,
+            b"}",
+        ))
+        prev_hash = link(prev_hash, content)
+        events.append(RuntimeEvent(
+            event_id=event_id,
+            stream_id=stream.stream_id,
+            org_id=stream.org_id,
+            stream_kind=stream.kind,
+            subject_id=stream.subject_id,
+            stream_seq=seq,
+            type=item.type,
+            payload_json=payload,
+            idempotency_key=item.idempotency_key,
+            occurred_at_ms=occurred_at_ms,
+            chain_hash=prev_hash,
+        ))
+    return tuple(events)
+
+
+def receipt_of(stream_id: str, events: Sequence[RuntimeEvent]) -> Receipt:
+    """The receipt of an accepted batch."""
+    return Receipt(
+        stream_id=stream_id,
+        first_seq=events[0].stream_seq,
+        last_seq=events[-1].stream_seq,
+        event_ids=[event.event_id for event in events],
+        chain_hash=events[-1].chain_hash,
+    )
+
+
+def _run_ref(org_id: str, run_id: str) -> StreamRef:
+    return StreamRef(STREAM_KIND_RUN, run_stream_id(run_id), run_id, org_id)
+
+
+def plan_create(request: CreateRun, *, now_ms: int, event_id: str) -> AppendPlan[RunHead]:
     """The new run's head and its `run.created` event at stream_seq 1."""
     created = EventInput(type=RUN_CREATED, payload_json=canonical_json({"title": request.title}))
-    events, status, chain = _link_events(
-        org_id=request.org_id,
-        run_id=request.run_id,
-        status=None,
+    status = transition(None, RUN_CREATED)
+    events = link_events(
+        _run_ref(request.org_id, request.run_id),
         last_seq=0,
         prev_hash=GENESIS,
         inputs=[created],
@@ -54,11 +141,11 @@ def plan_create(request: CreateRun, *, now_ms: int, event_id: str) -> AppendPlan
         title=request.title,
         status=status,
         last_seq=1,
-        chain_hash=chain,
+        chain_hash=events[-1].chain_hash,
         created_at_ms=now_ms,
         updated_at_ms=now_ms,
     )
-    return AppendPlan(head, events, _receipt(head.stream_id, events))
+    return AppendPlan(head, events, receipt_of(head.stream_id, events))
 
 
 def plan_append(
@@ -68,22 +155,18 @@ def plan_append(
     expected_seq: int | None,
     now_ms: int,
     event_ids: Sequence[str],
-) -> AppendPlan:
-    """Check and sequence `inputs` on top of `head` (DomainError if refused)."""
-    if expected_seq is not None and expected_seq != head.last_seq:
-        raise DomainError(
-            "seq_conflict",
-            f"expected_seq {expected_seq} but the run is at {head.last_seq}",
-            current_seq=head.last_seq,
-        )
+) -> AppendPlan[RunHead]:
+    """Check and sequence `inputs` on top of a run's `head` (DomainError if refused)."""
+    check_expected_seq(expected_seq, head.last_seq)
     if not inputs:
         raise DomainError("validation_error", "events: must not be empty", field="events")
+    status: RunStatus = head.status
+    for item in inputs:
+        status = transition(status, item.type)
     # The commit clock never runs backwards within a stream, even across replicas.
     occurred_at_ms = max(now_ms, head.updated_at_ms)
-    events, status, chain = _link_events(
-        org_id=head.org_id,
-        run_id=head.run_id,
-        status=head.status,
+    events = link_events(
+        _run_ref(head.org_id, head.run_id),
         last_seq=head.last_seq,
         prev_hash=head.chain_hash,
         inputs=inputs,
@@ -94,56 +177,10 @@ def plan_append(
         head,
         status=status,
         last_seq=head.last_seq + len(events),
-        chain_hash=chain,
+        chain_hash=events[-1].chain_hash,
         updated_at_ms=occurred_at_ms,
     )
-    return AppendPlan(new_head, events, _receipt(head.stream_id, events))
-
-
-def _link_events(
-    *,
-    org_id: str,
-    run_id: str,
-    status: RunStatus | None,
-    last_seq: int,
-    prev_hash: str,
-    inputs: Sequence[EventInput],
-    occurred_at_ms: int,
-    event_ids: Sequence[str],
-) -> tuple[tuple[RuntimeEvent, ...], RunStatus, str]:
-    if len(event_ids) != len(inputs):
-        raise ValueError("one event id is needed per input")
-    stream_id = run_stream_id(run_id)
-    events: list[RuntimeEvent] = []
-    for offset, (item, event_id) in enumerate(zip(inputs, event_ids, strict=True), start=1):
-        status = transition(status, item.type)
-        event = RuntimeEvent(
-            event_id=event_id,
-            stream_id=stream_id,
-            org_id=org_id,
-            stream_kind=STREAM_KIND_RUN,
-            subject_id=run_id,
-            stream_seq=last_seq + offset,
-            type=item.type,
-            payload_json=item.payload_json or b"{}",
-            idempotency_key=item.idempotency_key,
-            occurred_at_ms=occurred_at_ms,
-        )
-        prev_hash = link(prev_hash, event_content(event))
-        event.chain_hash = prev_hash
-        events.append(event)
-    assert status is not None
-    return tuple(events), status, prev_hash
-
-
-def _receipt(stream_id: str, events: Sequence[RuntimeEvent]) -> Receipt:
-    return Receipt(
-        stream_id=stream_id,
-        first_seq=events[0].stream_seq,
-        last_seq=events[-1].stream_seq,
-        event_ids=[event.event_id for event in events],
-        chain_hash=events[-1].chain_hash,
-    )
+    return AppendPlan(new_head, events, receipt_of(head.stream_id, events))
 
 
 def check_repeat_create(existing: RunHead, request: CreateRun) -> None:

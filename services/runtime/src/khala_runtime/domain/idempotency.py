@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from khala_runtime.domain.canonical import canonical_json
+from khala_runtime.domain.canonical import canonical_string
 from khala_runtime.domain.errors import DomainError
 from openagents.runtime.v1.events_pb2 import EventInput, Receipt
 
@@ -35,7 +35,9 @@ def request_hash(events: Sequence[EventInput]) -> str:
         payload = event.payload_json or b"{}"
         # The JSON header is self-delimiting and carries the payload length,
         # so no two different requests produce the same byte stream.
-        digest.update(canonical_json([event.type, event.idempotency_key, len(payload)]))
+        # canonical_json([type, key, len(payload)]), assembled directly (hot path).
+        digest.update(b"[" + canonical_string(event.type) + b"," +
+                      canonical_string(event.idempotency_key) + b",%d]" % len(payload))
         digest.update(payload)
     return digest.hexdigest()
 

@@ -1,4 +1,5 @@
-"""Identifiers: run and org ids are topic segments; streams are `run:<id>`."""
+"""Identifiers: run, worker and org ids are topic segments; streams are
+`run:<run_id>` or `worker:<worker_id>`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def run_stream_id(run_id: str) -> str:
     return f"{RUN_STREAM_PREFIX}{run_id}"
 
 
+def worker_stream_id(worker_id: str) -> str:
+    """The stream id of a worker."""
+    return f"{WORKER_STREAM_PREFIX}{worker_id}"
+
+
 def parse_stream_id(stream_id: str) -> tuple[str, str] | None:
     """(`run` | `worker`, subject id) of a stream id, or None if malformed."""
     for kind, prefix in (("run", RUN_STREAM_PREFIX), ("worker", WORKER_STREAM_PREFIX)):
@@ -31,3 +37,8 @@ def parse_stream_id(stream_id: str) -> tuple[str, str] | None:
 def run_routing_key(org_id: str) -> str:
     """Routing key of a run event on `khala.runtime.events`."""
     return f"{org_id}.run"
+
+
+def worker_routing_key(org_id: str) -> str:
+    """Routing key of a worker event on `khala.runtime.events`."""
+    return f"{org_id}.worker"

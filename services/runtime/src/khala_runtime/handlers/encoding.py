@@ -10,11 +10,44 @@ import json
 from typing import Any
 
 from khala_runtime.domain.model import RunHead
+from khala_runtime.domain.projection import Projection
+from khala_runtime.service import RunView
+from khala_runtime.workers import WorkerView
 from openagents.runtime.v1.events_pb2 import Receipt, RuntimeEvent
 
 
+def projection_json(projection: Projection) -> dict[str, Any]:
+    """A stream's projection status."""
+    return {"state": projection.state.value, "lag_events": projection.lag_events}
+
+
+def run_view_json(view: RunView) -> dict[str, Any]:
+    """A run snapshot with its projection status."""
+    return {**run_json(view.head), "projection": projection_json(view.projection)}
+
+
+def worker_json(view: WorkerView) -> dict[str, Any]:
+    """A worker snapshot: head, heartbeat freshness and projection status."""
+    head = view.head
+    return {
+        "worker_id": head.worker_id,
+        "org_id": head.org_id,
+        "stream_id": head.stream_id,
+        "status": head.status.value,
+        "last_seq": head.last_seq,
+        "chain_hash": head.chain_hash,
+        "last_heartbeat_at_ms": head.last_heartbeat_at_ms,
+        "heartbeat_state": view.heartbeat.state.value,
+        "heartbeat_age_ms": view.heartbeat.age_ms,
+        "heartbeat_stale_after_ms": view.heartbeat.stale_after_ms,
+        "created_at_ms": head.created_at_ms,
+        "updated_at_ms": head.updated_at_ms,
+        "projection": projection_json(view.projection),
+    }
+
+
 def run_json(head: RunHead) -> dict[str, Any]:
-    """A run snapshot."""
+    """A run's head (without projection status)."""
     return {
         "run_id": head.run_id,
         "org_id": head.org_id,

@@ -3,27 +3,37 @@
 Calls are trusted by the service credential (checked by khala_common's
 interceptor before any method runs). AppendEvents takes the same domain path
 as the HTTP append; ReadStream streams a stream's events in seq order.
+Unary methods honour the caller's deadline: work still running when it passes
+is cancelled (an append's transaction rolls back) and the call ends
+DEADLINE_EXCEEDED.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import NoReturn
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import NoReturn, TypeVar
 
 import grpc
 from grpc import aio
 
 from khala_runtime.domain.errors import DomainError, ValidationError
+from khala_runtime.domain.heartbeat import heartbeat_view
 from khala_runtime.domain.ids import is_valid_segment
-from khala_runtime.domain.model import RunHead
+from khala_runtime.domain.model import RunHead, WorkerHead
 from khala_runtime.domain.requests import check_batch, check_event, payload_from_bytes
 from khala_runtime.handlers.errors import GRPC_STATUS
 from khala_runtime.service import RunService
+from khala_runtime.verify import ChainReport, verify_stream
+from khala_runtime.workers import WorkerService
 from openagents.runtime.v1 import runtime_service_pb2 as pb
 from openagents.runtime.v1 import runtime_service_pb2_grpc
 
 SERVICE_NAME = "openagents.runtime.v1.RuntimeService"
 ERROR_CODE_KEY = "khala-error-code"
+LIST_WORKERS_MAX = 1000
+T = TypeVar("T")
 
 
 async def _abort(context: aio.ServicerContext, exc: DomainError) -> NoReturn:
@@ -31,6 +41,57 @@ async def _abort(context: aio.ServicerContext, exc: DomainError) -> NoReturn:
     assert status is not None, exc.code
     await context.abort(status, exc.message, trailing_metadata=((ERROR_CODE_KEY, exc.code),))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _within_deadline(context: aio.ServicerContext, work: Awaitable[T]) -> T:
+    """Await `work`, cancelled when the caller's deadline passes (DEADLINE_EXCEEDED)."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return await work
+    try:
+        if remaining <= 0:
+            raise TimeoutError
+        async with asyncio.timeout(remaining):
+            return await work
+    except TimeoutError:
+        if asyncio.iscoroutine(work):
+            work.close()
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded",
+                            trailing_metadata=((ERROR_CODE_KEY, "deadline_exceeded"),))
+        raise AssertionError("unreachable") from None  # pragma: no cover
+
+
+def worker_proto(head: WorkerHead, stale_after_ms: int) -> pb.Worker:
+    """The proto form of a worker head, with heartbeat freshness as of now."""
+    heartbeat = heartbeat_view(head.last_heartbeat_at_ms, int(time.time() * 1000), stale_after_ms)
+    return pb.Worker(
+        worker_id=head.worker_id,
+        org_id=head.org_id,
+        status=f"WORKER_STATUS_{head.status.value.upper()}",
+        last_seq=head.last_seq,
+        last_heartbeat_at_ms=head.last_heartbeat_at_ms or 0,
+        created_at_ms=head.created_at_ms,
+        updated_at_ms=head.updated_at_ms,
+        heartbeat_state=f"HEARTBEAT_STATE_{heartbeat.state.value.upper()}",
+        heartbeat_age_ms=heartbeat.age_ms or 0,
+        heartbeat_stale_after_ms=heartbeat.stale_after_ms,
+    )
+
+
+def verify_proto(report: ChainReport) -> pb.VerifyStreamResponse:
+    """The proto form of a chain verification report."""
+    broken = report.broken
+    return pb.VerifyStreamResponse(
+        stream_id=report.stream_id,
+        ok=report.ok,
+        head_seq=report.head_seq,
+        chain_hash=report.chain_hash,
+        events_checked=report.events_checked,
+        broken_seq=broken.stream_seq if broken else 0,
+        reason=broken.reason if broken else "",
+        expected=broken.expected if broken else "",
+        actual=broken.actual if broken else "",
+    )
 
 
 def run_proto(head: RunHead) -> pb.Run:
@@ -47,10 +108,11 @@ def run_proto(head: RunHead) -> pb.Run:
 
 
 class RuntimeServicer(runtime_service_pb2_grpc.RuntimeServiceServicer):
-    """RuntimeService over RunService."""
+    """RuntimeService over RunService and WorkerService."""
 
-    def __init__(self, service: RunService) -> None:
+    def __init__(self, service: RunService, workers: WorkerService) -> None:
         self._service = service
+        self._workers = workers
 
     async def ReadStream(
         self, request: pb.ReadStreamRequest, context: aio.ServicerContext
@@ -84,8 +146,8 @@ class RuntimeServicer(runtime_service_pb2_grpc.RuntimeServiceServicer):
             ]
             check_batch(inputs)
             expected = request.expected_seq if request.HasField("expected_seq") else None
-            receipt, _ = await self._service.append(
-                request.run_id, inputs, expected_seq=expected
+            receipt, _ = await _within_deadline(
+                context, self._service.append(request.run_id, inputs, expected_seq=expected)
             )
         except DomainError as exc:
             await _abort(context, exc)
@@ -94,7 +156,7 @@ class RuntimeServicer(runtime_service_pb2_grpc.RuntimeServiceServicer):
     async def GetRun(self, request: pb.GetRunRequest, context: aio.ServicerContext) -> pb.GetRunResponse:
         """A run's snapshot."""
         try:
-            head = await self._service.get_run(request.run_id)
+            head = await _within_deadline(context, self._service.get_run(request.run_id))
         except DomainError as exc:
             await _abort(context, exc)
         return pb.GetRunResponse(run=run_proto(head))
@@ -102,13 +164,40 @@ class RuntimeServicer(runtime_service_pb2_grpc.RuntimeServiceServicer):
     async def GetWorker(
         self, request: pb.GetWorkerRequest, context: aio.ServicerContext
     ) -> pb.GetWorkerResponse:
-        """Workers are a later milestone: UNIMPLEMENTED."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "workers are not implemented yet")
-        raise AssertionError("unreachable")  # pragma: no cover
+        """A worker's snapshot."""
+        try:
+            if not is_valid_segment(request.worker_id):
+                raise ValidationError("worker_id", "must match [A-Za-z0-9_-]{1,64}")
+            head = await _within_deadline(context, self._workers.get_worker(request.worker_id))
+        except DomainError as exc:
+            await _abort(context, exc)
+        return pb.GetWorkerResponse(worker=worker_proto(head, self._workers.stale_after_ms))
 
     async def ListWorkers(
         self, request: pb.ListWorkersRequest, context: aio.ServicerContext
     ) -> pb.ListWorkersResponse:
-        """Workers are a later milestone: UNIMPLEMENTED."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "workers are not implemented yet")
-        raise AssertionError("unreachable")  # pragma: no cover
+        """An org's workers, newest first (at most LIST_WORKERS_MAX)."""
+        try:
+            if not is_valid_segment(request.org_id):
+                raise ValidationError("org_id", "must match [A-Za-z0-9_-]{1,64}")
+            heads = await _within_deadline(
+                context,
+                self._workers.list_workers(request.org_id, limit=LIST_WORKERS_MAX, before=None),
+            )
+        except DomainError as exc:
+            await _abort(context, exc)
+        return pb.ListWorkersResponse(
+            workers=[worker_proto(head, self._workers.stale_after_ms) for head in heads]
+        )
+
+    async def VerifyStream(
+        self, request: pb.VerifyStreamRequest, context: aio.ServicerContext
+    ) -> pb.VerifyStreamResponse:
+        """Recompute a stream's hash chain; report the first broken link."""
+        try:
+            report = await _within_deadline(
+                context, verify_stream(self._service.pool, request.stream_id)
+            )
+        except DomainError as exc:
+            await _abort(context, exc)
+        return verify_proto(report)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import asyncpg
 
 from khala_runtime.domain.model import RunHead
 from khala_runtime.domain.run_state import RunStatus
+from khala_runtime.storage.events import HEAD_ARGS_FROM, HeadWrite, found_keys_sql
 
 NOW_MS_SQL = "(extract(epoch from now()) * 1000)::bigint"
 _COLUMNS = (
@@ -15,6 +17,7 @@ _COLUMNS = (
 )
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
+_FOUND_KEYS = found_keys_sql("'run:' || $1", "$2")
 
 
 def _head(row: Any) -> RunHead:
@@ -53,13 +56,18 @@ async def insert_run(conn: asyncpg.Connection, head: RunHead) -> bool:
     return bool(inserted)
 
 
-async def lock_run(conn: asyncpg.Connection, run_id: str) -> tuple[RunHead, int] | None:
-    """Lock a run's row for this transaction; its head and the commit clock."""
+async def lock_run(
+    conn: asyncpg.Connection, run_id: str, keys: Sequence[str]
+) -> tuple[RunHead, int, list[Any]] | None:
+    """Lock a run's row for this transaction; its head, the commit clock and the
+    recorded idempotency keys among `keys` (as of the statement's snapshot)."""
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS}, {NOW_MS_SQL} AS now_ms FROM runs WHERE run_id = $1 FOR UPDATE",
+        f"SELECT {_COLUMNS}, {NOW_MS_SQL} AS now_ms, "
+        f"{_FOUND_KEYS} FROM runs WHERE run_id = $1 FOR UPDATE",
         run_id,
+        list(keys),
     )
-    return None if row is None else (_head(row), row["now_ms"])
+    return None if row is None else (_head(row), row["now_ms"], row["found_keys"])
 
 
 async def get_run(db: Executor, run_id: str) -> RunHead | None:
@@ -68,16 +76,13 @@ async def get_run(db: Executor, run_id: str) -> RunHead | None:
     return None if row is None else _head(row)
 
 
-async def update_head(conn: asyncpg.Connection, head: RunHead) -> None:
-    """Advance a locked run's head after an append."""
-    await conn.execute(
-        "UPDATE runs SET status = $2, last_seq = $3, chain_hash = $4, updated_at_ms = $5 "
-        "WHERE run_id = $1",
-        head.run_id,
-        head.status.value,
-        head.last_seq,
-        head.chain_hash,
-        head.updated_at_ms,
+def head_write(head: RunHead) -> HeadWrite:
+    """The CTE that advances a locked run's head within `write_batch`."""
+    n = HEAD_ARGS_FROM
+    return HeadWrite(
+        f"h AS (UPDATE runs SET status = ${n}, last_seq = ${n + 1}::bigint, "
+        f"chain_hash = ${n + 2}, updated_at_ms = ${n + 3}::bigint WHERE run_id = $11)",
+        (head.status.value, head.last_seq, head.chain_hash, head.updated_at_ms),
     )
 
 

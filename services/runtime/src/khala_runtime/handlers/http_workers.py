@@ -1,0 +1,114 @@
+"""HTTP routes of the worker command API (`/api/v1/workers...`): decode,
+authorize, call WorkerService, encode."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from khala_common.http import read_json_object
+from khala_runtime.domain.access import require_access
+from khala_runtime.domain.requests import (
+    int_param,
+    make_cursor,
+    parse_command,
+    parse_create_worker,
+    parse_cursor,
+    parse_worker_append,
+)
+from khala_runtime.domain.worker_state import WORKER_HEARTBEAT, WORKER_RESUMED, WORKER_STOPPED
+from khala_runtime.handlers.context import (
+    MAX_PAGE,
+    optional_json_object,
+    path_id,
+    principal,
+    query_org,
+    receipt_response,
+    worker_service_key,
+)
+from khala_runtime.handlers.encoding import receipt_json, worker_json
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+_COMMANDS = {"heartbeat": WORKER_HEARTBEAT, "stop": WORKER_STOPPED, "resume": WORKER_RESUMED}
+
+
+async def create_worker(request: web.Request) -> web.Response:
+    """POST /api/v1/workers: 201 with a new worker, 200 when reattaching to it."""
+    caller = await principal(request)
+    create = parse_create_worker(await read_json_object(request))
+    require_access(caller, create.org_id, write=True)
+    view, created = await request.app[worker_service_key].create_or_reattach(create)
+    return web.json_response(worker_json(view), status=201 if created else 200)
+
+
+async def append_events(request: web.Request) -> web.Response:
+    """POST /api/v1/workers/{worker_id}/events: 201 with a receipt, 200 for a replay."""
+    caller = await principal(request)
+    worker_id = path_id(request, "worker_id")
+    inputs, expected_seq = parse_worker_append(await read_json_object(request))
+    receipt, replayed = await request.app[worker_service_key].append(
+        worker_id,
+        inputs,
+        expected_seq=expected_seq,
+        authorize=lambda org: require_access(caller, org, write=True),
+    )
+    return receipt_response(receipt_json(receipt), replayed)
+
+
+def command(event_type: str) -> Handler:
+    """POST /api/v1/workers/{worker_id}/heartbeat|stop|resume: one `event_type` event."""
+
+    async def handle(request: web.Request) -> web.Response:
+        caller = await principal(request)
+        worker_id = path_id(request, "worker_id")
+        inputs, expected_seq = parse_command(await optional_json_object(request), event_type)
+        receipt, replayed = await request.app[worker_service_key].append(
+            worker_id,
+            inputs,
+            expected_seq=expected_seq,
+            authorize=lambda org: require_access(caller, org, write=True),
+        )
+        return receipt_response(receipt_json(receipt), replayed)
+
+    return handle
+
+
+async def get_worker(request: web.Request) -> web.Response:
+    """GET /api/v1/workers/{worker_id}: the worker snapshot."""
+    caller = await principal(request)
+    view = await request.app[worker_service_key].snapshot(
+        path_id(request, "worker_id"),
+        authorize=lambda org: require_access(caller, org, write=False),
+    )
+    return web.json_response(worker_json(view))
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    """GET /api/v1/workers?org_id=&limit=&cursor=: an org's workers, newest first."""
+    caller = await principal(request)
+    org_id = query_org(request)
+    require_access(caller, org_id, write=False)
+    limit = int_param(request.query.get("limit"), "limit", default=100, minimum=1,
+                      maximum=MAX_PAGE)
+    before = parse_cursor(request.query.get("cursor"))
+    views = await request.app[worker_service_key].list_snapshots(
+        org_id, limit=limit, before=before
+    )
+    last = views[-1].head if len(views) == limit else None
+    return web.json_response(
+        {
+            "workers": [worker_json(view) for view in views],
+            "next_cursor": make_cursor(last.created_at_ms, last.worker_id) if last else None,
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the worker routes."""
+    app.router.add_post("/api/v1/workers", create_worker)
+    app.router.add_get("/api/v1/workers", list_workers)
+    app.router.add_get("/api/v1/workers/{worker_id}", get_worker)
+    app.router.add_post("/api/v1/workers/{worker_id}/events", append_events)
+    for name, event_type in _COMMANDS.items():
+        app.router.add_post(f"/api/v1/workers/{{worker_id}}/{name}", command(event_type))

@@ -1,0 +1,189 @@
+"""Codex worker use cases: create-or-reattach, append (events, heartbeat, stop,
+resume), snapshots and lists with heartbeat freshness and projection status.
+
+Appends take the shared write path (`write_path.py`) inside one transaction
+that first locks the worker row: gapless `stream_seq`, hash chain, outbox
+rows (routing key `<org>.worker`) and idempotency exactly as for runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from khala_runtime import metrics
+from khala_runtime.domain.errors import DomainError
+from khala_runtime.domain.heartbeat import HeartbeatView, heartbeat_view
+from khala_runtime.domain.ids import worker_routing_key
+from khala_runtime.domain.model import CreateWorker, WorkerHead
+from khala_runtime.domain.projection import UNKNOWN, Projection
+from khala_runtime.domain.worker_append import check_reattach, plan_register, plan_worker_append
+from khala_runtime.ids import uuid4_strings
+from khala_runtime.service import NoProjector, ProjectionSource
+from khala_runtime.storage import runs as run_sql
+from khala_runtime.storage import workers as worker_sql
+from khala_runtime.write_path import (
+    Authorize,
+    KeyedRequest,
+    allow_all,
+    append_locked,
+    persist_events,
+    retrying_key_race,
+)
+from openagents.runtime.v1.events_pb2 import EventInput, Receipt
+
+DEFAULT_STALE_AFTER_MS = 30_000
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """A worker snapshot: head, heartbeat freshness, projection status."""
+
+    head: WorkerHead
+    heartbeat: HeartbeatView
+    projection: Projection
+
+
+def _not_found(worker_id: str) -> DomainError:
+    return DomainError("worker_not_found", f"worker {worker_id!r} does not exist")
+
+
+class WorkerService:
+    """Workers over one asyncpg pool."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        stale_after_ms: int = DEFAULT_STALE_AFTER_MS,
+        projections: ProjectionSource | None = None,
+        new_ids: Callable[[int], list[str]] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._stale_after_ms = stale_after_ms
+        self._projections = projections or NoProjector()
+        self._new_ids = new_ids or uuid4_strings
+
+    @property
+    def stale_after_ms(self) -> int:
+        """Age past which a heartbeat is stale."""
+        return self._stale_after_ms
+
+    async def create_or_reattach(self, request: CreateWorker) -> tuple[WorkerView, bool]:
+        """Register a worker (appending `worker.registered` at seq 1) or, if it exists
+        in the same org, return it unchanged; (snapshot, created?)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            now = await run_sql.now_ms(conn)
+            plan = plan_register(request, now_ms=now, event_id=self._new_ids(1)[0])
+            created = await worker_sql.insert_worker(conn, plan.head)
+            if created:
+                await persist_events(conn, plan, worker_routing_key(request.org_id), now)
+                head = plan.head
+            else:
+                found = await worker_sql.get_worker(conn, request.worker_id)
+                if found is None:  # pragma: no cover - workers are never deleted
+                    raise DomainError("worker_exists", f"worker {request.worker_id!r} is taken")
+                head, now = found
+                check_reattach(head, request)
+        if created:
+            metrics.WORKERS_REGISTERED.inc()
+            metrics.EVENTS_APPENDED.inc()
+        return (await self._views([head], now))[0], created
+
+    async def append(
+        self,
+        worker_id: str,
+        inputs: Sequence[EventInput],
+        *,
+        expected_seq: int | None,
+        authorize: Authorize = allow_all,
+    ) -> tuple[Receipt, bool]:
+        """Append checked events to a worker; (receipt, replayed?)."""
+        try:
+            receipt, replayed = await retrying_key_race(
+                lambda: self._append(worker_id, inputs, expected_seq, authorize)
+            )
+        except DomainError as exc:
+            metrics.APPENDS.labels(exc.code).inc()
+            raise
+        metrics.APPENDS.labels("replayed" if replayed else "appended").inc()
+        if not replayed:
+            metrics.EVENTS_APPENDED.inc(len(inputs))
+        return receipt, replayed
+
+    async def _append(
+        self,
+        worker_id: str,
+        inputs: Sequence[EventInput],
+        expected_seq: int | None,
+        authorize: Authorize,
+    ) -> tuple[Receipt, bool]:
+        request = KeyedRequest(inputs)
+        async with self._pool.acquire() as conn, conn.transaction():
+            locked = await worker_sql.lock_worker(conn, worker_id, request.keys)
+            if locked is None:
+                raise _not_found(worker_id)
+            head, now, found_keys = locked
+            authorize(head.org_id)
+            return await append_locked(
+                conn,
+                stream_id=head.stream_id,
+                request=request,
+                found_keys=found_keys,
+                plan=lambda: plan_worker_append(
+                    head,
+                    inputs,
+                    expected_seq=expected_seq,
+                    now_ms=now,
+                    event_ids=self._new_ids(len(inputs)),
+                ),
+                routing_key=worker_routing_key(head.org_id),
+                now_ms=now,
+                head_write=worker_sql.head_write,
+            )
+
+    async def get_worker(self, worker_id: str, *, authorize: Authorize = allow_all) -> WorkerHead:
+        """A worker's current head."""
+        found = await worker_sql.get_worker(self._pool, worker_id)
+        if found is None:
+            raise _not_found(worker_id)
+        authorize(found[0].org_id)
+        return found[0]
+
+    async def snapshot(self, worker_id: str, *, authorize: Authorize = allow_all) -> WorkerView:
+        """A worker's snapshot (heartbeat judged against the database clock)."""
+        found = await worker_sql.get_worker(self._pool, worker_id)
+        if found is None:
+            raise _not_found(worker_id)
+        head, now = found
+        authorize(head.org_id)
+        return (await self._views([head], now))[0]
+
+    async def list_workers(
+        self, org_id: str, *, limit: int, before: tuple[int, str] | None
+    ) -> list[WorkerHead]:
+        """An org's worker heads, newest first (keyset-paginated)."""
+        heads, _ = await worker_sql.list_workers(self._pool, org_id, limit=limit, before=before)
+        return heads
+
+    async def list_snapshots(
+        self, org_id: str, *, limit: int, before: tuple[int, str] | None
+    ) -> list[WorkerView]:
+        """An org's worker snapshots, newest first (keyset-paginated)."""
+        heads, now = await worker_sql.list_workers(
+            self._pool, org_id, limit=limit, before=before
+        )
+        return await self._views(heads, now)
+
+    async def _views(self, heads: Sequence[WorkerHead], now_ms: int) -> list[WorkerView]:
+        statuses = await self._projections.statuses([(h.stream_id, h.last_seq) for h in heads])
+        return [
+            WorkerView(
+                head,
+                heartbeat_view(head.last_heartbeat_at_ms, now_ms, self._stale_after_ms),
+                statuses.get(head.stream_id, UNKNOWN),
+            )
+            for head in heads
+        ]
