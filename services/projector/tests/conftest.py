@@ -77,4 +77,8 @@ def projector_settings(
         delivery_limit=3,
         retry_delay_ms=10,
         republish_interval_s=0.2,
+        metrics_interval_s=0.2,
+        # Off unless a test turns them on: the session database is shared.
+        retention_interval_s=0,
+        drift_interval_s=0,
     )

@@ -8,6 +8,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
+import aio_pika
+import asyncpg
 import grpc
 from grpc import aio
 
@@ -20,6 +22,7 @@ from openagents.runtime.v1.runtime_service_pb2_grpc import (
     RuntimeServiceServicer,
     add_RuntimeServiceServicer_to_server,
 )
+from openagents.sync.v1.frames_pb2 import KhalaFrame
 
 SERVICE_TOKEN = "projector-test-service-token"
 BASE_MS = 1_700_000_000_000
@@ -132,3 +135,160 @@ def metric_value(name: str, labels: dict[str, str] | None = None) -> float:
 
     value = REGISTRY.get_sample_value(name, labels or {})
     return value or 0.0
+
+
+class FanoutTap:
+    """An exclusive queue bound to khala.fanout for some topics, like a gateway's."""
+
+    def __init__(self, connection: aio_pika.abc.AbstractConnection):
+        self.connection = connection
+        self.messages: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    @classmethod
+    async def open(cls, broker, topics: list[str]) -> FanoutTap:
+        connection = await aio_pika.connect(broker.url)
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(broker.topology.fanout)
+        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        for topic in topics:
+            await queue.bind(exchange, routing_key=topic)
+        tap = cls(connection)
+
+        async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            tap.messages.append(message)
+            await message.ack()
+
+        await queue.consume(collect)
+        return tap
+
+    def frames(self, topic: str) -> list[KhalaFrame]:
+        return [KhalaFrame.FromString(m.body) for m in self.messages if m.routing_key == topic]
+
+    async def wait(self, topic: str, count: int) -> None:
+        async def enough() -> bool:
+            return len(self.frames(topic)) >= count
+
+        await wait_for(enough, what=f"{count} fanout frames on {topic}")
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+# -- the topic log as the gateway reads it (current epoch only) -----------------
+
+
+async def topic_head(pool: asyncpg.Pool, topic: str) -> tuple[str, int, int]:
+    """(epoch, head_seq, oldest_seq) of a topic; ("1", 0, 0) without a row."""
+    row = await pool.fetchrow(
+        "SELECT epoch, head_seq, oldest_seq FROM topics WHERE topic = $1", topic
+    )
+    return ("1", 0, 0) if row is None else (row["epoch"], row["head_seq"], row["oldest_seq"])
+
+
+async def replay(pool: asyncpg.Pool, topic: str, after_seq: int) -> list[KhalaFrame]:
+    """The frames a gateway replays after `after_seq`, up to the head, in seq order."""
+    epoch, head, _ = await topic_head(pool, topic)
+    rows = await pool.fetch(
+        "SELECT frame_bytes FROM frames WHERE topic = $1 AND epoch = $2 AND seq > $3"
+        " AND seq <= $4 ORDER BY seq",
+        topic,
+        epoch,
+        after_seq,
+        head,
+    )
+    return [KhalaFrame.FromString(row["frame_bytes"]) for row in rows]
+
+
+async def snapshot(pool: asyncpg.Pool, topic: str) -> dict[str, KhalaFrame]:
+    """A doc topic's snapshot as the gateway builds it: latest frame per key <= head."""
+    epoch, head, _ = await topic_head(pool, topic)
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (key) key, frame_bytes FROM frames"
+        " WHERE topic = $1 AND epoch = $2 AND seq <= $3 ORDER BY key, seq DESC",
+        topic,
+        epoch,
+        head,
+    )
+    return {row["key"]: KhalaFrame.FromString(row["frame_bytes"]) for row in rows}
+
+
+async def checkpoint_seq(pool: asyncpg.Pool, stream_id: str) -> int:
+    """A stream's checkpoint (0 if none)."""
+    value = await pool.fetchval("SELECT last_seq FROM checkpoints WHERE stream_id = $1", stream_id)
+    return int(value or 0)
+
+
+async def wait_checkpoints(
+    pool: asyncpg.Pool, targets: dict[str, int], *, timeout_s: float = 30.0
+) -> None:
+    """Wait until every stream's checkpoint reached its target seq."""
+
+    async def reached() -> bool:
+        rows = await pool.fetch(
+            "SELECT stream_id, last_seq FROM checkpoints WHERE stream_id = ANY($1::text[])",
+            list(targets),
+        )
+        got = {row["stream_id"]: row["last_seq"] for row in rows}
+        return all(got.get(sid, 0) >= seq for sid, seq in targets.items())
+
+    await wait_for(reached, timeout_s=timeout_s, what=f"checkpoints of {len(targets)} streams")
+
+
+def worker_events(org_id: str, worker_id: str, types: Iterable[str]) -> list[RuntimeEvent]:
+    """A worker's events with payloads typical of each type, seq from 1."""
+    payloads: dict[str, dict[str, Any]] = {"worker.error": {"error": "oops"}}
+    return [
+        make_event(org_id, f"worker:{worker_id}", seq, type_, payloads.get(type_))
+        for seq, type_ in enumerate(types, start=1)
+    ]
+
+
+async def publish_many(broker: Broker, events: list[RuntimeEvent], window: int = 200) -> None:
+    """Publish events in order, with up to `window` confirms outstanding at once."""
+    for start in range(0, len(events), window):
+        await asyncio.gather(*(publish_events(broker, [e]) for e in events[start : start + window]))
+
+
+def projector_env(settings: Any, **extra: str) -> dict[str, str]:
+    """The environment of a `python -m khala_projector` process with these settings."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KHALA_")}
+    env.update(
+        {
+            "KHALA_DATABASE_URL": settings.database_url,
+            "KHALA_AMQP_URL": settings.amqp_url,
+            "KHALA_AMQP_PREFIX": settings.amqp_prefix,
+            "KHALA_SERVICE_TOKEN": settings.service_token,
+            "KHALA_LOG_LEVEL": "info",
+            "KHALA_BIND_HOST": "127.0.0.1",
+            "KHALA_PROJECTOR_HTTP_PORT": "0",
+            "KHALA_PROJECTOR_GRPC_PORT": "0",
+            "KHALA_RUNTIME_GRPC_TARGET": settings.runtime_grpc_target,
+            "KHALA_PROJECTOR_DELIVERY_LIMIT": str(settings.delivery_limit),
+            "KHALA_PROJECTOR_RETRY_DELAY_MS": str(settings.retry_delay_ms),
+            "KHALA_PROJECTOR_REPUBLISH_INTERVAL_S": str(settings.republish_interval_s),
+            "KHALA_PROJECTOR_RETENTION_INTERVAL_S": "0",
+            "KHALA_PROJECTOR_DRIFT_INTERVAL_S": "0",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+async def run_cli(env: dict[str, str], *args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+    """Run `python -m khala_projector ARGS` to completion: (exit code, stdout, stderr)."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "khala_projector",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

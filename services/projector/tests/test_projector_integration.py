@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-import aio_pika
 import aiohttp
 import grpc
 import pytest
 from projector_testkit import (
     SERVICE_TOKEN,
+    FanoutTap,
     make_event,
     metric_value,
     publish_events,
@@ -28,7 +28,7 @@ from khala_projector.domain.projection import fold
 from khala_projector.projector import Projector
 from khala_projector.publisher import FanoutPublisher
 from khala_projector.runtime_reader import RuntimeReader
-from khala_projector.storage.projection_store import ProjectionStore
+from khala_projector.storage.projection_store import ProjectionStore, StreamState
 from khala_projector.storage.topic_log import TopicLog
 from openagents.codex.v1 import summaries_pb2
 from openagents.codex.v1.summaries_pb2 import CodexWorkerSummary, RunSummary
@@ -63,43 +63,6 @@ async def topic_frames(pool, topic: str) -> list[KhalaFrame]:
     for row, frame in zip(rows, frames, strict=True):
         assert (frame.seq, int(frame.kind), frame.key) == (row["seq"], row["kind"], row["key"])
     return frames
-
-
-class FanoutTap:
-    """An exclusive queue bound to khala.fanout for some topics, like a gateway's."""
-
-    def __init__(self, connection: aio_pika.abc.AbstractConnection):
-        self.connection = connection
-        self.messages: list[aio_pika.abc.AbstractIncomingMessage] = []
-
-    @classmethod
-    async def open(cls, broker, topics: list[str]) -> FanoutTap:
-        connection = await aio_pika.connect(broker.url)
-        channel = await connection.channel()
-        exchange = await channel.get_exchange(broker.topology.fanout)
-        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        for topic in topics:
-            await queue.bind(exchange, routing_key=topic)
-        tap = cls(connection)
-
-        async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            tap.messages.append(message)
-            await message.ack()
-
-        await queue.consume(collect)
-        return tap
-
-    def frames(self, topic: str) -> list[KhalaFrame]:
-        return [KhalaFrame.FromString(m.body) for m in self.messages if m.routing_key == topic]
-
-    async def wait(self, topic: str, count: int) -> None:
-        async def enough() -> bool:
-            return len(self.frames(topic)) >= count
-
-        await wait_for(enough, what=f"{count} fanout frames on {topic}")
-
-    async def close(self) -> None:
-        await self.connection.close()
 
 
 async def test_events_in_order_become_docs_and_gapless_frames(
@@ -261,7 +224,7 @@ async def test_frames_above_the_cursor_are_republished_on_start(
     # Commit a projection without publishing it: a crash between commit and publish.
     store = ProjectionStore(khala_pool)
     folded = fold(stream_of(events[0]), None, events)
-    stored = await store.commit(folded, 0, now_ms=123)
+    stored = await store.commit(folded, StreamState(0, None), now_ms=123)
     cursor = await khala_pool.fetchval("SELECT last_frame_id FROM publish_cursor")
     assert cursor < stored[0].frame_id
     topics = [f"org.{org}.runs", f"org.{org}.run.{run_id}"]
@@ -403,6 +366,21 @@ async def test_operational_routes(projector_settings):
             assert "khala_projector_events_projected_total" in text
             assert "khala_projector_dead_lettered_total" in text
             assert "khala_projector_frames_published_total" in text
+            for series in (
+                "khala_projector_projection_lag_events",
+                "khala_projector_projection_lag_seconds",
+                "khala_projector_write_failures_total",
+                "khala_projector_replay_seconds",
+                "khala_projector_rebuild_duration_seconds",
+                "khala_projector_drift_incidents_total",
+                "khala_projector_dlq_depth",
+            ):
+                assert f"# TYPE {series}" in text, series
+        await app.services.sampler.sample_once()
+        async with http.get(f"{base}/metrics") as response:
+            text = await response.text()
+            assert 'khala_projector_rebuild_active{projection="runs"}' in text
+            assert "khala_projector_dlq_depth 0.0" in text
         app.services.readiness.draining = True
         async with http.get(f"{base}/readyz") as response:
             assert response.status == 503
@@ -441,7 +419,7 @@ async def test_failed_publish_is_retried_from_the_cursor(khala_pool, test_broker
     await publisher.catch_up()
     await broker.close()  # the broker goes away between commit and publish
     stored = await ProjectionStore(khala_pool).commit(
-        fold(stream_of(events[0]), None, events), 0, now_ms=1
+        fold(stream_of(events[0]), None, events), StreamState(0, None), now_ms=1
     )
     failures = metric_value("khala_projector_publish_failures_total")
     await publisher.publish_committed(stored)

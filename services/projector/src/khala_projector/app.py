@@ -3,8 +3,10 @@ gRPC admin server and the HTTP app with /healthz, /readyz and /metrics.
 
 Start order: pool → broker (exchanges, projector queue + DLQ) → runtime client →
 republish every frame above the publish cursor (before any consumption) →
-gRPC server → consumer → publish retry task. Shutdown runs in reverse; the
-aiohttp cleanup context owns every background task and awaits it.
+gRPC server → consumer → background tasks (publish retry, metrics sampler,
+retention pass, drift detector; the last two only when their period is > 0).
+Shutdown runs in reverse; the aiohttp cleanup context owns every background
+task and awaits it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -23,13 +26,19 @@ from khala_common.grpc_server import GrpcServer
 from khala_common.http import Readiness, make_app
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
+from khala_projector.domain.retention import RetentionPolicy
+from khala_projector.drift import DriftDetector
 from khala_projector.handlers.admin_grpc import ProjectorAdmin
 from khala_projector.handlers.amqp_consumer import EventConsumer
 from khala_projector.projector import Projector
 from khala_projector.publisher import FanoutPublisher
+from khala_projector.retention import RetentionWorker
 from khala_projector.runtime_reader import RuntimeReader
+from khala_projector.sampler import MetricsSampler
 from khala_projector.settings import SCHEMA, Settings
 from khala_projector.storage.projection_store import ProjectionStore
+from khala_projector.storage.rebuild_store import RebuildStore
+from khala_projector.storage.retention_store import RetentionStore
 from khala_projector.storage.topic_log import TopicLog
 from openagents.sync.v1 import projector_admin_pb2
 from openagents.sync.v1.projector_admin_pb2_grpc import add_ProjectorAdminServicer_to_server
@@ -46,6 +55,9 @@ class Services:
     grpc_port: int = 0
     consumer: EventConsumer | None = None
     publisher: FanoutPublisher | None = None
+    retention: RetentionWorker | None = None
+    drift: DriftDetector | None = None
+    sampler: MetricsSampler | None = None
 
 
 services_key = web.AppKey("khala_projector_services", Services)
@@ -91,7 +103,15 @@ async def _start(
     log.info("republished frames above the publish cursor", frames=republished)
     services.publisher = publisher
 
-    projector = Projector(ProjectionStore(pool), reader, publisher, clock)
+    store = ProjectionStore(pool)
+    projector = Projector(
+        store, reader, publisher, clock, crash_after_commit=settings.test_crash_after_commit
+    )
+    if settings.test_crash_after_commit:
+        log.warning(
+            "FAULT INJECTION enabled: SIGKILL after commit",
+            commit=settings.test_crash_after_commit,
+        )
     grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
     names = [projector_admin_pb2.DESCRIPTOR.services_by_name["ProjectorAdmin"].full_name]
     grpc_server.add(add_ProjectorAdminServicer_to_server, ProjectorAdmin(projector), names)
@@ -110,15 +130,39 @@ async def _start(
     stack.push_async_callback(consumer.stop)
     services.consumer = consumer
 
-    retry = asyncio.create_task(
-        publisher.retry_forever(settings.republish_interval_s), name="khala-projector-republish"
+    _own(stack, publisher.retry_forever(settings.republish_interval_s), "republish")
+    rebuilds = RebuildStore(pool)
+    services.sampler = MetricsSampler(broker, rebuilds)
+    _own(stack, services.sampler.run_forever(settings.metrics_interval_s), "sampler")
+    services.retention = RetentionWorker(
+        RetentionStore(pool), rebuilds, _retention_policy(settings), clock
     )
-    stack.push_async_callback(_cancel, retry)
+    if settings.retention_interval_s > 0:
+        _own(stack, services.retention.run_forever(settings.retention_interval_s), "retention")
+    services.drift = DriftDetector(
+        store, reader, projector, sample=settings.drift_sample, repair=settings.drift_repair
+    )
+    if settings.drift_interval_s > 0:
+        _own(stack, services.drift.run_forever(settings.drift_interval_s), "drift")
 
     readiness.add("postgres", lambda: check_pool(pool))
     readiness.add("broker", lambda: _require(broker.is_connected, "broker is not connected"))
     readiness.add("consumer", lambda: _require(consumer.running, "consumer is not running"))
     log.info("projector started", grpc_port=services.grpc_port, queue=topology.projector_queue)
+
+
+def _retention_policy(settings: Settings) -> RetentionPolicy:
+    return RetentionPolicy(
+        event_max_frames=settings.event_retain_frames,
+        event_max_age_ms=int(settings.event_retain_age_s * 1000),
+        doc_tail_frames=settings.doc_tail_frames,
+    )
+
+
+def _own(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> None:
+    """Run `work` as a task that the exit stack cancels and awaits."""
+    task = asyncio.create_task(work, name=f"khala-projector-{name}")
+    stack.push_async_callback(_cancel, task)
 
 
 async def _require(condition: bool, message: str) -> None:

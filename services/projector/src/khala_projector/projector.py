@@ -8,29 +8,41 @@ Guarantees (DESIGN §4.3):
 - The caller acks the delivered messages only after `project` returns, i.e.
   after commit; any exception means nothing was committed for the batch (or the
   commit happened and a redelivery will be skipped as a duplicate).
+- A commit refused because another writer moved the checkpoint (a rebuild
+  switch, a drift repair, an overlapping failover) is re-planned from the new
+  checkpoint at once, up to CHECKPOINT_RETRIES times, before it counts as a failure.
 - Publication to the fanout happens after commit and is at-least-once (see
   publisher.py); a publish failure never fails the projection.
+
+Fault injection (tests only, off by default): with `crash_after_commit` = n the
+process SIGKILLs itself right after its nth commit, before publishing it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 
 from khala_common.logs import get_logger
 from khala_projector import metrics
 from khala_projector.domain.events import StreamRef
-from khala_projector.domain.projection import fold
+from khala_projector.domain.projection import Folded, fold
 from khala_projector.domain.sequencing import contiguous_range, plan
 from khala_projector.domain.status import StreamStatus, stream_status
 from khala_projector.publisher import FanoutPublisher
 from khala_projector.runtime_reader import RuntimeReader
-from khala_projector.storage.projection_store import ProjectionStore, StreamState
+from khala_projector.storage.frame_writer import StoredFrame
+from khala_projector.storage.projection_store import CheckpointMoved, ProjectionStore, StreamState
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 # Default for the most events read from runtime and committed per transaction
 # while filling a gap.
 GAP_CHUNK_EVENTS = 500
+# Attempts of one batch whose commit finds the checkpoint moved by another writer.
+CHECKPOINT_RETRIES = 3
 
 log = get_logger("projector")
 
@@ -45,47 +57,102 @@ class Projector:
         publisher: FanoutPublisher,
         clock: Callable[[], float] = time.time,
         gap_chunk_events: int = GAP_CHUNK_EVENTS,
+        crash_after_commit: int = 0,
     ) -> None:
         self._gap_chunk_events = gap_chunk_events
         self._store = store
         self._reader = reader
         self._publisher = publisher
         self._clock = clock
+        self._crash_after_commit = crash_after_commit
+        self._commits = 0
+        # Commit and publish of this process's writers (consumer, drift repair) run
+        # one at a time, so frames are published in commit (frame_id) order and a
+        # failed publish never leaves an earlier frame behind a later cursor.
+        self._serial = asyncio.Lock()
 
     async def project(self, stream: StreamRef, delivered: Sequence[RuntimeEvent]) -> None:
         """Fold the new events among `delivered` (one stream, arrival order) and publish."""
         with metrics.BATCH_SECONDS.time():
-            state = await self._store.load(stream)
-            todo = plan(state.last_seq, delivered)
-            metrics.DUPLICATES_SKIPPED.inc(todo.duplicates)
-            if not todo.fresh:
-                return
-            if todo.gap is None:
-                await self._apply(stream, state, list(todo.fresh))
-                return
-            # A long gap (e.g. a projector started on an existing log) is read and
-            # committed in chunks so no transaction or response grows unbounded.
-            after_seq, up_to_seq = todo.gap
-            while after_seq < up_to_seq:
-                chunk_end = min(up_to_seq, after_seq + self._gap_chunk_events)
-                events = await self._fill_gap(stream, after_seq, chunk_end)
-                state = await self._apply(stream, state, events)
-                after_seq = chunk_end
+            for attempt in range(1, CHECKPOINT_RETRIES + 1):
+                try:
+                    await self._project_once(stream, delivered)
+                    return
+                except CheckpointMoved as exc:
+                    metrics.WRITE_FAILURES.labels("checkpoint_moved").inc()
+                    if attempt == CHECKPOINT_RETRIES:
+                        raise
+                    log.info(
+                        "checkpoint moved; re-planning", stream_id=stream.stream_id, error=str(exc)
+                    )
+
+    async def _project_once(self, stream: StreamRef, delivered: Sequence[RuntimeEvent]) -> None:
+        state = await self._store.load(stream)
+        todo = plan(state.last_seq, delivered)
+        metrics.DUPLICATES_SKIPPED.inc(todo.duplicates)
+        if not todo.fresh:
+            return
+        if todo.gap is None:
+            await self._apply(stream, state, list(todo.fresh))
+            return
+        # A long gap (e.g. a projector started on an existing log) is read and
+        # committed in chunks so no transaction or response grows unbounded.
+        after_seq, up_to_seq = todo.gap
+        while after_seq < up_to_seq:
+            chunk_end = min(up_to_seq, after_seq + self._gap_chunk_events)
+            events = await self._fill_gap(stream, after_seq, chunk_end)
+            state = await self._apply(stream, state, events)
+            after_seq = chunk_end
 
     async def _apply(
         self, stream: StreamRef, state: StreamState, events: list[RuntimeEvent]
     ) -> StreamState:
         """Fold contiguous events after `state`, commit, publish; returns the new state."""
         folded = fold(stream, state.doc, events)
-        now_ms = int(self._clock() * 1000)
-        frames = await self._store.commit(folded, state.last_seq, now_ms)
+        async with self._serial:
+            now_ms = int(self._clock() * 1000)
+            frames = await self._commit(folded, state, now_ms)
+            await self._publisher.publish_committed(frames)
         metrics.EVENTS_PROJECTED.labels(folded.projection.value).inc(len(events))
-        metrics.FRAMES_COMMITTED.inc(len(frames))
         lag_s = max(0.0, (now_ms - events[-1].occurred_at_ms) / 1000)
         metrics.PROJECTION_LAG.set(lag_s)
         metrics.PROJECTION_LAG_HIST.observe(lag_s)
-        await self._publisher.publish_committed(frames)
-        return StreamState(folded.last_seq, folded.doc)
+        return StreamState(folded.last_seq, folded.doc, folded.doc_hash)
+
+    async def repair(
+        self, stream: StreamRef, expected: StreamState, log_events: list[RuntimeEvent]
+    ) -> bool:
+        """Rewrite a drifted document as the fold of its whole log (1..checkpoint).
+
+        Appends one DOC_UPSERT in the current epoch, so subscribers converge without
+        an epoch change. False (nothing written) if the checkpoint moved meanwhile.
+        """
+        folded = fold(stream, None, log_events).doc_only()
+        async with self._serial:
+            try:
+                frames = await self._commit(folded, expected, int(self._clock() * 1000))
+            except CheckpointMoved:
+                metrics.WRITE_FAILURES.labels("checkpoint_moved").inc()
+                return False
+            await self._publisher.publish_committed(frames)
+        return True
+
+    async def _commit(
+        self, folded: Folded, expected: StreamState, now_ms: int
+    ) -> list[StoredFrame]:
+        try:
+            frames = await self._store.commit(folded, expected, now_ms)
+        except CheckpointMoved:
+            raise
+        except Exception:
+            metrics.WRITE_FAILURES.labels("error").inc()
+            raise
+        metrics.FRAMES_COMMITTED.inc(len(frames))
+        self._commits += 1
+        if self._crash_after_commit and self._commits == self._crash_after_commit:
+            log.warning("fault injection: SIGKILL after commit", commits=self._commits)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return frames
 
     async def _fill_gap(
         self, stream: StreamRef, after_seq: int, up_to_seq: int
@@ -93,7 +160,9 @@ class Projector:
         log.info(
             "filling gap", stream_id=stream.stream_id, after_seq=after_seq, up_to_seq=up_to_seq
         )
-        fetched = await self._reader.read_stream(stream.stream_id, after_seq, up_to_seq)
+        fetched = await self._reader.read_stream(
+            stream.stream_id, after_seq, up_to_seq, purpose="gap"
+        )
         events = contiguous_range(stream.stream_id, after_seq, up_to_seq, fetched)
         metrics.GAPS_FILLED.inc()
         metrics.GAP_EVENTS_FETCHED.inc(len(events))
@@ -103,6 +172,6 @@ class Projector:
         """Projection status of each (stream_id, runtime head_seq)."""
         checkpoints = await self._store.checkpoints([stream_id for stream_id, _ in heads])
         return [
-            stream_status(stream_id, head, checkpoints.get(stream_id, 0))
+            stream_status(stream_id, head, *checkpoints.get(stream_id, (0, 0)))
             for stream_id, head in heads
         ]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from khala_common.broker import Broker
 from khala_common.logs import get_logger
 from khala_projector import metrics
-from khala_projector.storage.projection_store import StoredFrame
+from khala_projector.storage.frame_writer import StoredFrame
 from khala_projector.storage.topic_log import TopicLog
 from openagents.sync.v1.frames_pb2 import KhalaFrame
 

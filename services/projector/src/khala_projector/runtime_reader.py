@@ -1,10 +1,13 @@
-"""Client of runtime's RuntimeService.ReadStream, used to fill gaps."""
+"""Client of runtime's RuntimeService.ReadStream: gap fill, drift checks and rebuilds."""
 
 from __future__ import annotations
+
+import time
 
 import grpc
 
 from khala_common.grpc_server import insecure_channel, service_metadata
+from khala_projector import metrics
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 from openagents.runtime.v1.runtime_service_pb2 import ReadStreamRequest
 from openagents.runtime.v1.runtime_service_pb2_grpc import RuntimeServiceStub
@@ -24,11 +27,15 @@ class RuntimeReader:
         self._timeout_s = timeout_s
 
     async def read_stream(
-        self, stream_id: str, after_seq: int, up_to_seq: int
+        self, stream_id: str, after_seq: int, up_to_seq: int, *, purpose: str = "gap"
     ) -> list[RuntimeEvent]:
-        """Events of `stream_id` with after_seq < stream_seq <= up_to_seq, in order."""
+        """Events of `stream_id` with after_seq < stream_seq <= up_to_seq (0: head), in order.
+
+        `purpose` (gap, drift, rebuild) labels the replay duration metric.
+        """
         request = ReadStreamRequest(stream_id=stream_id, after_seq=after_seq, up_to_seq=up_to_seq)
         events: list[RuntimeEvent] = []
+        started = time.monotonic()
         try:
             call = self._stub.ReadStream(request, metadata=self._metadata, timeout=self._timeout_s)
             async for response in call:
@@ -37,6 +44,8 @@ class RuntimeReader:
             raise RuntimeUnavailable(
                 f"ReadStream({stream_id}, {after_seq}, {up_to_seq}): {exc.code().name}: {exc.details()}"
             ) from None
+        finally:
+            metrics.REPLAY_SECONDS.labels(purpose).observe(time.monotonic() - started)
         return events
 
     async def close(self) -> None:

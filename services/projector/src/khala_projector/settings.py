@@ -25,6 +25,14 @@ def _log_level(env: Env) -> str:
     return value
 
 
+def _period(env: Env, name: str, default: float) -> float:
+    """A period in seconds: 0 (off) or at least 0.05."""
+    value = env.number(name, default, minimum=0)
+    if 0 < value < 0.05:
+        raise SettingsError(name, f"must be 0 (off) or >= 0.05, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every field maps to one environment variable (named in its comment)."""
@@ -65,6 +73,36 @@ class Settings:
     # KHALA_PROJECTOR_REPUBLISH_INTERVAL_S: how often a failed fanout publish is retried
     # from the publish cursor.
     republish_interval_s: float = 2.0
+    # KHALA_PROJECTOR_METRICS_INTERVAL_S: how often queue depths (projection lag in
+    # events, DLQ depth) and rebuild progress are sampled into /metrics.
+    metrics_interval_s: float = 15.0
+    # KHALA_PROJECTOR_RETENTION_INTERVAL_S: period of the retention and compaction
+    # pass (0 = never: topic logs grow without bound).
+    retention_interval_s: float = 60.0
+    # KHALA_PROJECTOR_EVENT_RETAIN_FRAMES: event topics keep at most their last N
+    # frames (0 = no count limit).
+    event_retain_frames: int = 10_000
+    # KHALA_PROJECTOR_EVENT_RETAIN_AGE_S: event topics drop frames committed more than
+    # T seconds ago (0 = no age limit). The head frame of a topic is always kept.
+    event_retain_age_s: float = 7 * 24 * 3600.0
+    # KHALA_PROJECTOR_DOC_TAIL_FRAMES: doc topics keep the latest frame of every key
+    # plus their last N frames; older superseded frames are compacted away.
+    doc_tail_frames: int = 1_000
+    # KHALA_PROJECTOR_DRIFT_INTERVAL_S: period of the drift detector (0 = off).
+    drift_interval_s: float = 300.0
+    # KHALA_PROJECTOR_DRIFT_SAMPLE: documents re-derived from runtime's log per period
+    # (streams are visited in a rotating window, so every stream is checked in turn).
+    drift_sample: int = 20
+    # KHALA_PROJECTOR_DRIFT_REPAIR: rewrite a drifted document from runtime's log
+    # (otherwise drift is only counted and logged).
+    drift_repair: bool = False
+    # KHALA_PROJECTOR_REBUILD_CHUNK: events read from runtime and staged per
+    # transaction by `khala-projector rebuild`.
+    rebuild_chunk: int = 500
+    # KHALA_PROJECTOR_TEST_CRASH_AFTER_COMMIT: FAULT INJECTION FOR TESTS ONLY.
+    # n > 0 makes `serve` SIGKILL itself right after its nth projection commit,
+    # before publishing it. 0 (default) = off. Never set it in a deployment.
+    test_crash_after_commit: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -89,5 +127,21 @@ class Settings:
             retry_delay_ms=env.integer("KHALA_PROJECTOR_RETRY_DELAY_MS", 200, minimum=0),
             republish_interval_s=env.number(
                 "KHALA_PROJECTOR_REPUBLISH_INTERVAL_S", 2.0, minimum=0.05
+            ),
+            metrics_interval_s=env.number("KHALA_PROJECTOR_METRICS_INTERVAL_S", 15.0, minimum=0.1),
+            retention_interval_s=_period(env, "KHALA_PROJECTOR_RETENTION_INTERVAL_S", 60.0),
+            event_retain_frames=env.integer(
+                "KHALA_PROJECTOR_EVENT_RETAIN_FRAMES", 10_000, minimum=0
+            ),
+            event_retain_age_s=env.number(
+                "KHALA_PROJECTOR_EVENT_RETAIN_AGE_S", 7 * 24 * 3600.0, minimum=0
+            ),
+            doc_tail_frames=env.integer("KHALA_PROJECTOR_DOC_TAIL_FRAMES", 1_000, minimum=0),
+            drift_interval_s=_period(env, "KHALA_PROJECTOR_DRIFT_INTERVAL_S", 300.0),
+            drift_sample=env.integer("KHALA_PROJECTOR_DRIFT_SAMPLE", 20, minimum=1),
+            drift_repair=env.boolean("KHALA_PROJECTOR_DRIFT_REPAIR", False),
+            rebuild_chunk=env.integer("KHALA_PROJECTOR_REBUILD_CHUNK", 500, minimum=1),
+            test_crash_after_commit=env.integer(
+                "KHALA_PROJECTOR_TEST_CRASH_AFTER_COMMIT", 0, minimum=0
             ),
         )

@@ -75,6 +75,18 @@ def stream_of(event: RuntimeEvent) -> StreamRef:
     return StreamRef(event.stream_id, kind, event.org_id, subject)
 
 
+def stream_ref(stream_id: str, org_id: str) -> StreamRef:
+    """The stream named `stream_id` in `org_id` (as stored in checkpoints); raises InvalidEvent."""
+    prefix, _, subject = stream_id.partition(":")
+    try:
+        kind = StreamKind(prefix)
+    except ValueError:
+        raise InvalidEvent(f"stream_id {stream_id!r} is not run:<id> or worker:<id>") from None
+    if not (_is_segment(org_id) and _is_segment(subject)):
+        raise InvalidEvent(f"stream {stream_id!r} of org {org_id!r} has no valid topic segments")
+    return StreamRef(stream_id, kind, org_id, subject)
+
+
 def decode_event(body: bytes) -> tuple[RuntimeEvent, StreamRef]:
     """Parse a broker body; raises InvalidEvent for bytes that are not a valid event."""
     event = RuntimeEvent()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from khala_common import topics
@@ -40,6 +40,16 @@ class Projection(StrEnum):
 
     RUNS = "runs"
     WORKERS = "workers"
+
+    @property
+    def kind(self) -> StreamKind:
+        """The kind of stream this projection folds."""
+        return StreamKind.RUN if self is Projection.RUNS else StreamKind.WORKER
+
+    @property
+    def stream_prefix(self) -> str:
+        """`run:` or `worker:`, the prefix of its streams' ids."""
+        return f"{self.kind.value}:"
 
 
 def projection_of(stream: StreamRef) -> Projection:
@@ -67,7 +77,14 @@ class Folded:
     doc: bytes
     doc_hash: str
     last_seq: int
+    # occurred_at_ms of the last event folded in (runtime's clock, not ours).
+    last_event_at_ms: int
     frames: tuple[FrameDraft, ...]
+
+    def doc_only(self) -> Folded:
+        """The same fold with only its DOC_UPSERT frame (a document repair)."""
+        drafts = tuple(d for d in self.frames if d.kind == frames_pb2.FRAME_KIND_DOC_UPSERT)
+        return replace(self, frames=drafts)
 
 
 def serialize(doc: Document) -> bytes:
@@ -140,5 +157,6 @@ def fold(stream: StreamRef, stored: bytes | None, events: Sequence[RuntimeEvent]
         doc=data,
         doc_hash=doc_hash(data),
         last_seq=events[-1].stream_seq,
+        last_event_at_ms=events[-1].occurred_at_ms,
         frames=tuple(drafts),
     )

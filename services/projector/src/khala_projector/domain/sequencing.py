@@ -55,6 +55,13 @@ def contiguous_range(
             f"{stream_id}: runtime returned {len(fetched)} events for "
             f"({after_seq}, {up_to_seq}], expected {expected}"
         )
+    return contiguous_after(stream_id, after_seq, fetched)
+
+
+def contiguous_after(
+    stream_id: str, after_seq: int, fetched: Sequence[RuntimeEvent]
+) -> list[RuntimeEvent]:
+    """`fetched` checked to be seqs after_seq+1, after_seq+2, ... of `stream_id` (any count)."""
     for offset, event in enumerate(fetched, start=1):
         if event.stream_id != stream_id or event.stream_seq != after_seq + offset:
             raise GapNotFilled(
