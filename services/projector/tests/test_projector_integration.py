@@ -312,15 +312,19 @@ async def test_restart_resumes_from_the_checkpoint(
 
 async def test_get_projection_status_over_grpc(projector_settings, test_broker, khala_pool, unique):
     org, run_id = f"org{unique}", f"run{unique}"
+    events = run_events(org, run_id, LIFECYCLE[:3])
+    last_at = events[-1].occurred_at_ms
     async with running(projector_settings) as app:
-        await publish_events(test_broker, run_events(org, run_id, LIFECYCLE[:3]))
+        await publish_events(test_broker, events)
         await wait_checkpoint(khala_pool, f"run:{run_id}", 3)
         channel = insecure_channel(f"127.0.0.1:{app.grpc_port}")
         try:
             stub = ProjectorAdminStub(channel)
             heads = [
                 admin_pb.StreamHead(stream_id=f"run:{run_id}", head_seq=3),
-                admin_pb.StreamHead(stream_id=f"run:{run_id}", head_seq=5),
+                admin_pb.StreamHead(
+                    stream_id=f"run:{run_id}", head_seq=5, head_occurred_at_ms=last_at + 1500
+                ),
                 admin_pb.StreamHead(stream_id=f"run:none{unique}", head_seq=0),
                 admin_pb.StreamHead(stream_id=f"worker:none{unique}", head_seq=4),
             ]
@@ -338,6 +342,9 @@ async def test_get_projection_status_over_grpc(projector_settings, test_broker, 
                 (f"run:none{unique}", admin_pb.PROJECTION_STATE_IN_SYNC, 0, 0),
                 (f"worker:none{unique}", admin_pb.PROJECTION_STATE_LAGGING, 0, 4),
             ]
+            assert last_at > 0
+            assert [s.checkpoint_occurred_at_ms for s in response.statuses[:2]] == [last_at] * 2
+            assert [s.lag_ms for s in response.statuses] == [0, 1500, 0, 0]
             with pytest.raises(grpc.aio.AioRpcError) as denied:
                 await stub.GetProjectionStatus(
                     admin_pb.GetProjectionStatusRequest(streams=heads), timeout=5

@@ -13,8 +13,8 @@ from grpc import aio
 from khala_runtime.domain.chain import verify_chain
 from khala_runtime.handlers.grpc_runtime import _within_deadline
 from openagents.codex.v1 import summaries_pb2
+from openagents.runtime.v1 import events_pb2, runtime_service_pb2_grpc
 from openagents.runtime.v1 import runtime_service_pb2 as pb
-from openagents.runtime.v1 import runtime_service_pb2_grpc
 
 
 async def seeded_worker(api: Any, identity: Any, org: str, wid: str) -> None:
@@ -132,3 +132,44 @@ async def test_work_within_the_deadline_returns() -> None:
 
     assert await _within_deadline(FakeContext(30.0), work()) == 7
     assert await _within_deadline(FakeContext(None), work()) == 7
+
+
+@pytest.mark.integration
+async def test_list_streams_pages_by_org_and_kind(
+    api: Any, identity: Any, unique: str, grpc_target: str, service_metadata: Any
+) -> None:
+    org = f"ls{unique}"
+    await seeded_worker(api, identity, org, f"w1{unique}")
+    await seeded_worker(api, identity, org, f"w2{unique}")
+    token = identity.login({org: "member"})
+    for name in ("r1", "r2", "r3"):
+        status, _, _ = await api.call("POST", "/api/v1/runs", token, {"org_id": org, "run_id": f"{name}{unique}"})
+        assert status == 201
+    async with aio.insecure_channel(grpc_target) as channel:
+        stub = runtime_service_pb2_grpc.RuntimeServiceStub(channel)
+        seen: list[Any] = []
+        token_ = ""
+        while True:
+            page = await stub.ListStreams(
+                pb.ListStreamsRequest(org_id=org, page_size=2, page_token=token_), metadata=service_metadata
+            )
+            assert len(page.streams) <= 2
+            seen.extend(page.streams)
+            token_ = page.next_page_token
+            if not token_:
+                break
+        ids = [s.stream_id for s in seen]
+        assert ids == sorted(ids)
+        assert ids == sorted([f"run:r{i}{unique}" for i in (1, 2, 3)] + [f"worker:w{i}{unique}" for i in (1, 2)])
+        heads = {s.stream_id: s.head_seq for s in seen}
+        assert heads[f"worker:w1{unique}"] == 3 and heads[f"run:r1{unique}"] == 1
+        assert all(s.org_id == org and s.head_occurred_at_ms > 0 for s in seen)
+
+        runs_only = await stub.ListStreams(
+            pb.ListStreamsRequest(org_id=org, kind=events_pb2.STREAM_KIND_RUN), metadata=service_metadata
+        )
+        assert [s.stream_id for s in runs_only.streams] == [f"run:r{i}{unique}" for i in (1, 2, 3)]
+        assert runs_only.next_page_token == ""
+        with pytest.raises(aio.AioRpcError) as info:
+            await stub.ListStreams(pb.ListStreamsRequest(org_id="bad org"), metadata=service_metadata)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

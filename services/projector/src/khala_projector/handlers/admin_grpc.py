@@ -38,7 +38,9 @@ class ProjectorAdmin(ProjectorAdminServicer):
                     state=pb.PROJECTION_STATE_IN_SYNC if s.in_sync else pb.PROJECTION_STATE_LAGGING,
                     checkpoint_seq=s.checkpoint_seq,
                     lag_events=s.lag_events,
+                    lag_ms=round(s.lag_seconds(head.head_occurred_at_ms) * 1000),
+                    checkpoint_occurred_at_ms=s.checkpoint_at_ms,
                 )
-                for s in statuses
+                for s, head in zip(statuses, request.streams, strict=True)
             ]
         )

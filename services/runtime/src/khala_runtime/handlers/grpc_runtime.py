@@ -25,14 +25,22 @@ from khala_runtime.domain.model import RunHead, WorkerHead
 from khala_runtime.domain.requests import check_batch, check_event, payload_from_bytes
 from khala_runtime.handlers.errors import GRPC_STATUS
 from khala_runtime.service import RunService
+from khala_runtime.storage import streams as stream_sql
 from khala_runtime.verify import ChainReport, verify_stream
 from khala_runtime.workers import WorkerService
+from openagents.runtime.v1 import events_pb2, runtime_service_pb2_grpc
 from openagents.runtime.v1 import runtime_service_pb2 as pb
-from openagents.runtime.v1 import runtime_service_pb2_grpc
 
 SERVICE_NAME = "openagents.runtime.v1.RuntimeService"
 ERROR_CODE_KEY = "khala-error-code"
 LIST_WORKERS_MAX = 1000
+LIST_STREAMS_DEFAULT = 500
+LIST_STREAMS_MAX = 1000
+_KINDS = {
+    events_pb2.STREAM_KIND_UNSPECIFIED: ("run", "worker"),
+    events_pb2.STREAM_KIND_RUN: ("run",),
+    events_pb2.STREAM_KIND_WORKER: ("worker",),
+}
 T = TypeVar("T")
 
 
@@ -201,3 +209,41 @@ class RuntimeServicer(runtime_service_pb2_grpc.RuntimeServiceServicer):
         except DomainError as exc:
             await _abort(context, exc)
         return verify_proto(report)
+
+    async def ListStreams(
+        self, request: pb.ListStreamsRequest, context: aio.ServicerContext
+    ) -> pb.ListStreamsResponse:
+        """Streams with their heads in stream_id order, a page at a time."""
+        try:
+            if request.org_id and not is_valid_segment(request.org_id):
+                raise ValidationError("org_id", "must match [A-Za-z0-9_-]{1,64}")
+            kinds = _KINDS.get(request.kind)
+            if kinds is None:
+                raise ValidationError("kind", "unknown stream kind")
+            if request.page_size > LIST_STREAMS_MAX:
+                raise ValidationError("page_size", f"must be <= {LIST_STREAMS_MAX}")
+            limit = request.page_size or LIST_STREAMS_DEFAULT
+            listing = await _within_deadline(
+                context,
+                stream_sql.list_streams(
+                    self._service.pool,
+                    org_id=request.org_id or None,
+                    kinds=kinds,
+                    after=request.page_token,
+                    limit=limit,
+                ),
+            )
+        except DomainError as exc:
+            await _abort(context, exc)
+        return pb.ListStreamsResponse(
+            streams=[
+                pb.StreamInfo(
+                    stream_id=s.stream_id,
+                    org_id=s.org_id,
+                    head_seq=s.head_seq,
+                    head_occurred_at_ms=s.head_occurred_at_ms,
+                )
+                for s in listing
+            ],
+            next_page_token=listing[-1].stream_id if len(listing) == limit else "",
+        )

@@ -46,3 +46,34 @@ async def stream_heads(db: Executor, *, after: str, limit: int) -> list[StreamHe
         limit,
     )
     return [StreamHead(row[0], row[1], row[2]) for row in rows]
+
+
+@dataclass(frozen=True)
+class StreamListing:
+    """A stream for enumeration: its org, head seq and the head event's time."""
+
+    stream_id: str
+    org_id: str
+    head_seq: int
+    head_occurred_at_ms: int
+
+
+_LISTING = {
+    "run": "SELECT 'run:' || run_id AS stream_id, org_id, last_seq, updated_at_ms FROM runs",
+    "worker": "SELECT 'worker:' || worker_id AS stream_id, org_id, last_seq, updated_at_ms FROM workers",
+}
+
+
+async def list_streams(
+    db: Executor, *, org_id: str | None, kinds: tuple[str, ...], after: str, limit: int
+) -> list[StreamListing]:
+    """Up to `limit` streams of `kinds` (optionally one org) with stream_id > `after`."""
+    union = " UNION ALL ".join(_LISTING[kind] for kind in kinds)
+    rows = await db.fetch(
+        f"SELECT * FROM ({union}) AS s WHERE stream_id > $1 AND ($2::text IS NULL OR org_id = $2) "
+        "ORDER BY stream_id LIMIT $3",
+        after,
+        org_id,
+        limit,
+    )
+    return [StreamListing(row[0], row[1], row[2], row[3]) for row in rows]

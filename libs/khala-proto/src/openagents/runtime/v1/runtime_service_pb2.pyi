@@ -145,3 +145,35 @@ class VerifyStreamResponse(_message.Message):
     expected: str
     actual: str
     def __init__(self, stream_id: _Optional[str] = ..., ok: _Optional[bool] = ..., head_seq: _Optional[int] = ..., chain_hash: _Optional[str] = ..., events_checked: _Optional[int] = ..., broken_seq: _Optional[int] = ..., reason: _Optional[str] = ..., expected: _Optional[str] = ..., actual: _Optional[str] = ...) -> None: ...
+
+class ListStreamsRequest(_message.Message):
+    __slots__ = ("org_id", "kind", "page_size", "page_token")
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    org_id: str
+    kind: _events_pb2.StreamKind
+    page_size: int
+    page_token: str
+    def __init__(self, org_id: _Optional[str] = ..., kind: _Optional[_Union[_events_pb2.StreamKind, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class StreamInfo(_message.Message):
+    __slots__ = ("stream_id", "org_id", "head_seq", "head_occurred_at_ms")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEAD_OCCURRED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    org_id: str
+    head_seq: int
+    head_occurred_at_ms: int
+    def __init__(self, stream_id: _Optional[str] = ..., org_id: _Optional[str] = ..., head_seq: _Optional[int] = ..., head_occurred_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListStreamsResponse(_message.Message):
+    __slots__ = ("streams", "next_page_token")
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    streams: _containers.RepeatedCompositeFieldContainer[StreamInfo]
+    next_page_token: str
+    def __init__(self, streams: _Optional[_Iterable[_Union[StreamInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

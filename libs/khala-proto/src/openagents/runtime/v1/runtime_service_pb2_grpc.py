@@ -66,6 +66,11 @@ class RuntimeServiceStub:
                 request_serializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamRequest.SerializeToString,
                 response_deserializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamResponse.FromString,
                 _registered_method=True)
+        self.ListStreams = channel.unary_unary(
+                '/openagents.runtime.v1.RuntimeService/ListStreams',
+                request_serializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListStreamsRequest.SerializeToString,
+                response_deserializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListStreamsResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -111,6 +116,13 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStreams(self, request, context):
+        """Streams and their heads, in stream_id order (projection rebuild enumerates them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +155,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.VerifyStream,
                     request_deserializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamRequest.FromString,
                     response_serializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamResponse.SerializeToString,
+            ),
+            'ListStreams': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStreams,
+                    request_deserializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListStreamsRequest.FromString,
+                    response_serializer=openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListStreamsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +326,33 @@ class RuntimeService:
             '/openagents.runtime.v1.RuntimeService/VerifyStream',
             openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamRequest.SerializeToString,
             openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.VerifyStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStreams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openagents.runtime.v1.RuntimeService/ListStreams',
+            openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListStreamsRequest.SerializeToString,
+            openagents_dot_runtime_dot_v1_dot_runtime__service__pb2.ListStreamsResponse.FromString,
             options,
             channel_credentials,
             insecure,

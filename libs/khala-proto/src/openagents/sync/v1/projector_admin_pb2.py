@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(openagents/sync/v1/projector_admin.proto\x12\x12openagents.sync.v1\"1\n\nStreamHead\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08head_seq\x18\x02 \x01(\x04\"M\n\x1aGetProjectionStatusRequest\x12/\n\x07streams\x18\x01 \x03(\x0b\x32\x1e.openagents.sync.v1.StreamHead\"\x85\x01\n\x10ProjectionStatus\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.openagents.sync.v1.ProjectionState\x12\x16\n\x0e\x63heckpoint_seq\x18\x03 \x01(\x04\x12\x12\n\nlag_events\x18\x04 \x01(\x04\"U\n\x1bGetProjectionStatusResponse\x12\x36\n\x08statuses\x18\x01 \x03(\x0b\x32$.openagents.sync.v1.ProjectionStatus*o\n\x0fProjectionState\x12 \n\x1cPROJECTION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROJECTION_STATE_IN_SYNC\x10\x01\x12\x1c\n\x18PROJECTION_STATE_LAGGING\x10\x02\x32\x88\x01\n\x0eProjectorAdmin\x12v\n\x13GetProjectionStatus\x12..openagents.sync.v1.GetProjectionStatusRequest\x1a/.openagents.sync.v1.GetProjectionStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(openagents/sync/v1/projector_admin.proto\x12\x12openagents.sync.v1\"N\n\nStreamHead\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08head_seq\x18\x02 \x01(\x04\x12\x1b\n\x13head_occurred_at_ms\x18\x03 \x01(\x03\"M\n\x1aGetProjectionStatusRequest\x12/\n\x07streams\x18\x01 \x03(\x0b\x32\x1e.openagents.sync.v1.StreamHead\"\xb8\x01\n\x10ProjectionStatus\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.openagents.sync.v1.ProjectionState\x12\x16\n\x0e\x63heckpoint_seq\x18\x03 \x01(\x04\x12\x12\n\nlag_events\x18\x04 \x01(\x04\x12\x0e\n\x06lag_ms\x18\x05 \x01(\x04\x12!\n\x19\x63heckpoint_occurred_at_ms\x18\x06 \x01(\x03\"U\n\x1bGetProjectionStatusResponse\x12\x36\n\x08statuses\x18\x01 \x03(\x0b\x32$.openagents.sync.v1.ProjectionStatus*o\n\x0fProjectionState\x12 \n\x1cPROJECTION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROJECTION_STATE_IN_SYNC\x10\x01\x12\x1c\n\x18PROJECTION_STATE_LAGGING\x10\x02\x32\x88\x01\n\x0eProjectorAdmin\x12v\n\x13GetProjectionStatus\x12..openagents.sync.v1.GetProjectionStatusRequest\x1a/.openagents.sync.v1.GetProjectionStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'openagents.sync.v1.projector_admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROJECTIONSTATE']._serialized_start=417
-  _globals['_PROJECTIONSTATE']._serialized_end=528
+  _globals['_PROJECTIONSTATE']._serialized_start=497
+  _globals['_PROJECTIONSTATE']._serialized_end=608
   _globals['_STREAMHEAD']._serialized_start=64
-  _globals['_STREAMHEAD']._serialized_end=113
-  _globals['_GETPROJECTIONSTATUSREQUEST']._serialized_start=115
-  _globals['_GETPROJECTIONSTATUSREQUEST']._serialized_end=192
-  _globals['_PROJECTIONSTATUS']._serialized_start=195
-  _globals['_PROJECTIONSTATUS']._serialized_end=328
-  _globals['_GETPROJECTIONSTATUSRESPONSE']._serialized_start=330
-  _globals['_GETPROJECTIONSTATUSRESPONSE']._serialized_end=415
-  _globals['_PROJECTORADMIN']._serialized_start=531
-  _globals['_PROJECTORADMIN']._serialized_end=667
+  _globals['_STREAMHEAD']._serialized_end=142
+  _globals['_GETPROJECTIONSTATUSREQUEST']._serialized_start=144
+  _globals['_GETPROJECTIONSTATUSREQUEST']._serialized_end=221
+  _globals['_PROJECTIONSTATUS']._serialized_start=224
+  _globals['_PROJECTIONSTATUS']._serialized_end=408
+  _globals['_GETPROJECTIONSTATUSRESPONSE']._serialized_start=410
+  _globals['_GETPROJECTIONSTATUSRESPONSE']._serialized_end=495
+  _globals['_PROJECTORADMIN']._serialized_start=611
+  _globals['_PROJECTORADMIN']._serialized_end=747
 # @@protoc_insertion_point(module_scope)
