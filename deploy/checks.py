@@ -269,6 +269,7 @@ def rabbitmq() -> None:
         ("runtime", "configure", "khala.runtime.events", True), ("runtime", "write", "khala.runtime.events", True),
         ("runtime", "write", "khala.fanout", False), ("runtime", "read", "khala.projector", False),
         ("projector", "read", "khala.projector", True), ("projector", "write", "khala.fanout", True),
+        ("projector", "write", "khala.runtime.events", True),  # dlq replay
         ("projector", "configure", "khala.projector.dlq", True), ("projector", "write", "khala.control", False),
         ("gateway", "configure", "khala.fanout.gw.0a1b2c3d", True), ("gateway", "write", "khala.fanout.gw.0a1b2c3d", True),
         ("gateway", "read", "khala.fanout", True), ("gateway", "read", "khala.control.gw.0a1b2c3d", True),
