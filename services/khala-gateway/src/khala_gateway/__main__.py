@@ -1,0 +1,62 @@
+"""`khala-gateway [serve|migrate]`: parse settings once, then run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from khala_common.logs import configure_logging, get_logger
+from khala_common.runner import serve
+from khala_common.settings import SettingsError
+from khala_common.telemetry import configure_tracing
+from khala_gateway.app import Gateway
+from khala_gateway.settings import Settings
+
+SERVICE = "khala-gateway"
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=SERVICE, description="Khala WebSocket gateway")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=("serve", "migrate"),
+        help="serve (default) or migrate (the gateway owns no schema: a no-op)",
+    )
+    return parser.parse_args(argv)
+
+
+async def _serve(settings: Settings) -> None:
+    gateway = Gateway(settings)
+    await serve(
+        gateway.build_app(),
+        settings.bind_host,
+        settings.http_port,
+        on_signal=gateway.drain,
+        shutdown_timeout_s=10.0,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    args = _parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"{SERVICE}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(SERVICE, settings.log_level)
+    configure_tracing(SERVICE)
+    log = get_logger(SERVICE)
+    if args.command == "migrate":
+        log.info("nothing to migrate: the gateway reads schema khala owned by the projector")
+        return 0
+    asyncio.run(_serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Composition root: pools, broker consumers, JWKS, hub, gRPC and the HTTP/WS app.
+
+`Gateway.build_app()` returns the aiohttp application; its cleanup context owns
+every resource and background task (head poll, housekeeping, consumers, gRPC
+server) and cancels/awaits them on shutdown, after draining the sockets.
+`GatewayServer` runs it on a real socket (tests use port 0 and read the bound
+ports from it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from importlib import metadata
+
+import asyncpg
+from aiohttp import web
+
+from khala_common.broker import Broker
+from khala_common.db import check_pool, create_pool
+from khala_common.grpc_server import GrpcServer
+from khala_common.http import Readiness, make_app
+from khala_common.jwt_verify import JwksCache, JwksFetcher, TokenVerifier, http_jwks_fetcher
+from khala_common.logs import get_logger
+from khala_common.topology import Topology
+from khala_gateway.delivery.admission import Admission
+from khala_gateway.delivery.auth import SYNC_AUDIENCE, Authenticator
+from khala_gateway.delivery.bindings import Bindings
+from khala_gateway.delivery.hub import Hub
+from khala_gateway.handlers.admin import AdminHttp, GatewayAdminServicer
+from khala_gateway.handlers.control_consumer import ControlConsumer
+from khala_gateway.handlers.fanout_consumer import FanoutConsumer
+from khala_gateway.handlers.ws_handler import WsHandler
+from khala_gateway.settings import Settings
+from khala_gateway.storage.topic_log import TopicLog
+from openagents.sync.v1 import gateway_admin_pb2_grpc
+
+log = get_logger("khala_gateway.app")
+
+TOKEN_LEEWAY_S = 30
+JWKS_PROBE_TTL_S = 10.0
+ADMIN_SERVICE = "openagents.sync.v1.GatewayAdmin"
+
+
+def server_version() -> str:
+    """The installed package version (Welcome.server_version)."""
+    try:
+        return metadata.version("khala-gateway")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class JwksProbe:
+    """Readiness check: control's JWKS answered with at least one key recently."""
+
+    def __init__(self, fetcher: JwksFetcher) -> None:
+        self._fetcher = fetcher
+        self._ok_at = -1e9
+
+    async def __call__(self) -> None:
+        if time.monotonic() - self._ok_at < JWKS_PROBE_TTL_S:
+            return
+        document = await self._fetcher()
+        if not JwksCache.parse(document):
+            raise RuntimeError("JWKS has no usable key")
+        self._ok_at = time.monotonic()
+
+
+class Gateway:
+    """Everything one gateway process runs, built from Settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.readiness = Readiness()
+        self.instance_id = secrets.token_hex(4)
+        self.hub: Hub | None = None
+        self.grpc_port: int | None = None
+        self._ws: WsHandler | None = None
+        self._admin: AdminHttp | None = None
+
+    def build_app(self) -> web.Application:
+        """The aiohttp app: /v1/ws, admin, health, readiness and metrics."""
+        app = make_app(self.readiness, client_max_size=64 * 1024)
+        app.router.add_get("/v1/ws", self._ws_route)
+        app.router.add_get("/internal/v1/khala/fanout/metrics", self._admin_route)
+        app.cleanup_ctx.append(self._resources)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _ws_route(self, request: web.Request) -> web.StreamResponse:
+        assert self._ws is not None
+        return await self._ws.handle(request)
+
+    async def _admin_route(self, request: web.Request) -> web.StreamResponse:
+        assert self._admin is not None
+        return await self._admin.fanout_metrics(request)
+
+    async def drain(self) -> None:
+        """SIGTERM: readiness false, Reconnect + close 1012 on every socket."""
+        self.readiness.draining = True
+        if self.hub is not None and not self.hub.draining:
+            log.info("draining", connections=len(self.hub.connections))
+            await self.hub.drain()
+
+    async def _on_shutdown(self, _: web.Application) -> None:
+        await self.drain()
+
+    async def _resources(self, _: web.Application) -> AsyncIterator[None]:
+        s = self.settings
+        pool: asyncpg.Pool = await create_pool(
+            s.database_url, "khala", read_only=True, max_size=s.db_pool_size
+        )
+        broker = Broker(s.amqp_url, Topology(prefix=s.amqp_prefix))
+        grpc_server: GrpcServer | None = None
+        fanout: FanoutConsumer | None = None
+        control: ControlConsumer | None = None
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            hub = self.hub = Hub(TopicLog(pool), s)
+            fetcher = http_jwks_fetcher(s.jwks_url)
+            verifier = TokenVerifier(
+                JwksCache(fetcher),
+                issuer=s.token_issuer,
+                audience=SYNC_AUDIENCE,
+                leeway_s=TOKEN_LEEWAY_S,
+            )
+            admission = Admission(Authenticator(verifier), hub, s)
+            self._ws = WsHandler(hub, admission, s, server_version())
+            self._admin = AdminHttp(hub, s.admin_token)
+            await broker.connect()
+            topology = broker.topology
+            fanout = FanoutConsumer(
+                broker, hub, f"{topology.fanout}.gw.{self.instance_id}", s.fanout_queue_max
+            )
+            await fanout.start()
+            hub.bindings = Bindings(fanout)
+            control = ControlConsumer(broker, hub, f"{topology.control}.gw.{self.instance_id}")
+            await control.start()
+            grpc_server = GrpcServer(s.bind_host, s.grpc_port, s.service_token)
+            grpc_server.add(
+                gateway_admin_pb2_grpc.add_GatewayAdminServicer_to_server,
+                GatewayAdminServicer(hub),
+                [ADMIN_SERVICE],
+            )
+            await grpc_server.start()
+            self.grpc_port = grpc_server.port
+            tasks = [
+                asyncio.create_task(hub.run_head_poll(), name="head-poll"),
+                asyncio.create_task(hub.run_housekeeping(), name="housekeeping"),
+            ]
+            self.readiness.add("postgres", lambda: check_pool(pool))
+            self.readiness.add("broker", lambda: _check_broker(broker))
+            self.readiness.add("jwks", JwksProbe(fetcher))
+            log.info("gateway started", instance=self.instance_id, grpc_port=self.grpc_port)
+            yield
+        finally:
+            await self.drain()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for consumer in (control, fanout):
+                if consumer is not None:
+                    await consumer.stop()
+            if grpc_server is not None:
+                await grpc_server.stop(1.0)
+            await broker.close()
+            await pool.close()
+
+
+async def _check_broker(broker: Broker) -> None:
+    if not broker.is_connected:
+        raise RuntimeError("not connected")
+
+
+class GatewayServer:
+    """Runs a Gateway's app on a TCP site; exposes the bound ports (0 = ephemeral)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.gateway = Gateway(settings)
+        self._runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+
+    @property
+    def grpc_port(self) -> int | None:
+        """The bound gRPC port (after start)."""
+        return self.gateway.grpc_port
+
+    @property
+    def hub(self) -> Hub:
+        """The running gateway's hub (after start)."""
+        assert self.gateway.hub is not None
+        return self.gateway.hub
+
+    async def start(self) -> None:
+        """Set up the app (resources) and listen."""
+        s = self.gateway.settings
+        self._runner = web.AppRunner(self.gateway.build_app(), access_log=None, shutdown_timeout=5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.bind_host, s.http_port, reuse_address=True)
+        await site.start()
+        address = self._runner.addresses[0]
+        self.http_port = int(address[1])
+
+    async def drain(self) -> None:
+        """Drain the sockets (as on SIGTERM)."""
+        await self.gateway.drain()
+
+    async def stop(self) -> None:
+        """Drain, then release every resource."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,1 @@
+"""Pure gateway rules: cursors, sequencing, wire encoding, flow control, principals."""

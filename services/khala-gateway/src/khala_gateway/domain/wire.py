@@ -1,0 +1,190 @@
+"""Wire encoding of the two subprotocols, embedding stored frame bytes unchanged.
+
+A frame row's `frame_bytes` (also the fanout body) is a serialized KhalaFrame.
+On `khala.v1+proto` it is embedded without re-parsing: ServerMessage field
+`frame` (3) is `0x1a varint(len) bytes`; FrameBatch field `frames` (1) is
+`0x0a varint(len) bytes` per frame and ServerMessage field `frames` (4) is
+`0x22 varint(len) batch`. The result equals `ServerMessage.SerializeToString`.
+On `khala.v1+json` messages are proto3 canonical JSON (json_format), one per
+text message; a frame's JSON form is computed once and shared by all sockets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError as ProtoDecodeError
+
+from openagents.sync.v1 import frames_pb2, ws_pb2
+
+_FRAME_TAG = b"\x1a"
+_BATCH_ENTRY_TAG = b"\x0a"
+_FRAMES_TAG = b"\x22"
+
+
+class DecodeError(ValueError):
+    """An inbound message could not be decoded (answered with bad_request)."""
+
+
+def varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative integer."""
+    if value < 0:
+        raise ValueError("varint of a negative number")
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class WireFrame:
+    """One KhalaFrame as stored bytes plus the fields delivery needs."""
+
+    __slots__ = ("_json", "_parsed", "data", "epoch", "seq")
+
+    def __init__(
+        self, seq: int, epoch: str, data: bytes, parsed: frames_pb2.KhalaFrame | None = None
+    ) -> None:
+        self.seq = seq
+        self.epoch = epoch
+        self.data = data
+        self._parsed = parsed
+        self._json: dict[str, Any] | None = None
+
+    @classmethod
+    def decode(cls, data: bytes) -> WireFrame:
+        """Parse fanout or stored bytes once; raises DecodeError if they are not a KhalaFrame."""
+        try:
+            frame = frames_pb2.KhalaFrame.FromString(data)
+        except ProtoDecodeError as exc:
+            raise DecodeError(f"not a KhalaFrame: {exc}") from None
+        return cls(frame.seq, frame.epoch, data, frame)
+
+    @property
+    def topic(self) -> str:
+        """The frame's topic."""
+        return self.parsed().topic
+
+    def parsed(self) -> frames_pb2.KhalaFrame:
+        """The decoded frame (parsed lazily for rows read from Postgres)."""
+        if self._parsed is None:
+            self._parsed = frames_pb2.KhalaFrame.FromString(self.data)
+        return self._parsed
+
+    def json_dict(self) -> dict[str, Any]:
+        """The frame's canonical JSON object (computed once)."""
+        if self._json is None:
+            self._json = json_format.MessageToDict(self.parsed())
+        return self._json
+
+
+def embed_frame(data: bytes) -> bytes:
+    """A serialized ServerMessage{frame} around stored KhalaFrame bytes."""
+    return _FRAME_TAG + varint(len(data)) + data
+
+
+def embed_batch(frames: Sequence[bytes]) -> bytes:
+    """A serialized ServerMessage{frames: FrameBatch} around stored KhalaFrame bytes."""
+    parts: list[bytes] = []
+    for data in frames:
+        parts.append(_BATCH_ENTRY_TAG)
+        parts.append(varint(len(data)))
+        parts.append(data)
+    batch = b"".join(parts)
+    return _FRAMES_TAG + varint(len(batch)) + batch
+
+
+def batch_size(frames: Sequence[bytes]) -> int:
+    """Encoded size of embed_batch(frames), without building it."""
+    inner = sum(1 + len(varint(len(d))) + len(d) for d in frames)
+    return 1 + len(varint(inner)) + inner
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class Codec:
+    """Encoding of one subprotocol; `binary` tells which WebSocket message type it uses."""
+
+    binary: bool = True
+
+    def encode(self, message: ws_pb2.ServerMessage) -> bytes | str:
+        """One ServerMessage."""
+        raise NotImplementedError
+
+    def encode_frames(self, frames: Sequence[WireFrame]) -> bytes | str:
+        """One `frame` message for a single frame, else one `frames` batch."""
+        raise NotImplementedError
+
+    def decode(self, data: bytes | str) -> ws_pb2.ClientMessage:
+        """One ClientMessage; raises DecodeError."""
+        raise NotImplementedError
+
+
+class ProtoCodec(Codec):
+    """`khala.v1+proto`: binary messages, frames embedded as stored."""
+
+    binary = True
+
+    def encode(self, message: ws_pb2.ServerMessage) -> bytes:
+        """Serialized ServerMessage."""
+        return message.SerializeToString()
+
+    def encode_frames(self, frames: Sequence[WireFrame]) -> bytes:
+        """Stored frame bytes embedded as `frame` or `frames`."""
+        if len(frames) == 1:
+            return embed_frame(frames[0].data)
+        return embed_batch([f.data for f in frames])
+
+    def decode(self, data: bytes | str) -> ws_pb2.ClientMessage:
+        """A binary ClientMessage."""
+        if not isinstance(data, bytes | bytearray):
+            raise DecodeError("text message on khala.v1+proto; send binary messages")
+        message = ws_pb2.ClientMessage()
+        try:
+            message.ParseFromString(bytes(data))
+        except ProtoDecodeError as exc:
+            raise DecodeError(f"not a ClientMessage: {exc}") from None
+        return message
+
+
+class JsonCodec(Codec):
+    """`khala.v1+json`: text messages holding proto3 canonical JSON."""
+
+    binary = False
+
+    def encode(self, message: ws_pb2.ServerMessage) -> str:
+        """Canonical JSON of a ServerMessage."""
+        return _dumps(json_format.MessageToDict(message))
+
+    def encode_frames(self, frames: Sequence[WireFrame]) -> str:
+        """Canonical JSON of `frame` or `frames` (each frame's JSON computed once)."""
+        if len(frames) == 1:
+            return _dumps({"frame": frames[0].json_dict()})
+        return _dumps({"frames": {"frames": [f.json_dict() for f in frames]}})
+
+    def decode(self, data: bytes | str) -> ws_pb2.ClientMessage:
+        """A ClientMessage from canonical JSON (snake_case names accepted)."""
+        if not isinstance(data, str):
+            raise DecodeError("binary message on khala.v1+json; send text messages")
+        message = ws_pb2.ClientMessage()
+        try:
+            json_format.Parse(data, message, ignore_unknown_fields=True)
+        except (json_format.ParseError, ValueError) as exc:
+            raise DecodeError(f"not a ClientMessage: {exc}") from None
+        return message
+
+
+def error_message(code: str, message: str, **fields: Any) -> ws_pb2.ServerMessage:
+    """A ServerMessage carrying Error{code, message, ...}."""
+    return ws_pb2.ServerMessage(error=ws_pb2.Error(code=code, message=message, **fields))
+
+
+def codec_for(subprotocol: str) -> Codec:
+    """The codec of a negotiated subprotocol (`khala.v1+proto` when none was offered)."""
+    return JsonCodec() if subprotocol == "khala.v1+json" else ProtoCodec()

@@ -1,0 +1,1 @@
+"""Thin edges: WebSocket, AMQP consumers, admin HTTP and gRPC."""

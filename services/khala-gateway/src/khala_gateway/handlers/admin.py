@@ -1,0 +1,94 @@
+"""Admin edges: `GET /internal/v1/khala/fanout/metrics` (bearer admin token) and
+gRPC `GatewayAdmin.GetFanoutMetrics` (service credential). Both report the same
+per-topic counters of this instance."""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+from grpc import aio
+
+from khala_common.http import ApiError
+from khala_gateway.delivery.hub import Hub
+from openagents.sync.v1 import gateway_admin_pb2, gateway_admin_pb2_grpc
+
+DEFAULT_TOPIC_LIMIT = 20
+MAX_TOPIC_LIMIT = 1_000
+
+
+def fanout_metrics_response(
+    hub: Hub, topic_limit: int
+) -> gateway_admin_pb2.GetFanoutMetricsResponse:
+    """The metrics message both edges serve."""
+    connections, topics = hub.fanout_metrics(topic_limit)
+    return gateway_admin_pb2.GetFanoutMetricsResponse(
+        connections=connections,
+        topics=[
+            gateway_admin_pb2.TopicMetrics(
+                topic=t.topic,
+                subscribers=t.subscribers,
+                frames_sent=t.frames_sent,
+                drops=t.drops,
+                slow_consumer_evictions=t.slow_consumer_evictions,
+                replays=t.replays,
+                replay_seconds_total=t.replay_seconds_total,
+            )
+            for t in topics
+        ],
+    )
+
+
+class AdminHttp:
+    """The HTTP admin endpoint."""
+
+    def __init__(self, hub: Hub, admin_token: str) -> None:
+        self._hub = hub
+        self._expected = f"Bearer {admin_token}".encode()
+
+    async def fanout_metrics(self, request: web.Request) -> web.Response:
+        """Per-topic subscribers, frames, drops, evictions and replays (401/403 on bad auth)."""
+        presented = request.headers.get("Authorization", "")
+        if not presented:
+            raise ApiError(401, "unauthorized", "missing Authorization: Bearer <admin token>")
+        if not hmac.compare_digest(presented.encode(), self._expected):
+            raise ApiError(403, "forbidden", "invalid admin token")
+        raw = request.query.get("topic_limit", str(DEFAULT_TOPIC_LIMIT))
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise ApiError(400, "bad_request", "topic_limit must be an integer") from None
+        if not 1 <= limit <= MAX_TOPIC_LIMIT:
+            raise ApiError(400, "bad_request", f"topic_limit must be in 1..{MAX_TOPIC_LIMIT}")
+        response = fanout_metrics_response(self._hub, limit)
+        return web.json_response(
+            {
+                "connections": response.connections,
+                "topics": [
+                    {
+                        "topic": t.topic,
+                        "subscribers": t.subscribers,
+                        "frames_sent": t.frames_sent,
+                        "drops": t.drops,
+                        "slow_consumer_evictions": t.slow_consumer_evictions,
+                        "replays": t.replays,
+                        "replay_seconds_total": round(t.replay_seconds_total, 6),
+                    }
+                    for t in response.topics
+                ],
+            }
+        )
+
+
+class GatewayAdminServicer(gateway_admin_pb2_grpc.GatewayAdminServicer):
+    """gRPC GatewayAdmin."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    async def GetFanoutMetrics(
+        self, request: gateway_admin_pb2.GetFanoutMetricsRequest, context: aio.ServicerContext
+    ) -> gateway_admin_pb2.GetFanoutMetricsResponse:
+        """Per-topic fanout counters of this instance (topic_limit 0 = 20)."""
+        limit = request.topic_limit or DEFAULT_TOPIC_LIMIT
+        return fanout_metrics_response(self._hub, min(limit, MAX_TOPIC_LIMIT))

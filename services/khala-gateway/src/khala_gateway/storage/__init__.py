@@ -1,0 +1,1 @@
+"""Postgres access (read-only) to the projector's topic logs."""
