@@ -9,13 +9,13 @@ as the gateway delivers it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import uuid
 from pathlib import Path
 
 import aiohttp
+from google.protobuf import json_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -80,7 +80,7 @@ async def demo(stack: Stack) -> None:
                     if seen == expected_run_frames:
                         break
             elif kind in ("snapshot_begin", "snapshot_end", "watermark", "subscribed"):
-                print(f"{kind}: {json.dumps(str(getattr(message, kind)).strip())}")
+                print(f"{kind}: {json_format.MessageToJson(getattr(message, kind), indent=None)}")
         await writer
         await conn.close()
         print(f"\n{seen} live frames for run {run_id}, in order.")
