@@ -3,7 +3,13 @@ ephemeral ports (real Postgres and RabbitMQ), and a small HTTP client."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,10 +20,12 @@ import aio_pika.abc
 import aiohttp
 import asyncpg
 import pytest
+from control_testkit import OidcIssuer
 
 from khala_common.db import migrate
 from khala_common.topology import Topology
 from khala_control.app import ControlApp
+from khala_control.domain.rate_limit import RateLimitSettings
 from khala_control.domain.surfaces import DEFAULT_MATRIX_SPEC, SurfacePolicy
 from khala_control.settings import SCHEMA, Settings
 from khala_control.storage import MIGRATIONS_DIR
@@ -65,6 +73,8 @@ def control_settings(migrated_database_url: str, amqp_url: str, topology: Topolo
         signing_key_refresh_s=0.0,
         revocation_poll_s=0.2,
         surfaces=SurfacePolicy.from_specs(DEFAULT_MATRIX_SPEC, "ios=2.0.0"),
+        # Every test signs in from 127.0.0.1: limits are tested on apps of their own.
+        rate_limits=RateLimitSettings(),
     )
 
 
@@ -139,7 +149,7 @@ def make_client() -> type[Client]:
 
 
 class RevocationQueue:
-    """An exclusive queue bound to `khala.control` (`session.revoked`)."""
+    """An exclusive queue bound to `khala.control` (all three revocation keys)."""
 
     def __init__(self, queue: aio_pika.abc.AbstractQueue) -> None:
         self.queue = queue
@@ -168,8 +178,34 @@ async def revocations(amqp_url: str, topology: Topology) -> AsyncIterator[Revoca
         topology.control, aio_pika.ExchangeType.TOPIC, durable=True
     )
     queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-    await queue.bind(exchange, routing_key="session.revoked")
+    for key in ("session.revoked", "device.revoked", "user.revoked"):
+        await queue.bind(exchange, routing_key=key)
     try:
         yield RevocationQueue(queue)
     finally:
         await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def oidc_issuer() -> AsyncIterator[OidcIssuer]:
+    """A local OIDC issuer shared by the session (tests that change it start their own)."""
+    issuer = await OidcIssuer().start()
+    try:
+        yield issuer
+    finally:
+        await issuer.stop()
+
+
+@pytest.fixture(scope="session")
+async def oidc_control(
+    control_settings: Settings, oidc_issuer: OidcIssuer
+) -> AsyncIterator[ControlApp]:
+    """A control that trusts only the local OIDC issuer (dev IdP off)."""
+    settings = dataclasses.replace(
+        control_settings,
+        dev_idp_enabled=False,
+        oidc_issuers=(oidc_issuer.issuer,),
+        oidc_jwks_min_refetch_s=0.0,  # tests add keys to the shared issuer
+    )
+    async with ControlApp(settings) as app:
+        yield app

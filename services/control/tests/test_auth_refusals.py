@@ -1,40 +1,114 @@
-"""Access tokens that must be refused with 401 on authenticated routes."""
+"""Security matrix of control's own endpoints: forged, expired, premature,
+misdirected and tampered access tokens are refused with a deterministic code
+(and a WWW-Authenticate challenge) on every authenticated route; another
+org's topic is a 403 naming it."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import time
+from typing import Any
 
 import jwt
 import pytest
+from control_testkit import alg_none, hs256_with_secret, parts, tampered
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from khala_control.domain.tokens import access_claims
 
 pytestmark = pytest.mark.integration
 
+ROUTES = [
+    ("GET", "/api/me", None),
+    ("POST", "/api/sync/token", {"topics": []}),
+    ("GET", "/api/auth/sessions", None),
+]
 
-def _b64(data: dict[str, object]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
-
-def _parts(token: str) -> tuple[dict[str, object], dict[str, object], str]:
-    header, payload, signature = token.split(".")
-    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
-    return (
-        json.loads(base64.urlsafe_b64decode(pad(header))),
-        json.loads(base64.urlsafe_b64decode(pad(payload))),
-        signature,
+async def forgeries(client, control, email: str) -> dict[str, tuple[str, str, str]]:
+    """name → (token, expected code, words of the message)."""
+    session = await client.sign_in(email)
+    good = session["access_token"]
+    header, claims, _ = parts(good)
+    base: dict[str, Any] = dict(
+        user_id=session["user_id"],
+        session_id=session["session_id"],
+        device_id="laptop",
+        surface="desktop",
+        jti="forged",
     )
+    now = int(time.time())
+
+    async def signed(**overrides: Any) -> str:
+        token, _ = await control.keyring.sign({**access_claims(**base), **overrides})
+        return str(token)
+
+    base_claims = dict(issuer=control.issuer, now=now, ttl_s=60)
+    base.update(base_claims)
+    public = json.dumps((await control.keyring.jwks())["keys"][0]).encode()
+    outsider = ec.generate_private_key(ec.SECP256R1())
+    sync = await client.ok("POST", "/api/sync/token", {"topics": []}, token=good)
+    return {
+        "alg_none": (alg_none(good), "unauthorized", "not allowed"),
+        "hs256_signed_with_the_public_key": (
+            hs256_with_secret(good, public),
+            "unauthorized",
+            "not allowed",
+        ),
+        "expired": (
+            await signed(iat=now - 3600, nbf=now - 3600, exp=now - 1800),
+            "token_expired",
+            "expired",
+        ),
+        "nbf_in_the_future": (await signed(nbf=now + 600), "unauthorized", "not yet valid"),
+        "wrong_audience_sync_token": (sync["token"], "unauthorized", "audience"),
+        "wrong_issuer": (await signed(iss="https://evil.example"), "unauthorized", "issuer"),
+        "unknown_kid": (
+            jwt.encode(claims, outsider, algorithm="ES256", headers={"kid": "no-such-kid"}),
+            "unauthorized",
+            "unknown kid",
+        ),
+        "foreign_key_with_a_known_kid": (
+            jwt.encode(claims, outsider, algorithm="ES256", headers={"kid": header["kid"]}),
+            "unauthorized",
+            "signature",
+        ),
+        "tampered_payload": (tampered(good, surface="web", jti="x"), "unauthorized", "signature"),
+        "missing_session_claim": (await signed(sid=None), "unauthorized", "claims"),
+        "garbage": ("a.b.c", "unauthorized", "malformed"),
+    }
 
 
-async def refused(client, token: str, code: str = "unauthorized") -> str:
-    status, body = await client.call("GET", "/api/me", token=token)
-    assert (status, body["error"]["code"]) == (401, code), body
-    return str(body["error"]["message"])
+CASES = [
+    "alg_none",
+    "hs256_signed_with_the_public_key",
+    "expired",
+    "nbf_in_the_future",
+    "wrong_audience_sync_token",
+    "wrong_issuer",
+    "unknown_kid",
+    "foreign_key_with_a_known_kid",
+    "tampered_payload",
+    "missing_session_claim",
+    "garbage",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_refused_on_every_route(client, control, http, email, case) -> None:
+    token, code, words = (await forgeries(client, control, email))[case]
+    answers = []
+    for method, path, body in ROUTES:
+        async with http.request(
+            method, client.base_url + path, json=body, headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            payload = await response.json()
+            assert (response.status, payload["error"]["code"]) == (401, code), (path, payload)
+            assert words in payload["error"]["message"], payload
+            challenge = response.headers["WWW-Authenticate"]
+            assert challenge.startswith('Bearer realm="khala-control", error="invalid_token"')
+            answers.append(payload["error"]["message"])
+    assert len(set(answers)) == 1  # the same token gets the same answer everywhere
 
 
 async def test_valid_token_is_accepted(client, email) -> None:
@@ -42,81 +116,38 @@ async def test_valid_token_is_accepted(client, email) -> None:
     assert (await client.call("GET", "/api/me", token=access))[0] == 200
 
 
-async def test_alg_none_is_refused(client, email) -> None:
-    header, claims, _ = _parts((await client.sign_in(email))["access_token"])
-    forged = f"{_b64({**header, 'alg': 'none'})}.{_b64(claims)}."
-    assert "not allowed" in await refused(client, forged)
-
-
-async def test_hs256_with_public_key_is_refused(client, email, control) -> None:
-    header, claims, _ = _parts((await client.sign_in(email))["access_token"])
-    public = json.dumps((await control.keyring.jwks())["keys"][0])
-    signing_input = f"{_b64({**header, 'alg': 'HS256'})}.{_b64(claims)}"
-    mac = hmac.new(public.encode(), signing_input.encode(), hashlib.sha256).digest()
-    forged = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
-    assert "not allowed" in await refused(client, forged)
-
-
-async def test_tampered_claims_are_refused(client, email) -> None:
-    victim = await client.sign_in(f"victim-{email}")
-    header, claims, signature = _parts((await client.sign_in(email))["access_token"])
-    tampered = {**claims, "sub": victim["user_id"], "sid": victim["session_id"]}
-    await refused(client, f"{_b64(header)}.{_b64(tampered)}.{signature}")
-
-
-async def test_foreign_key_with_a_known_kid_is_refused(client, email) -> None:
-    header, claims, _ = _parts((await client.sign_in(email))["access_token"])
-    foreign = ec.generate_private_key(ec.SECP256R1())
-    forged = jwt.encode(claims, foreign, algorithm="ES256", headers={"kid": header["kid"]})
-    await refused(client, forged)
-
-
-async def test_wrong_audience_is_refused(client, email) -> None:
-    access = (await client.sign_in(email))["access_token"]
-    sync = await client.ok("POST", "/api/sync/token", {"topics": []}, token=access)
-    assert "audience" in await refused(client, sync["token"])
-    id_token = (await client.ok("POST", "/api/dev/id-token", {"email": email}))["id_token"]
-    await refused(client, id_token)
-
-
-async def test_expired_and_wrong_issuer_tokens_are_refused(client, email, control) -> None:
-    session = await client.sign_in(email)
-    base = dict(
-        user_id=session["user_id"],
-        session_id=session["session_id"],
-        device_id="laptop",
-        surface="desktop",
-        jti="x",
-    )
-    expired = access_claims(issuer=control.issuer, now=int(time.time()) - 3600, ttl_s=60, **base)
-    token, _ = await control.keyring.sign(expired)
-    await refused(client, token, "token_expired")
-    other_issuer = access_claims(
-        issuer="https://evil.example", now=int(time.time()), ttl_s=60, **base
-    )
-    token, _ = await control.keyring.sign(other_issuer)
-    assert "issuer" in await refused(client, token)
-    # and the same construction with the right issuer is accepted, so the above are real refusals
-    good = access_claims(issuer=control.issuer, now=int(time.time()), ttl_s=60, **base)
-    token, _ = await control.keyring.sign(good)
-    assert (await client.call("GET", "/api/me", token=token))[0] == 200
+async def test_another_orgs_topic_is_forbidden(client, email, unique) -> None:
+    mine = (await client.sign_in(email))["access_token"]
+    theirs = (await client.sign_in(f"other-{email}"))["access_token"]
+    await client.ok("POST", "/api/orgs", {"org_id": f"mine-{unique}", "name": "M"}, token=mine)
+    await client.ok("POST", "/api/orgs", {"org_id": f"theirs-{unique}", "name": "T"}, token=theirs)
+    for topic in (f"org.theirs-{unique}.runs", f"org.theirs-{unique}.run.r1"):
+        for _ in range(2):
+            status, body = await client.call(
+                "POST",
+                "/api/sync/token",
+                {"topics": [f"org.mine-{unique}.runs", topic], "surface": "desktop"},
+                token=mine,
+            )
+            assert (status, body["error"]["code"], body["error"]["topic"]) == (
+                403,
+                "forbidden_topic",
+                topic,
+            )
 
 
 async def test_missing_or_garbage_credentials(client, http) -> None:
     async with http.get(f"{client.base_url}/api/me") as response:
         assert response.status == 401
         assert (await response.json())["error"]["code"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="khala-control"'
     async with http.get(
         f"{client.base_url}/api/me", headers={"Authorization": "Basic abc"}
     ) as response:
         assert response.status == 401
-    await refused(client, "garbage")
-    await refused(client, "a.b.c")
 
 
-async def test_id_token_with_wrong_audience_or_issuer_cannot_sign_in(
-    client, email, control
-) -> None:
+async def test_id_token_with_wrong_audience_or_issuer_cannot_sign_in(client, email) -> None:
     # An access token is an ES256 JWT from a real key, but not from a trusted identity issuer.
     access = (await client.sign_in(email))["access_token"]
     status, body = await client.call(
@@ -124,3 +155,6 @@ async def test_id_token_with_wrong_audience_or_issuer_cannot_sign_in(
     )
     assert (status, body["error"]["code"]) == (401, "unauthorized")
     assert "not trusted" in body["error"]["message"]
+    id_token = (await client.ok("POST", "/api/dev/id-token", {"email": email}))["id_token"]
+    status, body = await client.call("GET", "/api/me", token=id_token)  # wrong audience
+    assert (status, body["error"]["code"]) == (401, "unauthorized")

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 async def audit_actions(control: ControlApp, user_id: str) -> list[tuple[str, dict[str, object]]]:
     import json
 
-    assert control.pool is not None
+    assert control.pool is not None and control.audit is not None
+    await control.audit.flush()  # mint entries are buffered (KHALA_AUDIT_FLUSH_MS)
     rows = await control.pool.fetch(
         "SELECT action, detail::text AS detail FROM audit_log WHERE user_id = $1 ORDER BY audit_id",
         user_id,

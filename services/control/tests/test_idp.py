@@ -72,7 +72,9 @@ async def test_external_oidc_issuer(control, control_settings, http, make_client
     id_token = (
         await make_client(control.base_url, http).ok("POST", "/api/dev/id-token", {"email": email})
     )["id_token"]
-    trusting = dataclasses.replace(control_settings, dev_idp_enabled=False, oidc_issuer=external)
+    trusting = dataclasses.replace(
+        control_settings, dev_idp_enabled=False, oidc_issuers=(external,)
+    )
     async with ControlApp(trusting) as app:
         session = await make_client(app.base_url, http).ok(
             "POST",
@@ -91,7 +93,7 @@ async def test_external_oidc_issuer(control, control_settings, http, make_client
 
 async def test_unreachable_issuer_is_503(control_settings, http, make_client) -> None:
     issuer = "http://127.0.0.1:9"  # discard port: nothing listens
-    settings = dataclasses.replace(control_settings, dev_idp_enabled=False, oidc_issuer=issuer)
+    settings = dataclasses.replace(control_settings, dev_idp_enabled=False, oidc_issuers=(issuer,))
     now = int(time.time())
     token = jwt.encode(
         {"iss": issuer, "aud": "khala-control", "sub": "s", "iat": now, "exp": now + 60},

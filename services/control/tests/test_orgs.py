@@ -103,3 +103,31 @@ async def test_membership_lifecycle(client, email, unique) -> None:
         "POST", "/api/sync/token", {"topics": [f"org.{org}.runs"]}, token=owner["access_token"]
     )
     assert (status, body["error"]["code"]) == (403, "forbidden_topic")
+
+
+async def test_members_are_listed_to_members_only(client, email, unique) -> None:
+    owner = await client.sign_in(f"owner-{email}")
+    viewer = await client.sign_in(f"viewer-{email}")
+    stranger = await client.sign_in(f"stranger-{email}")
+    org = f"list-{unique}"
+    await client.ok("POST", "/api/orgs", {"org_id": org, "name": "L"}, token=owner["access_token"])
+    await client.ok(
+        "PUT",
+        f"/api/orgs/{org}/members/{viewer['user_id']}",
+        {"role": "viewer"},
+        token=owner["access_token"],
+    )
+    listed = await client.ok("GET", f"/api/orgs/{org}/members", token=viewer["access_token"])
+    assert listed["org_id"] == org
+    assert [(m["user_id"], m["role"], m["email"]) for m in listed["members"]] == [
+        (owner["user_id"], "owner", f"owner-{email}"),
+        (viewer["user_id"], "viewer", f"viewer-{email}"),
+    ]
+    status, body = await client.call(
+        "GET", f"/api/orgs/{org}/members", token=stranger["access_token"]
+    )
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    status, body = await client.call(
+        "GET", f"/api/orgs/nope-{unique}/members", token=owner["access_token"]
+    )
+    assert (status, body["error"]["code"]) == (404, "org_not_found")

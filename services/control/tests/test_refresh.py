@@ -58,14 +58,18 @@ async def test_reuse_revokes_the_session_and_publishes_a_revocation(
     assert revocation.reason == "refresh_token_reuse"
     assert revocation.revoked_at_ms > 0
 
-    assert control.pool is not None
+    assert control.pool is not None and control.audit is not None
+    await control.audit.flush()
     actions = await control.pool.fetch(
-        "SELECT action FROM audit_log WHERE session_id = $1 ORDER BY audit_id", first["session_id"]
+        "SELECT action, detail->>'code' AS code FROM audit_log WHERE session_id = $1 "
+        "ORDER BY audit_id",
+        first["session_id"],
     )
-    assert [row["action"] for row in actions] == [
-        "session.created",
-        "session.revoked",
-        "refresh_token.reused",
+    assert [(row["action"], row["code"]) for row in actions] == [
+        ("session.created", None),
+        ("session.revoked", None),
+        ("refresh_token.reused", None),
+        ("refresh_token.denied", "unauthorized"),  # the newest token, after the revocation
     ]
 
 

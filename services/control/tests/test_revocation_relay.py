@@ -28,7 +28,12 @@ async def test_pending_revocations_wait_for_the_broker(
     try:
         async with pool.acquire() as conn, conn.transaction():
             message_id = await enqueue_revocation(
-                conn, [session], user_id="usr_x", reason="logout", now_ms=1
+                conn,
+                [session],
+                kind=revocation_pb2.REVOCATION_KIND_SESSION,
+                user_id="usr_x",
+                reason="logout",
+                now_ms=1,
             )
         with pytest.raises(RuntimeError):
             await relay.drain()

@@ -1,11 +1,17 @@
-"""Membership role rules (no I/OWN)."""
+"""Membership role rules (no I/O)."""
 
 from __future__ import annotations
 
 import pytest
 
 from khala_control.domain.errors import ControlError
-from khala_control.domain.roles import Role, check_member_change, parse_role
+from khala_control.domain.roles import (
+    Role,
+    check_audit_reader,
+    check_member_change,
+    check_member_reader,
+    parse_role,
+)
 
 OWN, A, M, V = Role.OWNER, Role.ADMIN, Role.MEMBER, Role.VIEWER
 
@@ -59,3 +65,27 @@ def test_parse_role() -> None:
         with pytest.raises(ControlError) as caught:
             parse_role(bad)
         assert caught.value.code == "bad_request"
+
+
+@pytest.mark.parametrize(
+    ("role", "reads_audit"),
+    [
+        (Role.OWNER, True),
+        (Role.ADMIN, True),
+        (Role.MEMBER, False),
+        (Role.VIEWER, False),
+        (None, False),
+    ],
+)
+def test_audit_and_member_list_readers(role: Role | None, reads_audit: bool) -> None:
+    if reads_audit:
+        check_audit_reader(role)
+    else:
+        with pytest.raises(ControlError) as caught:
+            check_audit_reader(role)
+        assert caught.value.code == "forbidden"
+    if role is None:
+        with pytest.raises(ControlError):
+            check_member_reader(role)
+    else:
+        check_member_reader(role)

@@ -7,7 +7,12 @@ import pytest
 from khala_common.topics import TopicClass, scope_allows
 from khala_control.domain.errors import ControlError
 from khala_control.domain.roles import Role
-from khala_control.domain.scope import MAX_REQUESTED_TOPICS, compute_scope, default_patterns
+from khala_control.domain.scope import (
+    MAX_REQUESTED_TOPICS,
+    compute_scope,
+    default_patterns,
+    scope_org_ids,
+)
 
 ALL = frozenset(TopicClass)
 WEB = frozenset({TopicClass.RUNS, TopicClass.WORKERS})
@@ -95,3 +100,9 @@ def test_too_many_topics() -> None:
     with pytest.raises(ControlError) as caught:
         compute_scope(topics, MEMBERSHIPS, ALL, "desktop")
     assert caught.value.code == "bad_request"
+
+
+def test_scope_org_ids_name_each_org_once_in_order() -> None:
+    scope = ["org.b.runs", "org.a.run.*", "org.b.worker.*", "not-a-topic", "org"]
+    assert scope_org_ids(scope) == ("b", "a")
+    assert scope_org_ids([]) == ()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from khala_control.domain.tokens import access_claims, dev_subject, id_token_claims, sync_claims
 
 
@@ -74,3 +76,24 @@ def test_dev_subject_is_stable_per_email_and_case_insensitive() -> None:
     )
     assert claims["sub"] == dev_subject("a@b.c")
     assert claims["aud"] == "khala-control"
+
+
+def test_fast_es256_encoding_verifies_with_pyjwt() -> None:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from khala_control.usecases.signing import encode_es256, public_jwk
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    claims = {"sub": "usr_1", "scope": ["org.a.runs"], "exp": 2_000_000_000, "aud": "khala-gateway"}
+    token = encode_es256(claims, private, "kid-1")
+    assert jwt.get_unverified_header(token) == {"alg": "ES256", "kid": "kid-1", "typ": "JWT"}
+    assert (
+        jwt.decode(token, private.public_key(), algorithms=["ES256"], audience="khala-gateway")
+        == claims
+    )
+    jwk = public_jwk(private)
+    assert set(jwk) == {"kty", "crv", "x", "y", "kid", "alg", "use"} and "d" not in jwk
+    other = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, other.public_key(), algorithms=["ES256"], audience="khala-gateway")

@@ -2,9 +2,11 @@
 
 `ControlApp.start()` wires everything in dependency order — HTTP socket (so the
 bound port, and with it the default issuer, is known first), Postgres pool,
-broker, signing keys, use cases, the revocation relay task, gRPC and HTTP
-servers — and registers each on an exit stack; `stop()` unwinds it in reverse,
-cancelling and awaiting the relay task. Tests build the same object with ports
+broker, signing keys, the audit writer, the background tasks (revocation relay,
+audit flusher, membership listener), use cases, gRPC and HTTP servers — and
+registers each on an exit stack; `stop()` unwinds it in reverse: servers stop,
+tasks are cancelled and awaited, the audit buffer is flushed, then the broker
+and pool close. Tests build the same object with ports
 0 and read `http_port`, `grpc_port` and `base_url` after `start()`.
 """
 
@@ -29,18 +31,26 @@ from khala_common.topology import Topology
 from khala_control.handlers.grpc_control import SERVICE_NAME, ControlServicer
 from khala_control.handlers.http_app import build_http_app
 from khala_control.settings import SCHEMA, Settings
+from khala_control.storage.keys import KeyStatus
+from khala_control.usecases.audit_writer import AuditWriter
+from khala_control.usecases.caches import MembershipCache, SessionCache
+from khala_control.usecases.change_feed import ChangeFeed
 from khala_control.usecases.dev_idp import ISSUER_PATH, DevIdentityProvider
 from khala_control.usecases.identity import OidcVerifier
+from khala_control.usecases.limits import RateLimiter
 from khala_control.usecases.orgs import OrgService
 from khala_control.usecases.revocations import RevocationRelay
-from khala_control.usecases.sessions import SessionService, TokenSettings
-from khala_control.usecases.signing import KeyRing
+from khala_control.usecases.sessions import SessionDeps, SessionService, TokenSettings
+from khala_control.usecases.signing import KeyRing, Signer
+from khala_control.usecases.signing_file import FileKeyRing
 from khala_control.usecases.token_mint import SyncTokenMinter
 from openagents.control.v1 import control_service_pb2_grpc
 
 log = get_logger("app")
 CONTROL_KEYS = "control"
 DEV_IDP_KEYS = "dev_idp"
+# How long start-up waits for the change feed (the caches are bypassed until it listens).
+LISTENER_START_S = 5.0
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -86,7 +96,12 @@ class ControlApp:
         self.grpc_port = 0
         self.issuer = ""
         self.pool: asyncpg.Pool | None = None
-        self.keyring: KeyRing | None = None
+        self.keyring: Signer | None = None
+        self.audit: AuditWriter | None = None
+        self.memberships: MembershipCache | None = None
+        self.feed: ChangeFeed | None = None
+        self.sessions: SessionService | None = None
+        self.minter: SyncTokenMinter | None = None
         self._stack: AsyncExitStack | None = None
 
     @property
@@ -131,7 +146,7 @@ class ControlApp:
         self.http_port = sock.getsockname()[1]
         self.issuer = settings.token_issuer or self.base_url
         cipher = key_cipher(settings)
-        if settings.uses_dev_key_encryption_key:
+        if settings.uses_dev_key_encryption_key and settings.signing_key_file is None:
             log.warning(
                 "signing keys are encrypted with the publicly known dev key; "
                 "set KHALA_CONTROL_KEY_ENCRYPTION_KEY in production"
@@ -146,32 +161,60 @@ class ControlApp:
         stack.push_async_callback(broker.close)
         await broker.exchange(topology.control)
 
-        keyring = KeyRing(pool, CONTROL_KEYS, cipher, refresh_s=settings.signing_key_refresh_s)
-        await keyring.ensure_active()
-        self.keyring = keyring
+        signer = control_signer(settings, pool, cipher)
+        await signer.ensure_active()
+        self.keyring = signer
         dev_idp = await self._dev_idp(pool, cipher)
-        issuers = [i for i in (settings.oidc_issuer, dev_idp and dev_idp.issuer) if i]
+        issuers = [*settings.oidc_issuers, *([dev_idp.issuer] if dev_idp else [])]
         if not issuers:
             log.warning("no identity provider is configured; nobody can sign in")
-        identity = OidcVerifier(issuers, settings.oidc_audience)
+        identity = OidcVerifier(
+            issuers, settings.oidc_audience, jwks_min_refetch_s=settings.oidc_jwks_min_refetch_s
+        )
 
+        audit = AuditWriter(pool, flush_interval_s=settings.audit_flush_ms / 1000)
+        stack.push_async_callback(audit.close)
+        self.audit = audit
+        feed = ChangeFeed(settings.database_url)
+        memberships = MembershipCache(pool, feed, ttl_s=settings.cache_ttl_s)
+        live_sessions = SessionCache(pool, feed, ttl_s=settings.cache_ttl_s)
+        self.memberships, self.feed = memberships, feed
         relay = RevocationRelay(pool, broker, topology.control, settings.revocation_poll_s)
-        relay_task = asyncio.create_task(relay.run(), name="revocation-relay")
-        stack.push_async_callback(_cancel, relay_task)
+        for name, job in (
+            ("revocation-relay", relay.run()),
+            ("audit-writer", audit.run()),
+            ("change-feed", feed.run()),
+        ):
+            stack.push_async_callback(_cancel, asyncio.create_task(job, name=name))
+        if settings.cache_ttl_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(feed.connected.wait(), LISTENER_START_S)
 
+        limiter = RateLimiter(settings.rate_limits)
         tokens = TokenSettings(
             self.issuer, settings.access_token_ttl_s, settings.refresh_token_ttl_s
         )
-        sessions = SessionService(pool, keyring, identity, settings.surfaces, relay, tokens)
-        orgs = OrgService(pool)
-        minter = SyncTokenMinter(
-            pool, keyring, settings.surfaces, issuer=self.issuer, ttl_s=settings.sync_token_ttl_s
+        sessions = SessionService(
+            pool,
+            SessionDeps(signer, identity, settings.surfaces, relay, audit, limiter, live_sessions),
+            tokens,
         )
+        orgs = OrgService(pool, memberships, audit)
+        minter = SyncTokenMinter(
+            memberships,
+            signer,
+            settings.surfaces,
+            audit,
+            limiter,
+            issuer=self.issuer,
+            ttl_s=settings.sync_token_ttl_s,
+        )
+        self.sessions, self.minter = sessions, minter
 
         grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
         grpc_server.add(
             control_service_pb2_grpc.add_ControlServiceServicer_to_server,
-            ControlServicer(sessions, minter, keyring),
+            ControlServicer(sessions, minter, signer),
             [SERVICE_NAME],
         )
         await grpc_server.start()
@@ -185,8 +228,9 @@ class ControlApp:
             sessions=sessions,
             orgs=orgs,
             minter=minter,
-            keyring=keyring,
+            keyring=signer,
             dev_idp=dev_idp,
+            trusted_proxy_hops=settings.trusted_proxy_hops,
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
@@ -198,6 +242,7 @@ class ControlApp:
             grpc_port=self.grpc_port,
             issuer=self.issuer,
             identity_providers=issuers,
+            signing_keys="file" if settings.signing_key_file else "postgres",
         )
 
     async def _dev_idp(self, pool: asyncpg.Pool, cipher: MultiFernet) -> DevIdentityProvider | None:
@@ -209,17 +254,44 @@ class ControlApp:
         return DevIdentityProvider(keys, self.issuer + ISSUER_PATH, self.settings.oidc_audience)
 
 
+def control_signer(settings: Settings, pool: asyncpg.Pool, cipher: MultiFernet) -> Signer:
+    """The signer of access and sync tokens: the key file if configured, else Postgres."""
+    if settings.signing_key_file:
+        return FileKeyRing(settings.signing_key_file, refresh_s=settings.signing_key_refresh_s)
+    return KeyRing(pool, CONTROL_KEYS, cipher, refresh_s=settings.signing_key_refresh_s)
+
+
 async def _check_broker(broker: Broker) -> None:
     if not broker.is_connected:
         raise ConnectionError("broker connection is closed")
 
 
-async def rotate_signing_key(settings: Settings, purpose: str = CONTROL_KEYS) -> str:
-    """Generate and activate a new signing key (CLI `rotate-key`); returns its kid."""
+class KeyFileInUse(Exception):
+    """Keys come from KHALA_CONTROL_SIGNING_KEY_FILE; Postgres keys cannot be rotated."""
+
+
+async def rotate_signing_key(
+    settings: Settings, purpose: str = CONTROL_KEYS, *, publish_delay_s: float = 10.0
+) -> str:
+    """Stage, publish for `publish_delay_s`, then activate a new key (CLI `keys rotate`)."""
+    if purpose == CONTROL_KEYS and settings.signing_key_file:
+        raise KeyFileInUse(
+            f"signing keys come from {settings.signing_key_file}; "
+            "rotate them by updating that file (see docs/control.md)"
+        )
     pool = await create_pool(settings.database_url, SCHEMA, max_size=2)
     try:
         keyring = KeyRing(pool, purpose, key_cipher(settings))
         await keyring.ensure_active()
-        return await keyring.rotate()
+        return await keyring.rotate(publish_delay_s)
+    finally:
+        await pool.close()
+
+
+async def list_signing_keys(settings: Settings, purpose: str = CONTROL_KEYS) -> list[KeyStatus]:
+    """Every stored key of `purpose` with its status (CLI `keys list`)."""
+    pool = await create_pool(settings.database_url, SCHEMA, max_size=2)
+    try:
+        return await KeyRing(pool, purpose, key_cipher(settings)).list()
     finally:
         await pool.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 SESSIONS_CREATED = Counter(
     "khala_control_sessions_created_total", "Device sessions created", ["surface"]
@@ -20,4 +20,27 @@ DENIALS = Counter(
 REVOCATIONS = Counter("khala_control_revocations_total", "Sessions revoked, by reason", ["reason"])
 REVOCATIONS_PUBLISHED = Counter(
     "khala_control_revocations_published_total", "Revocation messages confirmed by the broker"
+)
+RATE_LIMITED = Counter(
+    "khala_control_rate_limited_total",
+    "Requests refused with 429, by action (sign_in, refresh, mint)",
+    ["action"],
+)
+AUDIT_PENDING = Gauge(
+    "khala_control_audit_pending", "Audit entries buffered in memory, not yet in Postgres"
+)
+AUDIT_WRITTEN = Counter(
+    "khala_control_audit_written_total", "Audit entries written by the buffered writer"
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "khala_control_audit_write_failures_total", "Failed batch writes of the audit writer (retried)"
+)
+AUDIT_LOST = Counter(
+    "khala_control_audit_lost_total",
+    "Audit entries that could not be written at shutdown (each is logged at error level)",
+)
+CACHE_LOOKUPS = Counter(
+    "khala_control_cache_lookups_total",
+    "Lookups of the session and membership caches, by result (hit, miss, bypass)",
+    ["cache", "result"],
 )

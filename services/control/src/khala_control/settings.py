@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 from cryptography.fernet import Fernet
 
 from khala_common.settings import DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, Env, SettingsError
+from khala_control.domain.rate_limit import RateLimit, RateLimitSettings, parse_rate_limit
 from khala_control.domain.surfaces import DEFAULT_MATRIX_SPEC, SurfacePolicy
 
 SCHEMA = "control"
 # Publicly known, so it protects nothing: for local runs and tests only. Serving
 # with it logs a warning; production sets KHALA_CONTROL_KEY_ENCRYPTION_KEY.
 DEV_KEY_ENCRYPTION_KEY = "a2hhbGEtZGV2LWluc2VjdXJlLWtleS1lbmNyeXB0aW4="
+DEFAULT_RATE_LIMITS = RateLimitSettings(
+    sign_in=RateLimit(60, 60.0), refresh=RateLimit(120, 60.0), mint=RateLimit(600, 60.0)
+)
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,20 @@ class Settings:
     key_encryption_keys: tuple[str, ...] = (DEV_KEY_ENCRYPTION_KEY,)
     # KHALA_SIGNING_KEY_REFRESH_S: how often a running process re-reads the active key.
     signing_key_refresh_s: float = 30.0
+    # KHALA_CONTROL_SIGNING_KEY_FILE: a PEM file of P-256 private keys (e.g. a mounted
+    # Kubernetes Secret) used instead of the encrypted keys in Postgres: the first key
+    # signs, all are published. None = keys in Postgres (`khala-control keys rotate`).
+    signing_key_file: str | None = None
     # KHALA_DEV_IDP_ENABLED: serve the dev identity provider (never in production).
     dev_idp_enabled: bool = False
-    # KHALA_OIDC_ISSUER: an external OIDC issuer whose ID tokens sign users in (optional).
-    oidc_issuer: str | None = None
+    # KHALA_OIDC_ISSUER: external OIDC issuers whose ID tokens sign users in
+    # (comma-separated issuer URLs; none by default).
+    oidc_issuers: tuple[str, ...] = ()
     # KHALA_OIDC_AUDIENCE: required `aud` of ID tokens (the OIDC client id).
     oidc_audience: str = "khala-control"
+    # KHALA_OIDC_JWKS_MIN_REFETCH_S: least time between two JWKS fetches of one issuer
+    # triggered by unknown kids (protects the issuer from forged-kid floods).
+    oidc_jwks_min_refetch_s: float = 5.0
     # KHALA_SURFACE_MATRIX: readable topic classes per surface (see domain/surfaces.py).
     # KHALA_SURFACE_MIN_VERSIONS: minimum client version per surface (default: none).
     surfaces: SurfacePolicy = field(
@@ -69,6 +81,20 @@ class Settings:
     )
     # KHALA_REVOCATION_RELAY_POLL_S: how often unpublished revocations are retried.
     revocation_poll_s: float = 2.0
+    # KHALA_RATE_LIMIT_SIGN_IN / _REFRESH (per client address) and _MINT (per user):
+    # token buckets `N/s|m|h` (N requests at once, N more per period) or `off`.
+    rate_limits: RateLimitSettings = field(default_factory=lambda: DEFAULT_RATE_LIMITS)
+    # KHALA_TRUSTED_PROXY_HOPS: how many reverse proxies in front of control append to
+    # X-Forwarded-For; the client address is the entry that many hops from the right
+    # (0 = the TCP peer; X-Forwarded-For is ignored).
+    trusted_proxy_hops: int = 0
+    # KHALA_AUDIT_FLUSH_MS: how long mint and denial audit entries may wait in memory
+    # before a batch write (0 = write each one before answering).
+    audit_flush_ms: int = 50
+    # KHALA_CONTROL_CACHE_TTL_S: upper bound on how long cached live sessions and
+    # memberships are trusted (they are evicted on change through Postgres NOTIFY);
+    # 0 = no caches (every request reads Postgres).
+    cache_ttl_s: float = 30.0
     # KHALA_OTEL_EXPORTER: none | console.
     otel_exporter: str = "none"
 
@@ -86,9 +112,6 @@ class Settings:
             if environ.get(name, "").strip():
                 issuer = env.url(name, schemes=("http", "https")).rstrip("/")
                 break
-        oidc_issuer = environ.get("KHALA_OIDC_ISSUER", "").strip()
-        if oidc_issuer:
-            oidc_issuer = env.url("KHALA_OIDC_ISSUER", schemes=("http", "https"))
         return cls(
             database_url=env.url(
                 "KHALA_DATABASE_URL", DEFAULT_DATABASE_URL, schemes=("postgresql", "postgres")
@@ -110,11 +133,21 @@ class Settings:
             sync_token_ttl_s=env.integer("KHALA_SYNC_TOKEN_TTL_S", 300, minimum=10),
             key_encryption_keys=_fernet_keys(env),
             signing_key_refresh_s=env.number("KHALA_SIGNING_KEY_REFRESH_S", 30.0, minimum=0.0),
+            signing_key_file=environ.get("KHALA_CONTROL_SIGNING_KEY_FILE", "").strip() or None,
             dev_idp_enabled=env.boolean("KHALA_DEV_IDP_ENABLED", False),
-            oidc_issuer=oidc_issuer.rstrip("/") or None,
+            oidc_issuers=_issuers(env),
             oidc_audience=env.string("KHALA_OIDC_AUDIENCE", "khala-control"),
+            oidc_jwks_min_refetch_s=env.number("KHALA_OIDC_JWKS_MIN_REFETCH_S", 5.0, minimum=0.0),
             surfaces=_surfaces(env),
             revocation_poll_s=env.number("KHALA_REVOCATION_RELAY_POLL_S", 2.0, minimum=0.05),
+            rate_limits=RateLimitSettings(
+                sign_in=_rate(env, "KHALA_RATE_LIMIT_SIGN_IN", DEFAULT_RATE_LIMITS.sign_in),
+                refresh=_rate(env, "KHALA_RATE_LIMIT_REFRESH", DEFAULT_RATE_LIMITS.refresh),
+                mint=_rate(env, "KHALA_RATE_LIMIT_MINT", DEFAULT_RATE_LIMITS.mint),
+            ),
+            trusted_proxy_hops=env.integer("KHALA_TRUSTED_PROXY_HOPS", 0, minimum=0),
+            audit_flush_ms=env.integer("KHALA_AUDIT_FLUSH_MS", 50, minimum=0),
+            cache_ttl_s=env.number("KHALA_CONTROL_CACHE_TTL_S", 30.0, minimum=0.0),
             otel_exporter=_choice(env, "KHALA_OTEL_EXPORTER", "none", ("none", "console")),
         )
 
@@ -144,6 +177,26 @@ def _fernet_keys(env: Env) -> tuple[str, ...]:
                 name, "must be Fernet keys (32 url-safe base64 bytes), comma-separated"
             ) from None
     return keys
+
+
+def _issuers(env: Env) -> tuple[str, ...]:
+    name = "KHALA_OIDC_ISSUER"
+    issuers: list[str] = []
+    for raw in env.csv(name):
+        if raw.split("://", 1)[0] not in ("http", "https") or "://" not in raw:
+            raise SettingsError(name, f"must be http(s) issuer URLs, comma-separated, got {raw!r}")
+        issuers.append(raw.rstrip("/"))
+    return tuple(dict.fromkeys(issuers))
+
+
+def _rate(env: Env, name: str, default: RateLimit | None) -> RateLimit | None:
+    raw = env.string(name, "")
+    if not raw:
+        return default
+    try:
+        return parse_rate_limit(raw)
+    except ValueError as exc:
+        raise SettingsError(name, str(exc)) from None
 
 
 def _surfaces(env: Env) -> SurfacePolicy:

@@ -10,7 +10,7 @@ class ControlError(Exception):
     for `forbidden_topic`, `minimum_version` for `upgrade_required`).
     """
 
-    def __init__(self, code: str, message: str, **extra: str) -> None:
+    def __init__(self, code: str, message: str, **extra: str | int) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

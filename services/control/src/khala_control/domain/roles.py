@@ -1,8 +1,16 @@
-"""Org roles and the rules for changing memberships.
+"""Org roles and what each may do.
 
-Owners manage everyone; admins manage admins, members and viewers but can
-neither grant the owner role nor change an owner; members and viewers manage
-nobody, though anyone may leave an org. An org always keeps at least one owner.
+| action                                   | owner | admin | member | viewer |
+|------------------------------------------|-------|-------|--------|--------|
+| read the org's topics (sync tokens)      | yes   | yes   | yes    | yes    |
+| list the org's members                   | yes   | yes   | yes    | yes    |
+| add / change / remove admins, members, viewers | yes | yes | no   | no     |
+| grant the owner role, change or remove an owner | yes | no | no    | no     |
+| read the org's audit log                 | yes   | yes   | no     | no     |
+| leave the org (remove oneself)           | yes*  | yes   | yes    | yes    |
+
+(*) An org always keeps at least one owner: the last owner can neither leave
+nor be demoted (`last_owner`). Non-members can do none of the above.
 """
 
 from __future__ import annotations
@@ -53,3 +61,15 @@ def check_member_change(
             raise ControlError("forbidden", "only owners grant, change or remove the owner role")
     if current is Role.OWNER and new is not Role.OWNER and owner_count <= 1:
         raise ControlError("last_owner", "an org must keep at least one owner")
+
+
+def check_audit_reader(actor: Role | None) -> None:
+    """Only owners and admins read an org's audit log (`forbidden` otherwise)."""
+    if actor not in (Role.OWNER, Role.ADMIN):
+        raise ControlError("forbidden", "only owners and admins read the audit log")
+
+
+def check_member_reader(actor: Role | None) -> None:
+    """Any member lists the org's members (`forbidden` for non-members)."""
+    if actor is None:
+        raise ControlError("forbidden", "only members list an org's members")

@@ -74,3 +74,13 @@ def compute_scope(
                 "forbidden_topic", f"topic {topic.name!r} is forbidden: {problem}", topic=topic.name
             )
     return tuple(topic.name for topic in topics)
+
+
+def scope_org_ids(patterns: Iterable[str]) -> tuple[str, ...]:
+    """The orgs a scope (or list of topics) covers, in first-seen order."""
+    org_ids: dict[str, None] = {}
+    for pattern in patterns:
+        parts = pattern.split(".")
+        if len(parts) >= 2 and parts[0] == "org":
+            org_ids[parts[1]] = None
+    return tuple(org_ids)

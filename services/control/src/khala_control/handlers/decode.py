@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
+
 from khala_common.http import ApiError
 
 
@@ -25,3 +27,13 @@ def text_list(body: dict[str, Any], name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ApiError(400, "bad_request", f"{name} must be a list of strings")
     return value
+
+
+def query_int(request: web.Request, name: str, default: int | None) -> int | None:
+    """A non-negative integer query parameter (missing: `default`)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(400, "bad_request", f"{name} must be a non-negative integer")
+    return int(raw)

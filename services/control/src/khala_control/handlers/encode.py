@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from khala_control.domain.models import DeviceSession, Membership, Principal
+from khala_control.storage.audit import StoredEntry
+from khala_control.storage.orgs import Member
 from khala_control.usecases.sessions import IssuedSession
 
 
@@ -46,3 +48,27 @@ def device_session(session: DeviceSession, caller: Principal) -> dict[str, Any]:
 def membership(item: Membership) -> dict[str, Any]:
     """One org membership."""
     return {"org_id": item.org_id, "name": item.org_name, "role": item.role.value}
+
+
+def member(item: Member) -> dict[str, Any]:
+    """One entry of GET /api/orgs/{org}/members."""
+    return {
+        "user_id": item.user_id,
+        "email": item.email,
+        "name": item.name,
+        "role": item.role.value,
+    }
+
+
+def audit_entry(entry: StoredEntry) -> dict[str, Any]:
+    """One entry of GET /api/orgs/{org}/audit."""
+    return {
+        "audit_id": entry.audit_id,
+        "at": iso(entry.at),
+        "at_ms": int(entry.at.timestamp() * 1000),
+        "action": entry.action,
+        "user_id": entry.user_id,
+        "session_id": entry.session_id,
+        "client_ip": entry.client_ip,
+        "detail": entry.detail,
+    }

@@ -12,7 +12,7 @@ from opentelemetry.trace import Span, SpanKind
 from khala_common.telemetry import extract_context, tracer
 from khala_control.domain.roles import Role
 from khala_control.usecases.sessions import SessionService
-from khala_control.usecases.signing import KeyRing
+from khala_control.usecases.signing import Signer
 from khala_control.usecases.token_mint import SyncTokenMinter
 from openagents.control.v1 import control_service_pb2 as pb
 from openagents.control.v1 import control_service_pb2_grpc
@@ -37,7 +37,7 @@ def _span(context: aio.ServicerContext, name: str) -> AbstractContextManager[Spa
 class ControlServicer(control_service_pb2_grpc.ControlServiceServicer):
     """Session introspection, JWKS and topic access checks for other services."""
 
-    def __init__(self, sessions: SessionService, minter: SyncTokenMinter, keyring: KeyRing) -> None:
+    def __init__(self, sessions: SessionService, minter: SyncTokenMinter, keyring: Signer) -> None:
         self._sessions = sessions
         self._minter = minter
         self._keyring = keyring

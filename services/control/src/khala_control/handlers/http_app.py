@@ -16,12 +16,13 @@ from khala_control.handlers.state import (
     keyring_key,
     minter_key,
     orgs_key,
+    proxy_hops_key,
     sessions_key,
 )
 from khala_control.usecases.dev_idp import DevIdentityProvider
 from khala_control.usecases.orgs import OrgService
 from khala_control.usecases.sessions import SessionService
-from khala_control.usecases.signing import KeyRing
+from khala_control.usecases.signing import Signer
 from khala_control.usecases.token_mint import SyncTokenMinter
 
 _tracer = tracer("khala_control.http")
@@ -46,8 +47,9 @@ def build_http_app(
     sessions: SessionService,
     orgs: OrgService,
     minter: SyncTokenMinter,
-    keyring: KeyRing,
+    keyring: Signer,
     dev_idp: DevIdentityProvider | None,
+    trusted_proxy_hops: int = 0,
 ) -> web.Application:
     """The HTTP app; the dev identity provider's routes exist only if it is given."""
     app = make_app(readiness)
@@ -57,6 +59,7 @@ def build_http_app(
     app[orgs_key] = orgs
     app[minter_key] = minter
     app[keyring_key] = keyring
+    app[proxy_hops_key] = trusted_proxy_hops
     for routes in (http_auth.routes, http_orgs.routes, http_sync.routes):
         app.router.add_routes(routes)
     if dev_idp is not None:

@@ -7,6 +7,7 @@ from aiohttp import web
 from khala_common.http import read_json_object
 from khala_control.handlers import decode, encode
 from khala_control.handlers.bearer import principal
+from khala_control.handlers.client import client_ip
 from khala_control.handlers.state import orgs_key, sessions_key
 
 routes = web.RouteTableDef()
@@ -21,6 +22,7 @@ async def sign_in(request: web.Request) -> web.Response:
         device_id=decode.text(body, "device_id"),
         surface=decode.text(body, "surface"),
         client_version=decode.text(body, "client_version", required=False),
+        client_ip=client_ip(request),
     )
     return web.json_response(encode.issued(issued))
 
@@ -29,7 +31,9 @@ async def sign_in(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     """Rotate a refresh token."""
     body = await read_json_object(request)
-    issued = await request.app[sessions_key].refresh(decode.text(body, "refresh_token"))
+    issued = await request.app[sessions_key].refresh(
+        decode.text(body, "refresh_token"), client_ip=client_ip(request)
+    )
     return web.json_response(encode.issued(issued))
 
 
@@ -37,7 +41,7 @@ async def refresh(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     """Revoke the caller's own session."""
     caller = await principal(request)
-    await request.app[sessions_key].revoke_session(caller, caller.session_id, "logout")
+    await request.app[sessions_key].logout(caller)
     return web.json_response({"session_id": caller.session_id, "revoked": True})
 
 
@@ -50,12 +54,19 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/auth/sessions/{session_id}")
-async def revoke_session(request: web.Request) -> web.Response:
-    """Revoke one of the caller's sessions (idempotent)."""
+async def revoke_device(request: web.Request) -> web.Response:
+    """Sign out the device of one of the caller's sessions (idempotent)."""
     caller = await principal(request)
     session_id = request.match_info["session_id"]
-    await request.app[sessions_key].revoke_session(caller, session_id, "revoked_by_user")
-    return web.json_response({"session_id": session_id, "revoked": True})
+    device_id, revoked = await request.app[sessions_key].revoke_device(caller, session_id)
+    return web.json_response(
+        {
+            "session_id": session_id,
+            "device_id": device_id,
+            "revoked": True,
+            "revoked_session_ids": revoked,
+        }
+    )
 
 
 @routes.post("/api/auth/sessions/revoke-all")

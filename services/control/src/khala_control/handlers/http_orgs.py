@@ -11,6 +11,7 @@ from khala_control.handlers.bearer import principal
 from khala_control.handlers.state import orgs_key
 
 routes = web.RouteTableDef()
+DEFAULT_AUDIT_PAGE = 100
 
 
 @routes.post("/api/orgs")
@@ -43,3 +44,34 @@ async def delete_member(request: web.Request) -> web.Response:
     org_id, user_id = request.match_info["org_id"], request.match_info["user_id"]
     await request.app[orgs_key].remove_member(caller, org_id, user_id)
     return web.json_response({"org_id": org_id, "user_id": user_id, "removed": True})
+
+
+@routes.get("/api/orgs/{org_id}/members")
+async def list_members(request: web.Request) -> web.Response:
+    """The org's members (any member)."""
+    caller = await principal(request)
+    org_id = request.match_info["org_id"]
+    members = await request.app[orgs_key].members(caller, org_id)
+    return web.json_response(
+        {"org_id": org_id, "members": [encode.member(member) for member in members]}
+    )
+
+
+@routes.get("/api/orgs/{org_id}/audit")
+async def read_audit(request: web.Request) -> web.Response:
+    """One page of the org's audit log, newest first (owners and admins)."""
+    caller = await principal(request)
+    org_id = request.match_info["org_id"]
+    page = await request.app[orgs_key].audit_page(
+        caller,
+        org_id,
+        before=decode.query_int(request, "before", None),
+        limit=decode.query_int(request, "limit", DEFAULT_AUDIT_PAGE) or 0,
+    )
+    return web.json_response(
+        {
+            "org_id": org_id,
+            "entries": [encode.audit_entry(entry) for entry in page.entries],
+            "next_before": page.next_before,
+        }
+    )

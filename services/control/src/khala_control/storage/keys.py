@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -31,8 +32,8 @@ async def insert_active_if_none(conn: asyncpg.Connection, key: StoredKey) -> boo
     """
     status = await conn.execute(
         """
-        INSERT INTO signing_keys (kid, purpose, status, private_key_enc, public_jwk)
-        VALUES ($1, $2, 'active', $3, $4::jsonb)
+        INSERT INTO signing_keys (kid, purpose, status, private_key_enc, public_jwk, activated_at)
+        VALUES ($1, $2, 'active', $3, $4::jsonb, now())
         ON CONFLICT (purpose) WHERE status = 'active' DO NOTHING
         """,
         key.kid,
@@ -56,37 +57,100 @@ async def active_key(conn: asyncpg.Connection, purpose: str) -> StoredKey | None
 
 
 async def published_jwks(conn: asyncpg.Connection, purpose: str) -> list[dict[str, Any]]:
-    """Public JWKs of the active and previous keys, active first."""
+    """Public JWKs of the active, next and previous keys (active first)."""
     rows = await conn.fetch(
         """
         SELECT public_jwk::text AS jwk FROM signing_keys
-        WHERE purpose = $1 AND status IN ('active', 'previous')
-        ORDER BY status = 'active' DESC, created_at DESC
+        WHERE purpose = $1 AND status IN ('active', 'next', 'previous')
+        ORDER BY CASE status WHEN 'active' THEN 0 WHEN 'next' THEN 1 ELSE 2 END
         """,
         purpose,
     )
     return [json.loads(row["jwk"]) for row in rows]
 
 
-async def rotate(conn: asyncpg.Connection, new_key: StoredKey) -> None:
-    """Retire the previous key, demote the active one, activate `new_key`.
+@dataclass(frozen=True)
+class KeyStatus:
+    """One key's lifecycle state (for `khala-control keys list`)."""
 
-    Must run in a transaction; an advisory lock serialises concurrent rotations.
-    """
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('khala.control.keys.' || $1))", new_key.purpose
+    kid: str
+    purpose: str
+    status: str
+    created_at: datetime
+    activated_at: datetime | None
+    retired_at: datetime | None
+
+
+async def list_keys(conn: asyncpg.Connection, purpose: str) -> list[KeyStatus]:
+    """Every key of `purpose`, oldest first."""
+    rows = await conn.fetch(
+        """
+        SELECT kid, purpose, status, created_at, activated_at, retired_at FROM signing_keys
+        WHERE purpose = $1 ORDER BY created_at, kid
+        """,
+        purpose,
     )
+    return [KeyStatus(**dict(row)) for row in rows]
+
+
+async def lock_rotation(conn: asyncpg.Connection, purpose: str) -> None:
+    """Serialise rotations of `purpose` until the transaction ends."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('khala.control.keys.' || $1))", purpose
+    )
+
+
+async def staged_key(conn: asyncpg.Connection, purpose: str) -> tuple[str, float] | None:
+    """The staged ('next') key's kid and how many seconds ago it was published."""
+    row = await conn.fetchrow(
+        """
+        SELECT kid, extract(epoch FROM now() - created_at)::float8 AS age_s FROM signing_keys
+        WHERE purpose = $1 AND status = 'next'
+        """,
+        purpose,
+    )
+    return (row["kid"], row["age_s"]) if row else None
+
+
+async def stage(conn: asyncpg.Connection, key: StoredKey) -> None:
+    """Publish `key` as 'next' (in the JWKS, not signing yet)."""
+    await conn.execute(
+        """
+        INSERT INTO signing_keys (kid, purpose, status, private_key_enc, public_jwk)
+        VALUES ($1, $2, 'next', $3, $4::jsonb)
+        """,
+        key.kid,
+        key.purpose,
+        key.private_key_enc,
+        json.dumps(key.public_jwk),
+    )
+
+
+async def promote(conn: asyncpg.Connection, purpose: str, kid: str) -> bool:
+    """Retire 'previous', demote 'active', activate the staged key `kid`.
+
+    Must run in a transaction holding `lock_rotation`; False if `kid` is no
+    longer staged (another rotation promoted it first).
+    """
+    staged = await conn.fetchval(
+        "SELECT 1 FROM signing_keys WHERE purpose = $1 AND kid = $2 AND status = 'next'",
+        purpose,
+        kid,
+    )
+    if staged is None:
+        return False
     await conn.execute(
         """
         UPDATE signing_keys SET status = 'retired', retired_at = now()
         WHERE purpose = $1 AND status = 'previous'
         """,
-        new_key.purpose,
+        purpose,
     )
     await conn.execute(
         "UPDATE signing_keys SET status = 'previous' WHERE purpose = $1 AND status = 'active'",
-        new_key.purpose,
+        purpose,
     )
-    inserted = await insert_active_if_none(conn, new_key)
-    if not inserted:
-        raise RuntimeError("rotation lost the active slot; the transaction must roll back")
+    await conn.execute(
+        "UPDATE signing_keys SET status = 'active', activated_at = now() WHERE kid = $1", kid
+    )
+    return True

@@ -1,11 +1,24 @@
-"""Orgs and memberships."""
+"""Orgs and memberships.
+
+Every membership write notifies `MEMBERSHIP_CHANNEL` with the user id, in the
+writer's transaction (delivered at commit), so control processes can evict
+their cached memberships of that user (`usecases/caches.py`).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import asyncpg
 
 from khala_control.domain.models import Membership
 from khala_control.domain.roles import Role
+
+MEMBERSHIP_CHANNEL = "khala_control_memberships"
+
+
+async def _notify(conn: asyncpg.Connection, user_id: str) -> None:
+    await conn.execute("SELECT pg_notify($1, $2)", MEMBERSHIP_CHANNEL, user_id)
 
 
 async def insert_org(conn: asyncpg.Connection, org_id: str, name: str, created_by: str) -> bool:
@@ -55,6 +68,7 @@ async def put_membership(conn: asyncpg.Connection, org_id: str, user_id: str, ro
         user_id,
         role.value,
     )
+    await _notify(conn, user_id)
 
 
 async def delete_membership(conn: asyncpg.Connection, org_id: str, user_id: str) -> bool:
@@ -62,6 +76,7 @@ async def delete_membership(conn: asyncpg.Connection, org_id: str, user_id: str)
     status = await conn.execute(
         "DELETE FROM memberships WHERE org_id = $1 AND user_id = $2", org_id, user_id
     )
+    await _notify(conn, user_id)
     return bool(status.endswith(" 1"))
 
 
@@ -75,3 +90,31 @@ async def memberships_of(conn: asyncpg.Connection, user_id: str) -> list[Members
         user_id,
     )
     return [Membership(row["org_id"], row["name"], Role(row["role"])) for row in rows]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of an org, with their profile."""
+
+    user_id: str
+    email: str
+    name: str
+    role: Role
+
+
+async def org_exists(conn: asyncpg.Connection, org_id: str) -> bool:
+    """Whether the org exists."""
+    return bool(await conn.fetchval("SELECT 1 FROM orgs WHERE org_id = $1", org_id))
+
+
+async def members_of(conn: asyncpg.Connection, org_id: str) -> list[Member]:
+    """The org's members, strongest role first, then by user id."""
+    rows = await conn.fetch(
+        """
+        SELECT m.user_id, u.email, u.name, m.role FROM memberships m JOIN users u USING (user_id)
+        WHERE m.org_id = $1
+        ORDER BY array_position(ARRAY['owner', 'admin', 'member', 'viewer'], m.role), m.user_id
+        """,
+        org_id,
+    )
+    return [Member(row["user_id"], row["email"], row["name"], Role(row["role"])) for row in rows]

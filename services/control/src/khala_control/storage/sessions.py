@@ -1,4 +1,9 @@
-"""Device sessions and their refresh tokens (stored as hashes)."""
+"""Device sessions and their refresh tokens (stored as hashes).
+
+Revoking sessions notifies `SESSION_CHANNEL` with each session id, in the
+revoking transaction (delivered at commit), so control processes can evict
+their cached copies (`usecases/caches.py`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import asyncpg
 
 from khala_control.domain.models import DeviceSession
 
+SESSION_CHANNEL = "khala_control_sessions"
 _COLUMNS = (
     "session_id, user_id, device_id, surface, client_version, created_at, last_used_at, revoked_at"
 )
@@ -81,24 +87,38 @@ async def live_sessions(conn: asyncpg.Connection, user_id: str) -> list[DeviceSe
 
 
 async def revoke_sessions(
-    conn: asyncpg.Connection, user_id: str, session_ids: list[str] | None, reason: str
+    conn: asyncpg.Connection,
+    user_id: str,
+    reason: str,
+    *,
+    session_ids: list[str] | None = None,
+    device_id: str | None = None,
 ) -> list[DeviceSession]:
-    """Revoke the user's live sessions (all of them when `session_ids` is None).
+    """Revoke the user's live sessions: those listed, those of `device_id`, or all.
 
     Returns only the sessions this call revoked; already revoked ones are skipped.
     """
     rows = await conn.fetch(
         f"""
-        UPDATE device_sessions SET revoked_at = now(), revoke_reason = $3
+        UPDATE device_sessions SET revoked_at = now(), revoke_reason = $2
         WHERE user_id = $1 AND revoked_at IS NULL
-          AND ($2::text[] IS NULL OR session_id = ANY($2::text[]))
+          AND ($3::text[] IS NULL OR session_id = ANY($3::text[]))
+          AND ($4::text IS NULL OR device_id = $4)
         RETURNING {_COLUMNS}
         """,
         user_id,
-        session_ids,
         reason,
+        session_ids,
+        device_id,
     )
-    return sorted((_session(row) for row in rows), key=lambda s: s.session_id)
+    revoked = sorted((_session(row) for row in rows), key=lambda s: s.session_id)
+    if revoked:
+        await conn.execute(
+            "SELECT pg_notify($1, session_id) FROM unnest($2::text[]) AS session_id",
+            SESSION_CHANNEL,
+            [session.session_id for session in revoked],
+        )
+    return revoked
 
 
 async def touch_session(conn: asyncpg.Connection, session_id: str) -> None:

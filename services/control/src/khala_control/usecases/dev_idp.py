@@ -15,7 +15,7 @@ from typing import Any
 from khala_control.domain.tokens import id_token_claims
 from khala_control.domain.validation import MAX_NAME, check_email, check_length
 from khala_control.metrics import TOKENS_MINTED
-from khala_control.usecases.signing import ALGORITHM, KeyRing
+from khala_control.usecases.signing import ALGORITHM, Signer
 
 ISSUER_PATH = "/dev-idp"
 ID_TOKEN_TTL_S = 600
@@ -26,7 +26,7 @@ class DevIdentityProvider:
 
     def __init__(
         self,
-        keyring: KeyRing,
+        keyring: Signer,
         issuer: str,
         audience: str,
         *,

@@ -3,7 +3,9 @@
 For each trusted issuer: fetch `<issuer>/.well-known/openid-configuration`,
 check its `issuer` matches, then verify tokens against its `jwks_uri` with
 `khala_common.jwt_verify` (ES256/RS256 only, kid lookup with rate-limited
-refetch, iss/aud/exp/nbf/iat checks). The dev identity provider is just one
+refetch, iss/aud/exp/nbf/iat checks). The issuer is chosen by the token's
+unverified `iss` among the configured ones; its signature is then checked
+only against that issuer's keys, so one issuer cannot mint for another. The dev identity provider is just one
 more issuer on this path, discovered over HTTP like any other.
 """
 
@@ -61,12 +63,14 @@ class OidcVerifier:
         *,
         http_timeout_s: float = 5.0,
         discovery_ttl_s: float = 3600.0,
+        jwks_min_refetch_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuers = tuple(issuers)
         self._audience = audience
         self._timeout_s = http_timeout_s
         self._ttl_s = discovery_ttl_s
+        self._min_refetch_s = jwks_min_refetch_s
         self._clock = clock
         self._verifiers: dict[str, tuple[float, TokenVerifier]] = {}
         self._lock = asyncio.Lock()
@@ -108,7 +112,10 @@ class OidcVerifier:
                 raise ControlError(
                     "idp_unavailable", f"identity provider {issuer} cannot be reached"
                 ) from None
-            jwks = JwksCache(http_jwks_fetcher(document["jwks_uri"], self._timeout_s))
+            jwks = JwksCache(
+                http_jwks_fetcher(document["jwks_uri"], self._timeout_s),
+                min_refetch_interval_s=self._min_refetch_s,
+            )
             verifier = TokenVerifier(
                 jwks, issuer=issuer, audience=self._audience, required=("exp", "iat", "sub")
             )

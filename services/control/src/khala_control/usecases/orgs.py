@@ -1,26 +1,71 @@
-"""Orgs and memberships: creation, role changes and removal under the role rules.
+"""Orgs and memberships: creation, role changes and removal under the role
+rules (`domain/roles.py`), member lists and the org's audit log.
 
 Membership changes lock the org row first, so concurrent changes cannot both
-pass the "keep at least one owner" check.
+pass the "keep at least one owner" check. Each change is audited in its own
+transaction and evicts the user's cached memberships after commit (other
+processes evict on the Postgres NOTIFY the write sends).
+
+Removing a member publishes no revocation: their sessions stay valid (they
+may belong to other orgs), their next sync token no longer covers the org,
+and a sync token they already hold keeps working at the gateway until it
+expires (at most `KHALA_SYNC_TOKEN_TTL_S`). Runtime sees the change within
+its 2 s IntrospectSession cache.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
 from khala_control.domain.errors import ControlError
 from khala_control.domain.models import Membership, Principal, User
-from khala_control.domain.roles import Role, check_member_change
+from khala_control.domain.roles import (
+    Role,
+    check_audit_reader,
+    check_member_change,
+    check_member_reader,
+)
 from khala_control.domain.validation import MAX_NAME, check_length, check_org_id
+from khala_control.metrics import DENIALS
 from khala_control.storage import audit, users
 from khala_control.storage import orgs as store
+from khala_control.storage.audit import AuditEntry, StoredEntry
+from khala_control.storage.orgs import Member
+from khala_control.usecases.audit_writer import AuditWriter
+from khala_control.usecases.caches import MembershipCache
+
+MAX_AUDIT_PAGE = 500
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """Entries newest first; `next_before` is the cursor of the next page (None: last)."""
+
+    entries: list[StoredEntry]
+    next_before: int | None
 
 
 class OrgService:
-    """Org administration and the caller's profile."""
+    """Org administration, member lists, the org audit log and the caller's profile."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        memberships: MembershipCache,
+        audit_writer: AuditWriter,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._pool = pool
+        self._memberships = memberships
+        self._audit = audit_writer
+        self._clock = clock
 
     async def create(self, principal: Principal, org_id: str, name: str) -> Membership:
         """Create an org with the caller as its owner (`org_exists` if taken)."""
@@ -30,9 +75,8 @@ class OrgService:
             if not await store.insert_org(conn, org_id, name, principal.user_id):
                 raise ControlError("org_exists", f"org {org_id!r} already exists")
             await store.put_membership(conn, org_id, principal.user_id, Role.OWNER)
-            await audit.record(
-                conn, "org.created", user_id=principal.user_id, org_id=org_id, detail={"name": name}
-            )
+            await audit.record(conn, self._entry("org.created", principal, org_id, {"name": name}))
+        self._memberships.invalidate(principal.user_id)
         return Membership(org_id, name, Role.OWNER)
 
     async def set_member(
@@ -44,22 +88,20 @@ class OrgService:
             if await users.get_user(conn, user_id) is None:
                 raise ControlError("user_not_found", f"no user {user_id!r}")
             current = await store.role_of(conn, org_id, user_id)
-            check_member_change(
+            await self._check(
+                principal,
+                org_id,
+                user_id,
                 actor=await store.role_of(conn, org_id, principal.user_id),
-                is_self=user_id == principal.user_id,
                 current=current,
                 new=role,
                 owner_count=await store.owner_count(conn, org_id),
             )
             await store.put_membership(conn, org_id, user_id, role)
-            await audit.record(
-                conn,
-                "membership.set",
-                user_id=principal.user_id,
-                org_id=org_id,
-                detail={"member": user_id, "role": role.value, "previous": current},
-            )
+            detail = {"member": user_id, "role": role.value, "previous": current}
+            await audit.record(conn, self._entry("membership.set", principal, org_id, detail))
             memberships = await store.memberships_of(conn, user_id)
+        self._memberships.invalidate(user_id)
         return next(m for m in memberships if m.org_id == org_id)
 
     async def remove_member(self, principal: Principal, org_id: str, user_id: str) -> None:
@@ -67,9 +109,11 @@ class OrgService:
         async with self._pool.acquire() as conn, conn.transaction():
             await self._lock_org(conn, org_id)
             current = await store.role_of(conn, org_id, user_id)
-            check_member_change(
+            await self._check(
+                principal,
+                org_id,
+                user_id,
                 actor=await store.role_of(conn, org_id, principal.user_id),
-                is_self=user_id == principal.user_id,
                 current=current,
                 new=None,
                 owner_count=await store.owner_count(conn, org_id),
@@ -77,13 +121,36 @@ class OrgService:
             if current is None:
                 raise ControlError("member_not_found", f"{user_id!r} is not a member of {org_id!r}")
             await store.delete_membership(conn, org_id, user_id)
-            await audit.record(
-                conn,
-                "membership.removed",
-                user_id=principal.user_id,
-                org_id=org_id,
-                detail={"member": user_id, "role": current.value},
-            )
+            detail = {"member": user_id, "role": current.value}
+            await audit.record(conn, self._entry("membership.removed", principal, org_id, detail))
+        self._memberships.invalidate(user_id)
+
+    async def members(self, principal: Principal, org_id: str) -> list[Member]:
+        """The org's members (any member may list them)."""
+        async with self._pool.acquire() as conn:
+            if not await store.org_exists(conn, org_id):
+                raise ControlError("org_not_found", f"no org {org_id!r}")
+            check_member_reader(await store.role_of(conn, org_id, principal.user_id))
+            return await store.members_of(conn, org_id)
+
+    async def audit_page(
+        self, principal: Principal, org_id: str, *, before: int | None, limit: int
+    ) -> AuditPage:
+        """One page of the org's audit log, newest first (owners and admins only)."""
+        if not 1 <= limit <= MAX_AUDIT_PAGE:
+            raise ControlError("bad_request", f"limit must be between 1 and {MAX_AUDIT_PAGE}")
+        async with self._pool.acquire() as conn:
+            if not await store.org_exists(conn, org_id):
+                raise ControlError("org_not_found", f"no org {org_id!r}")
+            try:
+                check_audit_reader(await store.role_of(conn, org_id, principal.user_id))
+            except ControlError as exc:
+                await self._denied("audit.denied", principal, org_id, exc, {})
+                raise
+            entries = await audit.page_for_org(conn, org_id, before=before, limit=limit + 1)
+        more = len(entries) > limit
+        entries = entries[:limit]
+        return AuditPage(entries, entries[-1].audit_id if more else None)
 
     async def profile(self, principal: Principal) -> tuple[User, list[Membership]]:
         """The caller and their memberships."""
@@ -93,6 +160,55 @@ class OrgService:
         if user is None:
             raise ControlError("unauthorized", "user no longer exists")
         return user, memberships
+
+    async def _check(
+        self,
+        principal: Principal,
+        org_id: str,
+        user_id: str,
+        *,
+        actor: Role | None,
+        current: Role | None,
+        new: Role | None,
+        owner_count: int,
+    ) -> None:
+        try:
+            check_member_change(
+                actor=actor,
+                is_self=user_id == principal.user_id,
+                current=current,
+                new=new,
+                owner_count=owner_count,
+            )
+        except ControlError as exc:
+            detail = {"member": user_id, "role": new.value if new else None}
+            await self._denied("membership.denied", principal, org_id, exc, detail)
+            raise
+
+    async def _denied(
+        self,
+        action: str,
+        principal: Principal,
+        org_id: str,
+        exc: ControlError,
+        detail: dict[str, Any],
+    ) -> None:
+        DENIALS.labels(code=exc.code).inc()
+        await self._audit.submit(
+            self._entry(action, principal, org_id, {"code": exc.code, **detail})
+        )
+
+    def _entry(
+        self, action: str, principal: Principal, org_id: str, detail: dict[str, Any]
+    ) -> AuditEntry:
+        return AuditEntry(
+            action,
+            datetime.fromtimestamp(self._clock(), UTC),
+            user_id=principal.user_id,
+            session_id=principal.session_id,
+            org_ids=(org_id,),
+            detail=detail,
+        )
 
     @staticmethod
     async def _lock_org(conn: asyncpg.Connection, org_id: str) -> None:

@@ -9,8 +9,11 @@ same `message_id` (consumers dedupe, and evicting an evicted session is a
 no-op). Several control instances may run relays: `FOR UPDATE SKIP LOCKED`
 keeps two of them from publishing the same row at the same time.
 
-Every revocation is an `openagents.control.v1.Revocation` with kind SESSION
-and routing key `session.revoked`, listing the revoked session ids.
+Every revocation is an `openagents.control.v1.Revocation` listing the revoked
+session ids, with a kind and its routing key: SESSION `session.revoked`
+(logout, refresh token reuse), DEVICE `device.revoked` (a device signed out:
+every session of the user on that `device_id`), USER `user.revoked`
+(revoke-all: every session of the user).
 """
 
 from __future__ import annotations
@@ -28,8 +31,12 @@ from khala_control.domain.models import DeviceSession
 from khala_control.metrics import REVOCATIONS_PUBLISHED
 from khala_control.storage import outbox
 from openagents.control.v1 import revocation_pb2
+from openagents.control.v1.revocation_pb2 import RevocationKind
 
-ROUTING_KEY = "session.revoked"
+SESSION = revocation_pb2.REVOCATION_KIND_SESSION
+DEVICE = revocation_pb2.REVOCATION_KIND_DEVICE
+USER = revocation_pb2.REVOCATION_KIND_USER
+ROUTING_KEYS = {SESSION: "session.revoked", DEVICE: "device.revoked", USER: "user.revoked"}
 TYPE_NAME = revocation_pb2.Revocation.DESCRIPTOR.full_name
 BATCH = 100
 KEEP_PUBLISHED_S = 7 * 24 * 3600.0
@@ -41,21 +48,26 @@ async def enqueue_revocation(
     conn: asyncpg.Connection,
     revoked: Sequence[DeviceSession],
     *,
+    kind: RevocationKind,
     user_id: str,
     reason: str,
     now_ms: int,
 ) -> str:
-    """Queue one Revocation for `revoked` in the caller's transaction; returns its message_id."""
+    """Queue one Revocation for `revoked` in the caller's transaction; returns its message_id.
+
+    `device_id` is set when every revoked session is on the same device.
+    """
+    devices = {session.device_id for session in revoked}
     message = revocation_pb2.Revocation(
-        kind=revocation_pb2.REVOCATION_KIND_SESSION,
+        kind=kind,
         session_ids=[session.session_id for session in revoked],
         user_id=user_id,
-        device_id=revoked[0].device_id if len(revoked) == 1 else "",
+        device_id=devices.pop() if len(devices) == 1 else "",
         revoked_at_ms=now_ms,
         reason=reason,
     )
     message_id = f"revocation-{uuid.uuid4().hex}"
-    await outbox.enqueue(conn, message_id, ROUTING_KEY, message.SerializeToString())
+    await outbox.enqueue(conn, message_id, ROUTING_KEYS[kind], message.SerializeToString())
     return message_id
 
 

@@ -1,7 +1,9 @@
 """Sync tokens for the WebSocket gateway (DESIGN §7): scope, version gate, audit.
 
-Every mint and every refusal on policy grounds (forbidden topic, client too
-old) writes the audit log.
+The mint path does no Postgres round trip in the steady state: the caller's
+memberships come from the NOTIFY-invalidated cache, the signing key is held
+in memory, and the audit entry of every mint and every refusal (except rate
+limiting) goes through the buffered `AuditWriter` (see its guarantee).
 """
 
 from __future__ import annotations
@@ -10,21 +12,21 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import asyncpg
+from datetime import UTC, datetime
 
 from khala_common.topics import parse_topic
 from khala_control.domain.errors import ControlError
 from khala_control.domain.models import Principal
-from khala_control.domain.scope import access_problem, compute_scope
+from khala_control.domain.scope import access_problem, compute_scope, scope_org_ids
 from khala_control.domain.surfaces import SurfacePolicy
 from khala_control.domain.tokens import sync_claims
 from khala_control.domain.validation import MAX_CLIENT_VERSION, check_length
 from khala_control.metrics import DENIALS, TOKENS_MINTED
-from khala_control.storage import audit, orgs
-from khala_control.usecases.signing import KeyRing
-
-_AUDITED_DENIALS = ("forbidden_topic", "upgrade_required")
+from khala_control.storage.audit import AuditEntry
+from khala_control.usecases.audit_writer import AuditWriter
+from khala_control.usecases.caches import MembershipCache
+from khala_control.usecases.limits import MINT, RateLimiter
+from khala_control.usecases.signing import Signer
 
 
 @dataclass(frozen=True)
@@ -42,17 +44,21 @@ class SyncTokenMinter:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        keyring: KeyRing,
+        memberships: MembershipCache,
+        signer: Signer,
         surfaces: SurfacePolicy,
+        audit: AuditWriter,
+        limiter: RateLimiter,
         *,
         issuer: str,
         ttl_s: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._pool = pool
-        self._keyring = keyring
+        self._memberships = memberships
+        self._signer = signer
         self._surfaces = surfaces
+        self._audit = audit
+        self._limiter = limiter
         self._issuer = issuer
         self._ttl_s = ttl_s
         self._clock = clock
@@ -61,22 +67,22 @@ class SyncTokenMinter:
         self, principal: Principal, topics: Sequence[str], surface: str, client_version: str
     ) -> MintedToken:
         """A sync token for `topics` (empty: everything the surface may read)."""
+        self._limiter.check(MINT, principal.user_id)
         surface = surface or principal.surface
-        client_version = check_length(
-            "client_version", client_version, MAX_CLIENT_VERSION, required=False
-        )
         try:
+            client_version = check_length(
+                "client_version", client_version, MAX_CLIENT_VERSION, required=False
+            )
             readable = self._surfaces.readable(surface)
             self._surfaces.check_client_version(surface, client_version)
-            async with self._pool.acquire() as conn:
-                memberships = await orgs.memberships_of(conn, principal.user_id)
+            memberships = await self._memberships.get(principal.user_id)
             scope = compute_scope(
                 topics, {m.org_id: m.role for m in memberships}, readable, surface
             )
         except ControlError as exc:
             await self._deny(principal, surface, exc)
             raise
-        now = int(self._clock())
+        now = self._clock()
         jti = uuid.uuid4().hex
         claims = sync_claims(
             issuer=self._issuer,
@@ -85,19 +91,21 @@ class SyncTokenMinter:
             device_id=principal.device_id,
             surface=surface,
             scope=scope,
-            now=now,
+            now=int(now),
             ttl_s=self._ttl_s,
             jti=jti,
         )
-        token, kid = await self._keyring.sign(claims)
-        async with self._pool.acquire() as conn:
-            await audit.record(
-                conn,
+        token, kid = await self._signer.sign(claims)
+        await self._audit.submit(
+            AuditEntry(
                 "sync_token.minted",
+                datetime.fromtimestamp(now, UTC),
                 user_id=principal.user_id,
                 session_id=principal.session_id,
+                org_ids=scope_org_ids(scope),
                 detail={"jti": jti, "kid": kid, "surface": surface, "scope": list(scope)},
             )
+        )
         TOKENS_MINTED.labels(kind="sync").inc()
         return MintedToken(token, kid, scope, claims["exp"])
 
@@ -109,20 +117,20 @@ class SyncTokenMinter:
         topic = parse_topic(topic_name)
         if topic is None:
             return False, f"invalid_topic: {topic_name!r} is not a valid Khala topic"
-        async with self._pool.acquire() as conn:
-            memberships = await orgs.memberships_of(conn, user_id)
+        memberships = await self._memberships.get(user_id)
         problem = access_problem(topic, {m.org_id: m.role for m in memberships}, classes, surface)
         return (False, f"forbidden_topic: {problem}") if problem else (True, "")
 
     async def _deny(self, principal: Principal, surface: str, exc: ControlError) -> None:
         DENIALS.labels(code=exc.code).inc()
-        if exc.code not in _AUDITED_DENIALS:
-            return
-        async with self._pool.acquire() as conn:
-            await audit.record(
-                conn,
+        topic = exc.extra.get("topic")
+        await self._audit.submit(
+            AuditEntry(
                 "sync_token.denied",
+                datetime.fromtimestamp(self._clock(), UTC),
                 user_id=principal.user_id,
                 session_id=principal.session_id,
+                org_ids=scope_org_ids([topic]) if isinstance(topic, str) else (),
                 detail={"code": exc.code, "surface": surface, "message": exc.message, **exc.extra},
             )
+        )
