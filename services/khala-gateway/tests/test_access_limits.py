@@ -1,7 +1,10 @@
 """Integration: Origin allowlist, per-user cap, client-version minimum, inbound rate
-limit and replay budgets on a real gateway."""
+limit, idle timeout and replay budgets on a real gateway."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import aiohttp
 import pytest
@@ -135,3 +138,28 @@ async def test_global_cap_on_concurrent_replays(
         await client.expect("subscribed")
         timeline = await collect_until(client, lambda t: "watermark" in t.kinds(other))
         assert timeline.seqs(other) == list(range(1, 11))
+
+
+async def test_idle_socket_is_closed_4002_while_pings_keep_another_open(
+    make_gateway, issuer: Issuer, connect, unique: str
+) -> None:
+    async with make_gateway(idle_timeout_s=0.6, heartbeat_interval_ms=200) as server:
+        idle: Client = await connect(server)
+        await idle.hello(issuer.mint(scope(unique)))
+        started = time.monotonic()
+        pinger: Client = await connect(server)
+        await pinger.hello(issuer.mint(scope(unique)))
+
+        async def keep_pinging() -> None:
+            for i in range(8):  # 1.6 s, well past the idle timeout
+                await pinger.send(ws_pb2.ClientMessage(ping=ws_pb2.Ping(nonce=str(i))))
+                assert (await pinger.expect("pong")).nonce == str(i)
+                await asyncio.sleep(0.2)
+
+        pinging = asyncio.create_task(keep_pinging())
+        # server heartbeats keep arriving on the idle socket; they are not inbound traffic
+        assert await idle.expect_close() == 4002
+        assert idle.heartbeats >= 2
+        assert time.monotonic() - started >= 0.6
+        await pinging  # the socket that pinged was never closed
+        assert not pinger.ws.closed

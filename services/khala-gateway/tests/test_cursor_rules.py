@@ -70,3 +70,13 @@ def test_topic_with_nothing_trimmed_accepts_any_cursor_up_to_head() -> None:
     head = TopicHead(epoch="1", head_seq=5, oldest_seq=0)
     assert plan("1", 3, head=head) == StartPlan(False, 3)
     assert plan("1", 6, head=head) == Stale(codes.CURSOR_AHEAD)
+
+
+def test_empty_epoch_with_a_position_is_judged_against_the_current_epoch() -> None:
+    """The documented trade-off (protocol.md §5): after a rebuild, an epoch-less cursor
+    resumes inside the new epoch if its seq exists there; the stored epoch is refused."""
+    rebuilt = TopicHead(epoch="e2", head_seq=100, oldest_seq=1)
+    assert plan("", 40, head=rebuilt) == StartPlan(False, 40)
+    assert plan("e1", 40, head=rebuilt) == Stale(codes.EPOCH_CHANGED)
+    small = TopicHead(epoch="e2", head_seq=10, oldest_seq=1)
+    assert plan("", 40, head=small) == Stale(codes.CURSOR_AHEAD)

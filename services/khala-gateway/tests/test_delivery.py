@@ -269,3 +269,28 @@ async def test_many_topics_on_one_socket_are_all_served(
     first_frame = {t: next(i for i, (k, v) in enumerate(timeline.items) if k == "frame" and v.topic == t) for t in topics}
     last_frame = {t: max(i for i, (k, v) in enumerate(timeline.items) if k == "frame" and v.topic == t) for t in topics}
     assert max(first_frame.values()) < min(last_frame.values())
+
+
+async def test_live_frames_of_one_topic_overtake_a_long_replay_of_another(
+    make_gateway, issuer: Issuer, connect, writer: FrameWriter, unique: str
+) -> None:
+    big, quiet = f"org.{unique}.run.big", f"org.{unique}.run.quiet"
+    total = 3000
+    await writer.append_many(big, total, payload_size=4096)  # ~12 MB: more than socket buffers hold
+    async with make_gateway(send_queue_frames=200, replay_chunk=100) as server:
+        client = await session(connect, server, issuer, unique)
+        await client.subscribe((quiet, "", 0), (big, "", 0))
+        timeline = await collect_until(client, lambda t: len(t.seqs(big)) > 0)
+        await writer.append(quiet)  # goes live while the replay of `big` is in progress
+        await asyncio.sleep(0.3)  # the replay cannot finish: the client is not reading
+        await collect_until(
+            client, lambda t: "watermark" in t.kinds(big) and 1 in t.seqs(quiet), 20, timeline
+        )
+    assert timeline.seqs(big) == list(range(1, total + 1))
+    assert timeline.seqs(quiet) == [1]
+    position = {id(v): i for i, (_, v) in enumerate(timeline.items)}
+    live_at = position[id(timeline.frames(quiet)[0])]
+    big_watermark_at = max(i for i, (k, v) in enumerate(timeline.items) if k == "watermark" and v.topic == big)
+    replayed_after = sum(1 for f in timeline.frames(big) if position[id(f)] > live_at)
+    assert live_at < big_watermark_at
+    assert replayed_after >= total // 3, replayed_after  # the live frame did not wait for the replay

@@ -13,6 +13,8 @@ def test_defaults() -> None:
     assert s.token_issuer == "http://127.0.0.1:8081"
     assert s.head_poll_interval_s == 2.0
     assert s.hello_timeout_s == 5.0
+    assert s.idle_timeout_s == 0.0  # off unless configured
+    assert Settings.from_env({"KHALA_GATEWAY_IDLE_TIMEOUT_S": "90"}).idle_timeout_s == 90.0
 
 
 def test_issuer_defaults_to_control_url() -> None:
@@ -30,6 +32,7 @@ def test_issuer_defaults_to_control_url() -> None:
         ("KHALA_CONTROL_URL", "ftp://x"),
         ("KHALA_LOG_LEVEL", "loud"),
         ("KHALA_GATEWAY_MAX_SUBSCRIPTIONS", "0"),
+        ("KHALA_GATEWAY_IDLE_TIMEOUT_S", "-1"),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:

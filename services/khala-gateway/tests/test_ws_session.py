@@ -146,9 +146,11 @@ async def test_token_expiry_without_refresh_closes_4001(
     gateway: GatewayServer, issuer: Issuer, connect, unique: str
 ) -> None:
     client: Client = await connect(gateway)
-    await client.hello(issuer.mint(scope(unique), exp=int(time.time()) + 1))
+    exp = int(time.time()) + 1
+    await client.hello(issuer.mint(scope(unique), exp=exp))
     error = await client.expect("error", within=6.0)
     assert error.code == "token_expired"
+    assert time.time() >= exp + 0.5 - 0.05  # not before exp + grace (0.5 s in tests)
     assert await client.expect_close() == 4001
 
 

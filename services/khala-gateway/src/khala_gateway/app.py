@@ -129,12 +129,13 @@ class Gateway:
             )
             admission = Admission(Authenticator(verifier), hub, s)
             self._ws = WsHandler(hub, admission, s, server_version())
-            self._admin = AdminHttp(hub, s.admin_token)
-            await broker.connect()
             topology = broker.topology
-            fanout = FanoutConsumer(
-                broker, hub, f"{topology.fanout}.gw.{self.instance_id}", s.fanout_queue_max
+            fanout_queue = f"{topology.fanout}.gw.{self.instance_id}"
+            self._admin = AdminHttp(
+                hub, s.admin_token, instance=self.instance_id, fanout_queue=fanout_queue
             )
+            await broker.connect()
+            fanout = FanoutConsumer(broker, hub, fanout_queue, s.fanout_queue_max)
             await fanout.start()
             hub.bindings = Bindings(fanout)
             control = ControlConsumer(broker, hub, f"{topology.control}.gw.{self.instance_id}")
@@ -154,7 +155,12 @@ class Gateway:
             self.readiness.add("postgres", lambda: check_pool(pool))
             self.readiness.add("broker", lambda: _check_broker(broker))
             self.readiness.add("jwks", JwksProbe(fetcher))
-            log.info("gateway started", instance=self.instance_id, grpc_port=self.grpc_port)
+            log.info(
+                "gateway started",
+                instance=self.instance_id,
+                fanout_queue=fanout_queue,
+                grpc_port=self.grpc_port,
+            )
             yield
         finally:
             await self.drain()

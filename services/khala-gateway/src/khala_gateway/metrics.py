@@ -10,6 +10,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from khala_gateway.domain.wire import WIRE_STATS
+
 CONNECTIONS = Gauge("khala_gateway_connections", "Open WebSocket connections")
 CONNECTIONS_OPENED = Counter(
     "khala_gateway_connections_opened_total", "Accepted WebSocket upgrades"
@@ -41,6 +43,16 @@ class HotCounters(Collector):
         """Prometheus scrape."""
         for name, help_text in self.HELP.items():
             yield CounterMetricFamily(f"khala_gateway_{name}", help_text, value=getattr(self, name))
+        yield CounterMetricFamily(
+            "khala_gateway_frame_parses",
+            "KhalaFrame parses (one per fanout message, plus rows read for JSON sockets)",
+            value=WIRE_STATS.parses,
+        )
+        yield CounterMetricFamily(
+            "khala_gateway_frame_json_encodes",
+            "Frames converted to canonical JSON (once per frame, shared by every JSON socket)",
+            value=WIRE_STATS.json_encodes,
+        )
 
 
 HOT = HotCounters()
@@ -55,6 +67,11 @@ REPLAY_SECONDS = Histogram(
     "khala_gateway_replay_seconds",
     "Time from Subscribed to the live Watermark",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+FANOUT_LAG = Histogram(
+    "khala_gateway_fanout_lag_seconds",
+    "Receipt time of a khala.fanout message minus the frame's published_at_ms",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 HEAD_POLL_CATCHES = Counter(
     "khala_gateway_head_poll_catches_total",
@@ -82,3 +99,16 @@ class TopicStats:
     slow_consumer_evictions: int = 0
     replays: int = 0
     replay_seconds_total: float = 0.0
+    fanout_lag_ms: float = 0.0  # of the last fanout message of the topic
+    frames_per_second: float = 0.0  # frames sent to sockets over the last sample window
+    _sampled_frames: int = 0
+    _sampled_at: float | None = None
+
+    def sample(self, now: float) -> None:
+        """Update `frames_per_second` from the frames sent since the previous sample."""
+        if self._sampled_at is not None and now > self._sampled_at:
+            self.frames_per_second = (self.frames_sent - self._sampled_frames) / (
+                now - self._sampled_at
+            )
+        self._sampled_frames = self.frames_sent
+        self._sampled_at = now

@@ -41,6 +41,9 @@ class Settings:
     heartbeat_interval_ms: int = 15_000
     # KHALA_GATEWAY_HELLO_TIMEOUT_S: Hello must arrive this soon after the upgrade.
     hello_timeout_s: float = 5.0
+    # KHALA_GATEWAY_IDLE_TIMEOUT_S: close (4002) a socket that sent no message (Ping counts)
+    # for this long; 0 disables it (clients must Ping at least this often when it is on).
+    idle_timeout_s: float = 0.0
     # KHALA_GATEWAY_MAX_FRAME_BYTES: largest WebSocket message either side sends (Welcome).
     max_frame_bytes: int = 1024 * 1024
     # KHALA_GATEWAY_MAX_SUBSCRIPTIONS: topics one connection may hold at once.
@@ -103,6 +106,7 @@ class Settings:
                 "KHALA_GATEWAY_HEARTBEAT_INTERVAL_MS", 15_000, minimum=50
             ),
             hello_timeout_s=env.number("KHALA_GATEWAY_HELLO_TIMEOUT_S", 5.0, minimum=0.05),
+            idle_timeout_s=env.number("KHALA_GATEWAY_IDLE_TIMEOUT_S", 0.0, minimum=0.0),
             max_frame_bytes=env.integer(
                 "KHALA_GATEWAY_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024
             ),

@@ -126,6 +126,7 @@ class Connection:
         self.behind: dict[Subscription, None] = {}
         self.closing = False
         self.last_heartbeat = time.monotonic()
+        self.last_inbound = self.last_heartbeat  # any client message (Ping counts)
         self._send = send
         self._close_socket = close_socket
         self._abort = abort

@@ -31,6 +31,7 @@ from openagents.sync.v1 import ws_pb2
 log = get_logger("khala_gateway.hub")
 
 HEAD_POLL_BATCH = 5_000
+RATE_SAMPLE_S = 1.0  # window of the admin API's frames_per_second
 
 
 class Hub:
@@ -130,8 +131,16 @@ class Hub:
             metrics.FANOUT_UNDECODABLE.inc()
             return
         subs = self.topic_subs.get(frame.topic)
+        published_at_ms = frame.published_at_ms
+        lag_s = 0.0
+        if published_at_ms > 0:
+            lag_s = max(0.0, time.time() - published_at_ms / 1000)
+            metrics.FANOUT_LAG.observe(lag_s)
         if not subs:
             return
+        stats = self.topic_stats.get(frame.topic)
+        if stats is not None and published_at_ms > 0:
+            stats.fanout_lag_ms = lag_s * 1000
         for sub in tuple(subs):
             try:
                 sub.on_live(frame)
@@ -161,14 +170,19 @@ class Hub:
     # -- housekeeping ----------------------------------------------------
 
     async def run_housekeeping(self) -> None:
-        """Heartbeats, token expiry and slow-consumer checks for every connection."""
+        """Heartbeats, idle and token expiry, slow consumers, and per-topic frame rates."""
         tick = max(0.02, min(0.5, self.settings.heartbeat_interval_ms / 4000))
+        sampled_at = time.monotonic()
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
             now_ms = int(time.time() * 1000)
             for conn in tuple(self.connections):
                 self.tick(conn, now, now_ms)
+            if now - sampled_at >= RATE_SAMPLE_S:
+                sampled_at = now
+                for stats in tuple(self.topic_stats.values()):
+                    stats.sample(now)
 
     def tick(self, conn: Connection, now: float, now_ms: int) -> None:
         """Housekeeping of one connection."""
@@ -181,7 +195,9 @@ class Hub:
             conn.push_control(
                 ws_pb2.ServerMessage(heartbeat=ws_pb2.Heartbeat(server_time_ms=now_ms))
             )
-        if now_ms > principal.expires_at_ms + s.token_expiry_grace_s * 1000:
+        if s.idle_timeout_s > 0 and now - conn.last_inbound > s.idle_timeout_s:
+            conn.request_close(codes.CLOSE_IDLE_TIMEOUT, reason="idle timeout")
+        elif now_ms > principal.expires_at_ms + s.token_expiry_grace_s * 1000:
             conn.request_close(
                 codes.CLOSE_UNAUTHORIZED,
                 [error_message(codes.TOKEN_EXPIRED, "token expired and no RefreshAuth arrived")],

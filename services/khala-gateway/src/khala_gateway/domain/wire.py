@@ -7,6 +7,10 @@ On `khala.v1+proto` it is embedded without re-parsing: ServerMessage field
 `0x22 varint(len) batch`. The result equals `ServerMessage.SerializeToString`.
 On `khala.v1+json` messages are proto3 canonical JSON (json_format), one per
 text message; a frame's JSON form is computed once and shared by all sockets.
+
+`WIRE_STATS` counts frame parses and JSON encodings per process (exported by
+metrics.py), which is how tests show that a frame is decoded once per fanout
+message and never re-serialized per subscriber.
 """
 
 from __future__ import annotations
@@ -41,6 +45,19 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
+class WireStats:
+    """Process-wide counts of KhalaFrame parses and JSON encodings (plain integers)."""
+
+    __slots__ = ("json_encodes", "parses")
+
+    def __init__(self) -> None:
+        self.parses = 0
+        self.json_encodes = 0
+
+
+WIRE_STATS = WireStats()
+
+
 class WireFrame:
     """One KhalaFrame as stored bytes plus the fields delivery needs."""
 
@@ -58,6 +75,7 @@ class WireFrame:
     @classmethod
     def decode(cls, data: bytes) -> WireFrame:
         """Parse fanout or stored bytes once; raises DecodeError if they are not a KhalaFrame."""
+        WIRE_STATS.parses += 1
         try:
             frame = frames_pb2.KhalaFrame.FromString(data)
         except ProtoDecodeError as exc:
@@ -69,15 +87,22 @@ class WireFrame:
         """The frame's topic."""
         return self.parsed().topic
 
+    @property
+    def published_at_ms(self) -> int:
+        """When the projector committed the frame (its clock), 0 if unset."""
+        return self.parsed().published_at_ms
+
     def parsed(self) -> frames_pb2.KhalaFrame:
         """The decoded frame (parsed lazily for rows read from Postgres)."""
         if self._parsed is None:
+            WIRE_STATS.parses += 1
             self._parsed = frames_pb2.KhalaFrame.FromString(self.data)
         return self._parsed
 
     def json_dict(self) -> dict[str, Any]:
         """The frame's canonical JSON object (computed once)."""
         if self._json is None:
+            WIRE_STATS.json_encodes += 1
             self._json = json_format.MessageToDict(self.parsed())
         return self._json
 

@@ -1,6 +1,7 @@
 """Admin edges: `GET /internal/v1/khala/fanout/metrics` (bearer admin token) and
 gRPC `GatewayAdmin.GetFanoutMetrics` (service credential). Both report the same
-per-topic counters of this instance."""
+per-topic counters of this instance; the HTTP answer also names the instance and
+its fanout queue and carries the fields the proto lacks (frames/s, fanout lag)."""
 
 from __future__ import annotations
 
@@ -42,9 +43,11 @@ def fanout_metrics_response(
 class AdminHttp:
     """The HTTP admin endpoint."""
 
-    def __init__(self, hub: Hub, admin_token: str) -> None:
+    def __init__(self, hub: Hub, admin_token: str, *, instance: str, fanout_queue: str) -> None:
         self._hub = hub
         self._expected = f"Bearer {admin_token}".encode()
+        self._instance = instance
+        self._fanout_queue = fanout_queue
 
     async def fanout_metrics(self, request: web.Request) -> web.Response:
         """Per-topic subscribers, frames, drops, evictions and replays (401/403 on bad auth)."""
@@ -60,21 +63,25 @@ class AdminHttp:
             raise ApiError(400, "bad_request", "topic_limit must be an integer") from None
         if not 1 <= limit <= MAX_TOPIC_LIMIT:
             raise ApiError(400, "bad_request", f"topic_limit must be in 1..{MAX_TOPIC_LIMIT}")
-        response = fanout_metrics_response(self._hub, limit)
+        connections, topics = self._hub.fanout_metrics(limit)
         return web.json_response(
             {
-                "connections": response.connections,
+                "instance": self._instance,
+                "fanout_queue": self._fanout_queue,
+                "connections": connections,
                 "topics": [
                     {
                         "topic": t.topic,
                         "subscribers": t.subscribers,
                         "frames_sent": t.frames_sent,
+                        "frames_per_second": round(t.frames_per_second, 3),
                         "drops": t.drops,
                         "slow_consumer_evictions": t.slow_consumer_evictions,
                         "replays": t.replays,
                         "replay_seconds_total": round(t.replay_seconds_total, 6),
+                        "fanout_lag_ms": round(t.fanout_lag_ms, 3),
                     }
-                    for t in response.topics
+                    for t in topics
                 ],
             }
         )

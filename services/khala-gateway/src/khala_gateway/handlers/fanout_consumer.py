@@ -1,10 +1,17 @@
-"""The instance's exclusive fanout queue: bindings per topic and the consumer.
+"""The instance's own fanout queue: bindings per topic and the consumer.
 
-The queue is exclusive and auto-delete (it lives as long as this process's
-broker connection) and bounded; messages are consumed without acks because
-they are only doorbells: whatever is lost is read from Postgres by gap fill or
-the head poll. A robust channel re-declares the queue, its bindings and the
-consumer after a broker reconnect.
+One queue per gateway process (`<prefix>khala.fanout.gw.<instance>`), bounded
+(drop-head). It is auto-delete, so it goes when this process's consumer does,
+and expires after `QUEUE_EXPIRES_MS` unused (a broker restart without the
+gateway). It is not declared `exclusive`, only so that operators and tests can
+inspect or purge it from another connection; nothing else consumes it. It is
+durable only because RabbitMQ deprecates transient non-exclusive queues; the
+messages themselves are transient.
+
+Messages are consumed without acks because they are only doorbells: whatever
+is lost (purged, dropped at the bound, in flight during a reconnect) is read
+from Postgres by gap fill or the head poll. A robust channel re-declares the
+queue, its bindings and the consumer after a broker reconnect.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from khala_common.broker import Broker
 from khala_gateway.delivery.hub import Hub
 
 BROKER_CALL_TIMEOUT_S = 5.0
+QUEUE_EXPIRES_MS = 300_000
 
 
 class FanoutConsumer:
@@ -36,9 +44,13 @@ class FanoutConsumer:
         self._exchange = await self._broker.exchange(self._broker.topology.fanout)
         self._queue = await self._broker.channel.declare_queue(
             self.queue_name,
-            exclusive=True,
+            durable=True,
             auto_delete=True,
-            arguments={"x-max-length": self._max_length, "x-overflow": "drop-head"},
+            arguments={
+                "x-max-length": self._max_length,
+                "x-overflow": "drop-head",
+                "x-expires": QUEUE_EXPIRES_MS,
+            },
         )
         self._tag = await self._queue.consume(self._on_message, no_ack=True)
 

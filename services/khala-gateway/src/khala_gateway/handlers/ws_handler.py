@@ -118,6 +118,7 @@ class WsHandler:
             return False
         if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
             return False
+        conn.last_inbound = time.monotonic()
         try:
             message = codec.decode(msg.data)
         except DecodeError:
@@ -165,7 +166,9 @@ class WsHandler:
                 break
             if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
                 break
-            if not bucket.allow(time.monotonic()):
+            now = time.monotonic()
+            conn.last_inbound = now
+            if not bucket.allow(now):
                 conn.request_close(
                     codes.CLOSE_RATE_LIMITED,
                     [
