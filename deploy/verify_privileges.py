@@ -340,8 +340,8 @@ async def _service_paths(brokers, api, vhost, topology) -> None:  # type: ignore
     await projector.exchange(topology.fanout)
     instance = secrets.token_hex(4)
     fanout_q = await gateway.channel.declare_queue(
-        f"{topology.fanout}.gw.{instance}", exclusive=True, auto_delete=True,
-        arguments={"x-max-length": 100_000, "x-overflow": "drop-head"},
+        f"{topology.fanout}.gw.{instance}", durable=True, auto_delete=True,
+        arguments={"x-max-length": 100_000, "x-overflow": "drop-head", "x-expires": 300_000},
     )
     await fanout_q.bind(await gateway.exchange(topology.fanout), routing_key="org.acme.runs")
     control_q = await gateway.channel.declare_queue(

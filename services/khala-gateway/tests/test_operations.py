@@ -293,6 +293,9 @@ async def test_fanout_metrics_over_http_and_grpc(
             )
             assert reply.connections == 2
             assert {t.topic: t.subscribers for t in reply.topics} == {busy: 2, calm: 1}
+            assert (reply.instance, reply.fanout_queue) == (body["instance"], body["fanout_queue"])
+            grpc_topics = {t.topic: t for t in reply.topics}
+            assert grpc_topics[busy].fanout_lag_ms > 0 and grpc_topics[calm].fanout_lag_ms == 0
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.GetFanoutMetrics(gateway_admin_pb2.GetFanoutMetricsRequest())
             assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED

@@ -143,7 +143,7 @@ class Gateway:
             grpc_server = GrpcServer(s.bind_host, s.grpc_port, s.service_token)
             grpc_server.add(
                 gateway_admin_pb2_grpc.add_GatewayAdminServicer_to_server,
-                GatewayAdminServicer(hub),
+                GatewayAdminServicer(hub, instance=self.instance_id, fanout_queue=fanout_queue),
                 [ADMIN_SERVICE],
             )
             await grpc_server.start()

@@ -1,7 +1,7 @@
 """Admin edges: `GET /internal/v1/khala/fanout/metrics` (bearer admin token) and
 gRPC `GatewayAdmin.GetFanoutMetrics` (service credential). Both report the same
 per-topic counters of this instance; the HTTP answer also names the instance and
-its fanout queue and carries the fields the proto lacks (frames/s, fanout lag)."""
+its fanout queue."""
 
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ MAX_TOPIC_LIMIT = 1_000
 
 
 def fanout_metrics_response(
-    hub: Hub, topic_limit: int
+    hub: Hub, topic_limit: int, *, instance: str = "", fanout_queue: str = ""
 ) -> gateway_admin_pb2.GetFanoutMetricsResponse:
     """The metrics message both edges serve."""
     connections, topics = hub.fanout_metrics(topic_limit)
     return gateway_admin_pb2.GetFanoutMetricsResponse(
         connections=connections,
+        instance=instance,
+        fanout_queue=fanout_queue,
         topics=[
             gateway_admin_pb2.TopicMetrics(
                 topic=t.topic,
@@ -34,6 +36,8 @@ def fanout_metrics_response(
                 slow_consumer_evictions=t.slow_consumer_evictions,
                 replays=t.replays,
                 replay_seconds_total=t.replay_seconds_total,
+                frames_per_second=t.frames_per_second,
+                fanout_lag_ms=t.fanout_lag_ms,
             )
             for t in topics
         ],
@@ -90,12 +94,19 @@ class AdminHttp:
 class GatewayAdminServicer(gateway_admin_pb2_grpc.GatewayAdminServicer):
     """gRPC GatewayAdmin."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, *, instance: str = "", fanout_queue: str = "") -> None:
         self._hub = hub
+        self._instance = instance
+        self._fanout_queue = fanout_queue
 
     async def GetFanoutMetrics(
         self, request: gateway_admin_pb2.GetFanoutMetricsRequest, context: aio.ServicerContext
     ) -> gateway_admin_pb2.GetFanoutMetricsResponse:
         """Per-topic fanout counters of this instance (topic_limit 0 = 20)."""
         limit = request.topic_limit or DEFAULT_TOPIC_LIMIT
-        return fanout_metrics_response(self._hub, min(limit, MAX_TOPIC_LIMIT))
+        return fanout_metrics_response(
+            self._hub,
+            min(limit, MAX_TOPIC_LIMIT),
+            instance=self._instance,
+            fanout_queue=self._fanout_queue,
+        )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&openagents/sync/v1/gateway_admin.proto\x12\x12openagents.sync.v1\".\n\x17GetFanoutMetricsRequest\x12\x13\n\x0btopic_limit\x18\x01 \x01(\r\"\xa6\x01\n\x0cTopicMetrics\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x13\n\x0bsubscribers\x18\x02 \x01(\r\x12\x13\n\x0b\x66rames_sent\x18\x03 \x01(\x04\x12\r\n\x05\x64rops\x18\x04 \x01(\x04\x12\x1f\n\x17slow_consumer_evictions\x18\x05 \x01(\x04\x12\x0f\n\x07replays\x18\x06 \x01(\x04\x12\x1c\n\x14replay_seconds_total\x18\x07 \x01(\x01\"a\n\x18GetFanoutMetricsResponse\x12\x13\n\x0b\x63onnections\x18\x01 \x01(\r\x12\x30\n\x06topics\x18\x02 \x03(\x0b\x32 .openagents.sync.v1.TopicMetrics2}\n\x0cGatewayAdmin\x12m\n\x10GetFanoutMetrics\x12+.openagents.sync.v1.GetFanoutMetricsRequest\x1a,.openagents.sync.v1.GetFanoutMetricsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&openagents/sync/v1/gateway_admin.proto\x12\x12openagents.sync.v1\".\n\x17GetFanoutMetricsRequest\x12\x13\n\x0btopic_limit\x18\x01 \x01(\r\"\xd8\x01\n\x0cTopicMetrics\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x13\n\x0bsubscribers\x18\x02 \x01(\r\x12\x13\n\x0b\x66rames_sent\x18\x03 \x01(\x04\x12\r\n\x05\x64rops\x18\x04 \x01(\x04\x12\x1f\n\x17slow_consumer_evictions\x18\x05 \x01(\x04\x12\x0f\n\x07replays\x18\x06 \x01(\x04\x12\x1c\n\x14replay_seconds_total\x18\x07 \x01(\x01\x12\x19\n\x11\x66rames_per_second\x18\x08 \x01(\x01\x12\x15\n\rfanout_lag_ms\x18\t \x01(\x01\"\x89\x01\n\x18GetFanoutMetricsResponse\x12\x13\n\x0b\x63onnections\x18\x01 \x01(\r\x12\x30\n\x06topics\x18\x02 \x03(\x0b\x32 .openagents.sync.v1.TopicMetrics\x12\x10\n\x08instance\x18\x03 \x01(\t\x12\x14\n\x0c\x66\x61nout_queue\x18\x04 \x01(\t2}\n\x0cGatewayAdmin\x12m\n\x10GetFanoutMetrics\x12+.openagents.sync.v1.GetFanoutMetricsRequest\x1a,.openagents.sync.v1.GetFanoutMetricsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETFANOUTMETRICSREQUEST']._serialized_start=62
   _globals['_GETFANOUTMETRICSREQUEST']._serialized_end=108
   _globals['_TOPICMETRICS']._serialized_start=111
-  _globals['_TOPICMETRICS']._serialized_end=277
-  _globals['_GETFANOUTMETRICSRESPONSE']._serialized_start=279
-  _globals['_GETFANOUTMETRICSRESPONSE']._serialized_end=376
-  _globals['_GATEWAYADMIN']._serialized_start=378
-  _globals['_GATEWAYADMIN']._serialized_end=503
+  _globals['_TOPICMETRICS']._serialized_end=327
+  _globals['_GETFANOUTMETRICSRESPONSE']._serialized_start=330
+  _globals['_GETFANOUTMETRICSRESPONSE']._serialized_end=467
+  _globals['_GATEWAYADMIN']._serialized_start=469
+  _globals['_GATEWAYADMIN']._serialized_end=594
 # @@protoc_insertion_point(module_scope)
