@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Tests use the machine's servers when reachable, else testcontainers (Docker).
 TEST_ENV = source scripts/test-env.sh &&
 
-.PHONY: help install proto proto-check lint typecheck deploy-check test test-unit test-integration test-e2e run demo clean
+.PHONY: help install proto proto-check lint typecheck deploy-check drill-rebuild drill-backup-restore drill-rollback test test-unit test-integration test-e2e run demo clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -45,6 +45,15 @@ deploy-check: install ## Render and validate k8s overlays, promtool rules, compo
 
 test: install proto-check lint typecheck deploy-check ## Everything: proto-check, lint, types, unit, integration and e2e tests
 	$(TEST_ENV) $(RUN) pytest $(PYTEST_ARGS)
+
+drill-rebuild: install ## Drill: projection rebuild under live traffic; clients stay consistent
+	$(RUN) python scripts/drills/drill_rebuild.py
+
+drill-backup-restore: install ## Drill: pg_dump/pg_restore; clients resume or get a deterministic stale_cursor(cursor_ahead)
+	$(RUN) python scripts/drills/drill_backup_restore.py
+
+drill-rollback: install ## Drill: SIGTERM + restart gateway and projector under traffic; nothing lost; migrate is idempotent
+	$(RUN) python scripts/drills/drill_rollback.py
 
 run: install ## Start Postgres/RabbitMQ checks, migrate, run all four services (Ctrl-C stops)
 	$(RUN) python scripts/stack.py run
