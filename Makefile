@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Tests use the machine's servers when reachable, else testcontainers (Docker).
 TEST_ENV = source scripts/test-env.sh &&
 
-.PHONY: help install proto proto-check lint typecheck deploy-check drill-rebuild drill-backup-restore drill-rollback test test-unit test-integration test-e2e run demo clean
+.PHONY: help install proto proto-check lint typecheck deploy-check drill-rebuild drill-backup-restore drill-rollback test-web test test-unit test-integration test-e2e run demo clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -43,7 +43,10 @@ test-e2e: install ## End-to-end tests: the four services as processes
 deploy-check: install ## Render and validate k8s overlays, promtool rules, compose, Dockerfiles, RabbitMQ definitions
 	./scripts/deploy-check.sh
 
-test: install proto-check lint typecheck deploy-check ## Everything: proto-check, lint, types, unit, integration and e2e tests
+test-web: install ## Browser client module unit tests (node --test)
+	node --test clients/web/tests/
+
+test: install proto-check lint typecheck deploy-check test-web ## Everything: proto-check, lint, types, deploy checks, web, unit, integration and e2e tests
 	$(TEST_ENV) $(RUN) pytest $(PYTEST_ARGS)
 
 drill-rebuild: install ## Drill: projection rebuild under live traffic; clients stay consistent

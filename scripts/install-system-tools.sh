@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # System tools the checks need that PyPI does not ship: promtool (Debian
-# package `prometheus`). Installed with apt when missing and possible;
-# otherwise `make deploy-check` names what to install.
+# package `prometheus`) and Chromium (the dashboard e2e test drives Debian's
+# /usr/bin/chromium with Playwright; never `playwright install`). Installed
+# with apt when missing and possible; otherwise this names what to install.
 set -euo pipefail
-command -v promtool >/dev/null 2>&1 && exit 0
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing promtool (Debian package prometheus)"
+  echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  # The package may start a Prometheus server; the checks only need promtool.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The prometheus package may start a server; the checks only need promtool.
   pkill -x prometheus 2>/dev/null || true
 else
-  echo "note: promtool not found; install Debian's 'prometheus' package for 'make deploy-check'" >&2
+  echo "note: missing ${missing[*]} (Debian packages): promtool for 'make deploy-check'," \
+    "chromium for the dashboard e2e test" >&2
 fi

@@ -19,4 +19,6 @@ if ! diff -r "$tmp/committed" libs/khala-proto/src/openagents >/dev/null; then
   echo "generated code is out of date: run 'make proto' and commit the result" >&2
   exit 1
 fi
+# The browser client's payload tables are generated from the same descriptors.
+uv run --frozen --no-sync python clients/web/tools/gen_schemas.py --check
 echo "proto-check: lint, breaking and generated code OK"

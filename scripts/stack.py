@@ -92,6 +92,8 @@ class Stack:
                 "KHALA_RUNTIME_GRPC_TARGET": f"127.0.0.1:{self.ports['runtime'][1]}",
                 "KHALA_PROJECTOR_GRPC_TARGET": f"127.0.0.1:{self.ports['projector'][1]}",
                 "KHALA_DEV_IDP_ENABLED": "true",
+                "KHALA_RUNTIME_URL": self.url("runtime"),
+                "KHALA_DASHBOARD_DIR": str(ROOT / "clients" / "web" / "dashboard"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -217,6 +219,7 @@ def banner(stack: Stack) -> str:
     control = stack.url("control")
     return f"""
 Khala is up.
+  dashboard {control}/dashboard/   (operator dashboard; sign in with any email)
   control   {control}   (JWKS {control}/.well-known/jwks.json)
   runtime   {stack.url('runtime')}
   projector {stack.url('projector')}

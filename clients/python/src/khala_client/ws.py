@@ -19,6 +19,17 @@ PROTO = "khala.v1+proto"
 JSON = "khala.v1+json"
 
 
+class HelloRefused(ConnectionRefusedError):
+    """The gateway answered Hello with an Error (or closed) instead of Welcome."""
+
+    def __init__(self, code: str, message: str, close_code: int | None, retry_after_ms: int = 0) -> None:
+        super().__init__(f"no welcome: {code or 'closed'} {message or close_code}")
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+        self.retry_after_ms = retry_after_ms
+
+
 @dataclass
 class SyncConnection:
     """One open socket after Welcome."""
@@ -27,8 +38,10 @@ class SyncConnection:
     protocol: str
     welcome: ws_pb2.Welcome
     cursors: dict[str, tuple[str, int]] = field(default_factory=dict)
+    close_reason: str = ""
 
     async def send(self, message: ws_pb2.ClientMessage) -> None:
+        """Encode for the negotiated subprotocol and send."""
         if self.protocol == JSON:
             await self.ws.send_str(json_format.MessageToJson(message, indent=None))
         else:
@@ -40,7 +53,9 @@ class SyncConnection:
         if msg.type == aiohttp.WSMsgType.BINARY:
             return ws_pb2.ServerMessage.FromString(msg.data)
         if msg.type == aiohttp.WSMsgType.TEXT:
-            return json_format.Parse(msg.data, ws_pb2.ServerMessage())
+            return json_format.Parse(msg.data, ws_pb2.ServerMessage(), ignore_unknown_fields=True)
+        if msg.type == aiohttp.WSMsgType.CLOSE:
+            self.close_reason = str(msg.extra or "")
         return None
 
     async def subscribe(
@@ -58,6 +73,32 @@ class SyncConnection:
                 )
             )
         )
+
+    async def subscribe_cursors(
+        self, request_id: str, cursors: list[ws_pb2.TopicCursor], *, snapshot_if_stale: bool = False
+    ) -> None:
+        """Send one Subscribe with explicit cursors."""
+        await self.send(
+            ws_pb2.ClientMessage(
+                subscribe=ws_pb2.Subscribe(
+                    request_id=request_id, cursors=cursors, snapshot_if_stale=snapshot_if_stale
+                )
+            )
+        )
+
+    async def unsubscribe(self, topics: list[str], *, request_id: str = "unsub-1") -> None:
+        """End subscriptions (frames already in flight may still arrive)."""
+        await self.send(
+            ws_pb2.ClientMessage(unsubscribe=ws_pb2.Unsubscribe(request_id=request_id, topics=topics))
+        )
+
+    async def refresh_auth(self, token: str) -> None:
+        """Swap in a fresh sync token on this socket."""
+        await self.send(ws_pb2.ClientMessage(refresh_auth=ws_pb2.RefreshAuth(token=token)))
+
+    async def ping(self, nonce: str) -> None:
+        """Ask for a Pong with the same nonce."""
+        await self.send(ws_pb2.ClientMessage(ping=ws_pb2.Ping(nonce=nonce)))
 
     async def messages(self, timeout_s: float | None = None) -> AsyncIterator[ws_pb2.ServerMessage]:
         """Server messages until the socket closes, with batches expanded to single frames."""
@@ -81,10 +122,17 @@ class SyncConnection:
 
     @property
     def close_code(self) -> int | None:
+        """The WebSocket close code once closed."""
         return self.ws.close_code
 
-    async def close(self) -> None:
-        await self.ws.close()
+    @property
+    def closed(self) -> bool:
+        """Whether the socket is closed."""
+        return self.ws.closed
+
+    async def close(self, code: int = 1000) -> None:
+        """Close the socket."""
+        await self.ws.close(code=code)
 
 
 async def connect(
@@ -96,19 +144,37 @@ async def connect(
     client_name: str = "khala-client-python",
     client_version: str = "0.1.0",
     timeout_s: float = 10.0,
+    close_timeout_s: float = 2.0,
 ) -> SyncConnection:
     """Open a socket, send Hello, and wait for Welcome (raises on an Error reply)."""
-    ws = await http.ws_connect(url, protocols=(protocol,), max_msg_size=0)
+    ws = await http.ws_connect(
+        url,
+        protocols=(protocol,),
+        max_msg_size=0,
+        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=close_timeout_s),
+    )
     conn = SyncConnection(ws=ws, protocol=protocol, welcome=ws_pb2.Welcome())
     await conn.send(
         ws_pb2.ClientMessage(hello=ws_pb2.Hello(token=token, client_name=client_name, client_version=client_version))
     )
-    reply = await conn.receive(timeout_s)
+    try:
+        reply = await conn.receive(timeout_s)
+    except BaseException:
+        await ws.close()
+        raise
     if reply is None or reply.WhichOneof("body") != "welcome":
         detail = reply.error if reply is not None and reply.WhichOneof("body") == "error" else None
+        if detail is not None:
+            try:  # the close frame that follows carries the close code
+                await ws.receive(timeout=2)
+            except (TimeoutError, aiohttp.ClientError):
+                pass
         await ws.close()
-        raise ConnectionRefusedError(
-            f"no welcome: {detail.code if detail else 'closed'} {detail.message if detail else ws.close_code}"
+        raise HelloRefused(
+            detail.code if detail else "",
+            detail.message if detail else "",
+            ws.close_code,
+            detail.retry_after_ms if detail else 0,
         )
     conn.welcome = reply.welcome
     return conn
