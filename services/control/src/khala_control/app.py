@@ -231,6 +231,8 @@ class ControlApp:
             keyring=signer,
             dev_idp=dev_idp,
             trusted_proxy_hops=settings.trusted_proxy_hops,
+            runtime_url=settings.runtime_url,
+            dashboard_dir=settings.dashboard_dir,
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography.fernet import Fernet
 
@@ -97,6 +98,12 @@ class Settings:
     cache_ttl_s: float = 30.0
     # KHALA_OTEL_EXPORTER: none | console.
     otel_exporter: str = "none"
+    # KHALA_RUNTIME_URL: runtime's HTTP root; control proxies /api/v1/* to it so the
+    # dashboard reaches both APIs from one origin.
+    runtime_url: str = "http://127.0.0.1:8082"
+    # KHALA_DASHBOARD_DIR: directory of the operator dashboard's static files
+    # (clients/web/dashboard), served under /dashboard/; empty = not served.
+    dashboard_dir: str | None = None
 
     @property
     def uses_dev_key_encryption_key(self) -> bool:
@@ -149,6 +156,8 @@ class Settings:
             audit_flush_ms=env.integer("KHALA_AUDIT_FLUSH_MS", 50, minimum=0),
             cache_ttl_s=env.number("KHALA_CONTROL_CACHE_TTL_S", 30.0, minimum=0.0),
             otel_exporter=_choice(env, "KHALA_OTEL_EXPORTER", "none", ("none", "console")),
+            runtime_url=env.url("KHALA_RUNTIME_URL", "http://127.0.0.1:8082", schemes=("http", "https")),
+            dashboard_dir=_directory(env, "KHALA_DASHBOARD_DIR"),
         )
 
 
@@ -209,3 +218,12 @@ def _surfaces(env: Env) -> SurfacePolicy:
         return SurfacePolicy.from_specs(matrix_spec, env.string("KHALA_SURFACE_MIN_VERSIONS", ""))
     except ValueError as exc:
         raise SettingsError("KHALA_SURFACE_MIN_VERSIONS", str(exc)) from None
+
+
+def _directory(env: Env, name: str) -> str | None:
+    value = env.string(name, "-")
+    if value == "-":
+        return None
+    if not Path(value).is_dir():
+        raise SettingsError(name, f"is not a directory: {value!r}")
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from opentelemetry.trace import SpanKind
@@ -11,6 +12,7 @@ from khala_common.http import Readiness, make_app
 from khala_common.telemetry import extract_context, tracer
 from khala_control.handlers import http_auth, http_dev_idp, http_orgs, http_sync
 from khala_control.handlers.errors import control_error_middleware
+from khala_control.handlers.http_dashboard import add_dashboard
 from khala_control.handlers.state import (
     dev_idp_key,
     keyring_key,
@@ -50,6 +52,8 @@ def build_http_app(
     keyring: Signer,
     dev_idp: DevIdentityProvider | None,
     trusted_proxy_hops: int = 0,
+    runtime_url: str = "http://127.0.0.1:8082",
+    dashboard_dir: str | None = None,
 ) -> web.Application:
     """The HTTP app; the dev identity provider's routes exist only if it is given."""
     app = make_app(readiness)
@@ -65,4 +69,5 @@ def build_http_app(
     if dev_idp is not None:
         app[dev_idp_key] = dev_idp
         app.router.add_routes(http_dev_idp.routes)
+    add_dashboard(app, Path(dashboard_dir) if dashboard_dir else None, runtime_url)
     return app
