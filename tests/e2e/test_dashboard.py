@@ -40,14 +40,13 @@ from .clients_support import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (make install does)"
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 SHOTS = ARTIFACTS / "dashboard"
+assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (make install does)"
 
 from playwright.async_api import Page, async_playwright  # noqa: E402
 
