@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Tests use the machine's servers when reachable, else testcontainers (Docker).
 TEST_ENV = source scripts/test-env.sh &&
 
-.PHONY: help install proto proto-check lint typecheck deploy-check drill-rebuild drill-backup-restore drill-rollback test-web test test-unit test-integration test-e2e run demo clean
+.PHONY: help install proto proto-check lint typecheck deploy-check drill-rebuild drill-backup-restore drill-rollback test-chaos test-fuzz bench bench-full test-web test test-unit test-integration test-e2e run demo clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +42,20 @@ test-e2e: install ## End-to-end tests: the four services as processes
 
 deploy-check: install ## Render and validate k8s overlays, promtool rules, compose, Dockerfiles, RabbitMQ definitions
 	./scripts/deploy-check.sh
+
+test-chaos: install ## Long chaos run: SIGKILL every service, restart RabbitMQ and Postgres under load (disturbs other users of those servers)
+	$(TEST_ENV) $(RUN) pytest -m chaos tests/chaos $(PYTEST_ARGS)
+
+test-fuzz: install ## Long fuzz run of mutated WebSocket messages against a live gateway
+	$(TEST_ENV) $(RUN) pytest -m fuzz tests/fuzz $(PYTEST_ARGS)
+
+bench: install ## Benchmarks, quick version (a few minutes): Khala vs NATS vs Socket.IO; writes bench/results/
+	cd bench/peers/socketio && npm ci --silent --no-audit --no-fund
+	$(RUN) python bench/run.py --quick
+
+bench-full: install ## Benchmarks, full version (50k idle sockets and larger loads)
+	cd bench/peers/socketio && npm ci --silent --no-audit --no-fund
+	$(RUN) python bench/run.py --full
 
 test-web: install ## Browser client module unit tests (node --test)
 	node --test clients/web/tests/
