@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,11 +37,21 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/khala"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
+# Below Linux's ephemeral range (32768-60999), so the thousands of client
+# connections a test opens can never take a port between choosing and binding it.
+_SERVICE_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port outside the ephemeral range that nothing listens on right now."""
+    while True:
+        port = random.choice(_SERVICE_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def reachable(url: str, default_port: int, timeout_s: float = 1.0) -> bool:

@@ -58,11 +58,9 @@ class Gateway:
 
 
 def _free_port() -> int:
-    import socket
+    from stack import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 def _wait_ready(gateway: Gateway, log_path: str, timeout_s: float = 30.0) -> None:

@@ -439,6 +439,10 @@ async def test_failed_publish_is_retried_from_the_cursor(khala_pool, test_broker
         await tap.wait(f"org.{org}.run.{run_id}", 1)
         await tap.wait(f"org.{org}.runs", 1)
         assert {m.body for m in tap.messages} >= {f.frame_bytes for f in stored}
+        for _ in range(200):  # the cursor advances just after the confirmed publish
+            if not publisher.behind:
+                break
+            await asyncio.sleep(0.05)
         assert not publisher.behind
     finally:
         retry.cancel()
