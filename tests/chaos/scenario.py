@@ -55,7 +55,8 @@ class Scenario:
     topics_per_subscriber: int = 3
     faults: list[Fault] = field(default_factory=list)
     steady_s: float = 4.0
-    settle_timeout_s: float = 90.0
+    settle_timeout_s: float = 90.0  # cap on waiting for clients after the writes stop
+    stall_s: float = 30.0  # ... and on waiting while no client receives anything
 
 
 @dataclass
@@ -137,7 +138,7 @@ async def _run(stack: Any, scenario: Scenario, report_path: Path, http: aiohttp.
         heads = {run_topic(org_id, r): len(events) for r, events in logs.items()}
         lag_at_stop = await _topic_log_lag(stack, heads)
         settle_started = time.monotonic()
-        await _until(lambda: all(s.caught_up(heads) for s in subscribers), scenario.settle_timeout_s)
+        await _settle(subscribers, heads, scenario.settle_timeout_s, scenario.stall_s)
         settle_s = time.monotonic() - settle_started
         diagnostics = {}
         if not all(s.caught_up(heads) for s in subscribers):
@@ -184,6 +185,23 @@ async def _run(stack: Any, scenario: Scenario, report_path: Path, http: aiohttp.
 def _write(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+async def _settle(
+    subscribers: list[Subscriber], heads: dict[str, int], timeout_s: float, stall_s: float
+) -> None:
+    """Until every client has every frame; gives up after `timeout_s`, or earlier when no
+    client received anything for `stall_s` (a backlog that drains is waited for)."""
+    started = last_progress = time.monotonic()
+    seen = -1
+    while not all(s.caught_up(heads) for s in subscribers):
+        now = time.monotonic()
+        total = sum(len(frames) for s in subscribers for frames in s.received.values())
+        if total != seen:
+            seen, last_progress = total, now
+        if now - started > timeout_s or now - last_progress > stall_s:
+            return
+        await asyncio.sleep(0.25)
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float) -> None:

@@ -43,7 +43,9 @@ async def test_kill_each_service_loses_duplicates_and_reorders_nothing(chaos_sta
     print(
         f"\nchaos short: {report['frames_checked']} frames checked against "
         f"{report['events_in_log']} events in runtime's log ({report['accepted_writes']} accepted "
-        f"writes), {report['clients']['connections']} connections, timeline {report['timeline']}"
+        f"writes), {report['clients']['connections']} connections, projector backlog when writes stopped "
+        f"{report['topic_log_lag_at_stop_events']} events, settled in {report['settle_s']} s, "
+        f"timeline {report['timeline']}"
     )
     assert outcome.verdict.ok, "\n".join(outcome.verdict.problems[:20])
     assert report["frames_checked"] > 10_000
