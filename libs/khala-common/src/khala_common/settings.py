@@ -1,19 +1,23 @@
-"""Environment parsing helpers for the services' frozen settings objects.
+"""Environment parsing for the services' frozen settings objects.
 
-Each service's `settings.py` declares a frozen dataclass and builds it once in
-`__main__` with these readers; a missing or invalid variable raises
+Each service's `settings.py` declares a frozen dataclass that extends
+`CommonSettings` (the variables every service reads the same way) and builds it
+once in `__main__` with the `Env` readers; a missing or invalid variable raises
 `SettingsError` naming it, so the process fails at start, not at first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
-
-T = TypeVar("T")
+from dataclasses import dataclass, fields
+from typing import Any
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/khala"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_SERVICE_TOKEN = "khala-dev-service-token"
+DEFAULT_BIND_HOST = "127.0.0.1"
+# Accepted values of KHALA_LOG_LEVEL (each service words its own error message).
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class SettingsError(ValueError):
@@ -89,5 +93,48 @@ class Env:
         value = self.string(name, default)
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in schemes:
-            raise SettingsError(name, f"must be a URL with scheme {'/'.join(schemes)}, got {value!r}")
+            raise SettingsError(
+                name, f"must be a URL with scheme {'/'.join(schemes)}, got {value!r}"
+            )
         return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonSettings:
+    """The variables every service reads with the same name, default and check.
+
+    A service's `Settings` extends this class (frozen, keyword-only), so callers
+    keep reading `settings.database_url` and building `Settings(database_url=...)`.
+    """
+
+    # KHALA_DATABASE_URL: Postgres DSN (postgresql:// or postgres://); each service
+    # works in its own schema.
+    database_url: str = DEFAULT_DATABASE_URL
+    # KHALA_AMQP_URL: RabbitMQ URL (amqp:// or amqps://).
+    amqp_url: str = DEFAULT_AMQP_URL
+    # KHALA_AMQP_PREFIX: prefix of every exchange and queue name (empty in production;
+    # tests use a unique one).
+    amqp_prefix: str = ""
+    # KHALA_SERVICE_TOKEN: the credential gRPC callers present (`authorization: Bearer …`)
+    # and services send to each other.
+    service_token: str = DEFAULT_SERVICE_TOKEN
+    # KHALA_BIND_HOST: listen address of the service's HTTP and gRPC servers.
+    bind_host: str = DEFAULT_BIND_HOST
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> CommonSettings:
+        """Read the common variables; SettingsError names the first bad one."""
+        env = Env(environ)
+        return CommonSettings(
+            database_url=env.url(
+                "KHALA_DATABASE_URL", DEFAULT_DATABASE_URL, schemes=("postgresql", "postgres")
+            ),
+            amqp_url=env.url("KHALA_AMQP_URL", DEFAULT_AMQP_URL, schemes=("amqp", "amqps")),
+            amqp_prefix=environ.get("KHALA_AMQP_PREFIX", ""),
+            service_token=env.string("KHALA_SERVICE_TOKEN", DEFAULT_SERVICE_TOKEN),
+            bind_host=env.string("KHALA_BIND_HOST", DEFAULT_BIND_HOST),
+        )
+
+    def common_fields(self) -> dict[str, Any]:
+        """The common fields by name, to build a service's settings from them."""
+        return {f.name: getattr(self, f.name) for f in fields(CommonSettings)}

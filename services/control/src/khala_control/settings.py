@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from khala_common.settings import DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, Env, SettingsError
+from khala_common.settings import LOG_LEVELS, CommonSettings, Env, SettingsError
 from khala_control.domain.rate_limit import RateLimit, RateLimitSettings, parse_rate_limit
 from khala_control.domain.surfaces import DEFAULT_MATRIX_SPEC, SurfacePolicy
 
@@ -25,22 +25,17 @@ DEFAULT_RATE_LIMITS = RateLimitSettings(
 )
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Control's settings; one field per environment variable."""
+@dataclass(frozen=True, kw_only=True)
+class Settings(CommonSettings):
+    """Control's settings; one field per environment variable.
 
-    # KHALA_DATABASE_URL: Postgres DSN; control uses schema `control` only.
-    database_url: str = DEFAULT_DATABASE_URL
-    # KHALA_AMQP_URL: RabbitMQ URL (revocations go to the `khala.control` exchange).
-    amqp_url: str = DEFAULT_AMQP_URL
-    # KHALA_AMQP_PREFIX: prefix of every exchange/queue name (tests use a unique one).
-    amqp_prefix: str = ""
-    # KHALA_SERVICE_TOKEN: credential gRPC callers must present (`authorization: Bearer …`).
-    service_token: str = "khala-dev-service-token"
+    The common fields (CommonSettings): control uses schema `control` only, publishes
+    revocations to the `khala.control` exchange, and requires the service token from
+    its gRPC callers.
+    """
+
     # KHALA_LOG_LEVEL: debug | info | warning | error.
     log_level: str = "info"
-    # KHALA_BIND_HOST: listen address of HTTP and gRPC.
-    bind_host: str = "127.0.0.1"
     # KHALA_CONTROL_HTTP_PORT: HTTP port (0 = ephemeral, for tests).
     http_port: int = 8081
     # KHALA_CONTROL_GRPC_PORT: gRPC port (0 = ephemeral, for tests).
@@ -119,17 +114,10 @@ class Settings:
             if environ.get(name, "").strip():
                 issuer = env.url(name, schemes=("http", "https")).rstrip("/")
                 break
+        common = CommonSettings.from_env(environ)
         return cls(
-            database_url=env.url(
-                "KHALA_DATABASE_URL", DEFAULT_DATABASE_URL, schemes=("postgresql", "postgres")
-            ),
-            amqp_url=env.url("KHALA_AMQP_URL", DEFAULT_AMQP_URL, schemes=("amqp", "amqps")),
-            amqp_prefix=environ.get("KHALA_AMQP_PREFIX", ""),
-            service_token=env.string("KHALA_SERVICE_TOKEN", "khala-dev-service-token"),
-            log_level=_choice(
-                env, "KHALA_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
-            ),
-            bind_host=env.string("KHALA_BIND_HOST", "127.0.0.1"),
+            **common.common_fields(),
+            log_level=_choice(env, "KHALA_LOG_LEVEL", "info", LOG_LEVELS),
             http_port=_port(env, "KHALA_CONTROL_HTTP_PORT", 8081),
             grpc_port=_port(env, "KHALA_CONTROL_GRPC_PORT", 9081),
             token_issuer=issuer,
@@ -156,7 +144,9 @@ class Settings:
             audit_flush_ms=env.integer("KHALA_AUDIT_FLUSH_MS", 50, minimum=0),
             cache_ttl_s=env.number("KHALA_CONTROL_CACHE_TTL_S", 30.0, minimum=0.0),
             otel_exporter=_choice(env, "KHALA_OTEL_EXPORTER", "none", ("none", "console")),
-            runtime_url=env.url("KHALA_RUNTIME_URL", "http://127.0.0.1:8082", schemes=("http", "https")),
+            runtime_url=env.url(
+                "KHALA_RUNTIME_URL", "http://127.0.0.1:8082", schemes=("http", "https")
+            ),
             dashboard_dir=_directory(env, "KHALA_DASHBOARD_DIR"),
         )
 

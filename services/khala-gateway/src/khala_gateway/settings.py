@@ -5,28 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from khala_common.settings import DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, Env, SettingsError
+from khala_common.settings import LOG_LEVELS, CommonSettings, Env, SettingsError
 from khala_gateway.domain.limits import parse_version
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8081"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Every knob of the gateway; one field per environment variable."""
+@dataclass(frozen=True, kw_only=True)
+class Settings(CommonSettings):
+    """Every knob of the gateway; one field per environment variable.
 
-    # KHALA_DATABASE_URL: Postgres holding schema `khala` (read through a read-only pool).
-    database_url: str = DEFAULT_DATABASE_URL
-    # KHALA_AMQP_URL: RabbitMQ (consumes `khala.fanout` and `khala.control`).
-    amqp_url: str = DEFAULT_AMQP_URL
-    # KHALA_AMQP_PREFIX: prefix of every exchange and queue name (tests use a unique one).
-    amqp_prefix: str = ""
-    # KHALA_SERVICE_TOKEN: credential required on gRPC calls (GatewayAdmin).
-    service_token: str = "khala-dev-service-token"
+    The common fields (CommonSettings): the gateway reads schema `khala` through a
+    read-only pool, consumes `khala.fanout` and `khala.control`, requires the service
+    token on gRPC calls (GatewayAdmin) and serves HTTP/WebSocket and gRPC on bind_host.
+    """
+
     # KHALA_LOG_LEVEL: debug | info | warning | error.
     log_level: str = "info"
-    # KHALA_BIND_HOST: listen address of HTTP/WebSocket and gRPC.
-    bind_host: str = "127.0.0.1"
     # KHALA_GATEWAY_HTTP_PORT: WebSocket, health, metrics and admin HTTP (0 = ephemeral).
     http_port: int = 8084
     # KHALA_GATEWAY_GRPC_PORT: gRPC GatewayAdmin, health and reflection (0 = ephemeral).
@@ -88,15 +83,10 @@ class Settings:
         """Read every variable; raises SettingsError naming the first bad one."""
         env = Env(environ)
         control_url = env.url("KHALA_CONTROL_URL", DEFAULT_CONTROL_URL, schemes=("http", "https"))
+        common = CommonSettings.from_env(environ)
         settings = cls(
-            database_url=env.url(
-                "KHALA_DATABASE_URL", DEFAULT_DATABASE_URL, schemes=("postgresql", "postgres")
-            ),
-            amqp_url=env.url("KHALA_AMQP_URL", DEFAULT_AMQP_URL, schemes=("amqp", "amqps")),
-            amqp_prefix=environ.get("KHALA_AMQP_PREFIX", ""),
-            service_token=env.string("KHALA_SERVICE_TOKEN", "khala-dev-service-token"),
+            **common.common_fields(),
             log_level=env.string("KHALA_LOG_LEVEL", "info"),
-            bind_host=env.string("KHALA_BIND_HOST", "127.0.0.1"),
             http_port=env.integer("KHALA_GATEWAY_HTTP_PORT", 8084, minimum=0),
             grpc_port=env.integer("KHALA_GATEWAY_GRPC_PORT", 9084, minimum=0),
             control_url=control_url.rstrip("/"),
@@ -107,9 +97,7 @@ class Settings:
             ),
             hello_timeout_s=env.number("KHALA_GATEWAY_HELLO_TIMEOUT_S", 5.0, minimum=0.05),
             idle_timeout_s=env.number("KHALA_GATEWAY_IDLE_TIMEOUT_S", 0.0, minimum=0.0),
-            max_frame_bytes=env.integer(
-                "KHALA_GATEWAY_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024
-            ),
+            max_frame_bytes=env.integer("KHALA_GATEWAY_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024),
             max_subscriptions=env.integer("KHALA_GATEWAY_MAX_SUBSCRIPTIONS", 200, minimum=1),
             send_queue_frames=env.integer("KHALA_GATEWAY_SEND_QUEUE_FRAMES", 10_000, minimum=1),
             send_queue_bytes=env.integer(
@@ -129,9 +117,7 @@ class Settings:
             drain_jitter_ms=env.integer("KHALA_GATEWAY_DRAIN_JITTER_MS", 4_000, minimum=0),
             db_pool_size=env.integer("KHALA_GATEWAY_DB_POOL_SIZE", 10, minimum=1),
             fanout_queue_max=env.integer("KHALA_GATEWAY_FANOUT_QUEUE_MAX", 100_000, minimum=1),
-            max_messages_per_s=env.number(
-                "KHALA_GATEWAY_MAX_MESSAGES_PER_S", 50.0, minimum=0.1
-            ),
+            max_messages_per_s=env.number("KHALA_GATEWAY_MAX_MESSAGES_PER_S", 50.0, minimum=0.1),
             message_burst=env.integer("KHALA_GATEWAY_MESSAGE_BURST", 100, minimum=1),
             allowed_origins=env.csv("KHALA_GATEWAY_ALLOWED_ORIGINS"),
             max_connections_per_user=env.integer(
@@ -143,9 +129,9 @@ class Settings:
                 "KHALA_GATEWAY_MAX_CONCURRENT_REPLAYS", 1_000, minimum=1
             ),
         )
-        if settings.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        if settings.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(
-                "KHALA_LOG_LEVEL", f"must be debug|info|warning|error, got {settings.log_level!r}"
+                "KHALA_LOG_LEVEL", f"must be {'|'.join(LOG_LEVELS)}, got {settings.log_level!r}"
             )
         return settings
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from khala_common.settings import DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, Env, SettingsError
+from khala_common.settings import LOG_LEVELS, CommonSettings, Env, SettingsError
 
 SCHEMA = "khala"
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _port(env: Env, name: str, default: int) -> int:
@@ -33,23 +32,17 @@ def _period(env: Env, name: str, default: float) -> float:
     return value
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Every field maps to one environment variable (named in its comment)."""
+@dataclass(frozen=True, kw_only=True)
+class Settings(CommonSettings):
+    """Every field maps to one environment variable (named in its comment).
 
-    # KHALA_DATABASE_URL: Postgres DSN; the projector owns and writes schema `khala`.
-    database_url: str = DEFAULT_DATABASE_URL
-    # KHALA_AMQP_URL: RabbitMQ URL.
-    amqp_url: str = DEFAULT_AMQP_URL
-    # KHALA_AMQP_PREFIX: prefix of every exchange and queue name (empty in production).
-    amqp_prefix: str = ""
-    # KHALA_SERVICE_TOKEN: service credential, required on ProjectorAdmin calls and
-    # presented to runtime's RuntimeService.
-    service_token: str = "khala-dev-service-token"
+    The common fields (CommonSettings): the projector owns and writes schema `khala`,
+    and the service token is required on ProjectorAdmin calls and presented to
+    runtime's RuntimeService.
+    """
+
     # KHALA_LOG_LEVEL: debug | info | warning | error.
     log_level: str = "info"
-    # KHALA_BIND_HOST: listen address of the HTTP and gRPC servers.
-    bind_host: str = "127.0.0.1"
     # KHALA_PROJECTOR_HTTP_PORT: /healthz, /readyz, /metrics (0 = ephemeral).
     http_port: int = 8083
     # KHALA_PROJECTOR_GRPC_PORT: gRPC ProjectorAdmin + health + reflection (0 = ephemeral).
@@ -108,15 +101,10 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read and validate every variable; raises SettingsError naming a bad one."""
         env = Env(environ)
+        common = CommonSettings.from_env(environ)
         return cls(
-            database_url=env.url(
-                "KHALA_DATABASE_URL", DEFAULT_DATABASE_URL, schemes=("postgresql", "postgres")
-            ),
-            amqp_url=env.url("KHALA_AMQP_URL", DEFAULT_AMQP_URL, schemes=("amqp", "amqps")),
-            amqp_prefix=environ.get("KHALA_AMQP_PREFIX", ""),
-            service_token=env.string("KHALA_SERVICE_TOKEN", "khala-dev-service-token"),
+            **common.common_fields(),
             log_level=_log_level(env),
-            bind_host=env.string("KHALA_BIND_HOST", "127.0.0.1"),
             http_port=_port(env, "KHALA_PROJECTOR_HTTP_PORT", 8083),
             grpc_port=_port(env, "KHALA_PROJECTOR_GRPC_PORT", 9083),
             runtime_grpc_target=env.string("KHALA_RUNTIME_GRPC_TARGET", "127.0.0.1:9082"),

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from khala_common.settings import DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, Env, SettingsError
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
+from khala_common.settings import LOG_LEVELS, CommonSettings, Env, SettingsError
 
 
 def _port(env: Env, name: str, default: int) -> int:
@@ -24,23 +22,17 @@ def _log_level(env: Env) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Every runtime setting; one field per environment variable."""
+@dataclass(frozen=True, kw_only=True)
+class Settings(CommonSettings):
+    """Every runtime setting; one field per environment variable.
 
-    database_url: str
-    """KHALA_DATABASE_URL: Postgres DSN; runtime uses schema `runtime`."""
-    amqp_url: str
-    """KHALA_AMQP_URL: RabbitMQ URL the outbox relay publishes to."""
-    amqp_prefix: str
-    """KHALA_AMQP_PREFIX: prefix of every exchange/queue name (empty in production)."""
-    service_token: str
-    """KHALA_SERVICE_TOKEN: gRPC service credential, required on RuntimeService and
-    sent to ControlService."""
+    The common fields (CommonSettings): runtime uses schema `runtime`, its outbox relay
+    publishes to the AMQP URL, and the service token is required on RuntimeService and
+    sent to ControlService.
+    """
+
     log_level: str
     """KHALA_LOG_LEVEL: debug | info | warning | error."""
-    bind_host: str
-    """KHALA_BIND_HOST: listen address of the HTTP and gRPC servers."""
     http_port: int
     """KHALA_RUNTIME_HTTP_PORT: HTTP command API port (8082; 0 = ephemeral)."""
     grpc_port: int
@@ -76,24 +68,17 @@ class Settings:
         control_url = env.url(
             "KHALA_CONTROL_URL", "http://127.0.0.1:8081", schemes=("http", "https")
         )
+        common = CommonSettings.from_env(environ)
         return cls(
-            database_url=env.url(
-                "KHALA_DATABASE_URL", DEFAULT_DATABASE_URL, schemes=("postgresql", "postgres")
-            ),
-            amqp_url=env.url("KHALA_AMQP_URL", DEFAULT_AMQP_URL, schemes=("amqp", "amqps")),
-            amqp_prefix=environ.get("KHALA_AMQP_PREFIX", ""),
-            service_token=env.string("KHALA_SERVICE_TOKEN", "khala-dev-service-token"),
+            **common.common_fields(),
             log_level=_log_level(env),
-            bind_host=env.string("KHALA_BIND_HOST", "127.0.0.1"),
             http_port=_port(env, "KHALA_RUNTIME_HTTP_PORT", 8082),
             grpc_port=_port(env, "KHALA_RUNTIME_GRPC_PORT", 9082),
             control_url=control_url,
             token_issuer=env.string("KHALA_TOKEN_ISSUER", control_url),
             control_grpc_target=env.string("KHALA_CONTROL_GRPC_TARGET", "127.0.0.1:9081"),
             max_body_bytes=env.integer("KHALA_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
-            outbox_poll_interval_s=env.number(
-                "KHALA_OUTBOX_POLL_INTERVAL_S", 1.0, minimum=0.01
-            ),
+            outbox_poll_interval_s=env.number("KHALA_OUTBOX_POLL_INTERVAL_S", 1.0, minimum=0.01),
             projector_grpc_target=env.string("KHALA_PROJECTOR_GRPC_TARGET", "127.0.0.1:9083"),
             projector_timeout_s=env.number("KHALA_PROJECTOR_TIMEOUT_S", 0.5, minimum=0.01),
             heartbeat_stale_after_ms=env.integer(
