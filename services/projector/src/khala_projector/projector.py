@@ -86,6 +86,30 @@ class Projector:
                         "checkpoint moved; re-planning", stream_id=stream.stream_id, error=str(exc)
                     )
 
+    async def project_many(
+        self, batches: Sequence[tuple[StreamRef, Sequence[RuntimeEvent]]]
+    ) -> None:
+        """Fold the delivered events of several distinct streams in one transaction.
+
+        The streams' new contiguous events are committed (and published) together;
+        a stream whose deliveries reveal a gap is projected on its own first. Any
+        exception means the joint commit did not happen (the caller may retry
+        stream by stream: what did commit is then skipped as duplicates).
+        """
+        with metrics.BATCH_SECONDS.time():
+            states = await self._store.load_many([stream for stream, _ in batches])
+            ready: list[tuple[StreamRef, StreamState, list[RuntimeEvent]]] = []
+            for (stream, delivered), state in zip(batches, states, strict=True):
+                todo = plan(state.last_seq, delivered)
+                if todo.gap is not None:
+                    await self.project(stream, delivered)
+                    continue
+                metrics.DUPLICATES_SKIPPED.inc(todo.duplicates)
+                if todo.fresh:
+                    ready.append((stream, state, list(todo.fresh)))
+            if ready:
+                await self._apply(ready)
+
     async def _project_once(self, stream: StreamRef, delivered: Sequence[RuntimeEvent]) -> None:
         state = await self._store.load(stream)
         todo = plan(state.last_seq, delivered)
@@ -93,7 +117,7 @@ class Projector:
         if not todo.fresh:
             return
         if todo.gap is None:
-            await self._apply(stream, state, list(todo.fresh))
+            await self._apply([(stream, state, list(todo.fresh))])
             return
         # A long gap (e.g. a projector started on an existing log) is read and
         # committed in chunks so no transaction or response grows unbounded.
@@ -101,23 +125,27 @@ class Projector:
         while after_seq < up_to_seq:
             chunk_end = min(up_to_seq, after_seq + self._gap_chunk_events)
             events = await self._fill_gap(stream, after_seq, chunk_end)
-            state = await self._apply(stream, state, events)
+            (state,) = await self._apply([(stream, state, events)])
             after_seq = chunk_end
 
     async def _apply(
-        self, stream: StreamRef, state: StreamState, events: list[RuntimeEvent]
-    ) -> StreamState:
-        """Fold contiguous events after `state`, commit, publish; returns the new state."""
-        folded = fold(stream, state.doc, events)
+        self, todo: Sequence[tuple[StreamRef, StreamState, list[RuntimeEvent]]]
+    ) -> list[StreamState]:
+        """Fold contiguous events after each stream's state, commit them together,
+        publish; returns the new states."""
+        folds = [(fold(stream, state.doc, events), state) for stream, state, events in todo]
         async with self._serial:
             now_ms = int(self._clock() * 1000)
-            frames = await self._commit(folded, state, now_ms)
+            frames = await self._commit(folds, now_ms)
             await self._publisher.publish_committed(frames)
-        metrics.EVENTS_PROJECTED.labels(folded.projection.value).inc(len(events))
-        lag_s = max(0.0, (now_ms - events[-1].occurred_at_ms) / 1000)
+        oldest_ms = now_ms
+        for (folded, _), (_, _, events) in zip(folds, todo, strict=True):
+            metrics.EVENTS_PROJECTED.labels(folded.projection.value).inc(len(events))
+            oldest_ms = min(oldest_ms, events[-1].occurred_at_ms)
+        lag_s = max(0.0, (now_ms - oldest_ms) / 1000)
         metrics.PROJECTION_LAG.set(lag_s)
         metrics.PROJECTION_LAG_HIST.observe(lag_s)
-        return StreamState(folded.last_seq, folded.doc, folded.doc_hash)
+        return [StreamState(f.last_seq, f.doc, f.doc_hash) for f, _ in folds]
 
     async def repair(
         self, stream: StreamRef, expected: StreamState, log_events: list[RuntimeEvent]
@@ -130,7 +158,7 @@ class Projector:
         folded = fold(stream, None, log_events).doc_only()
         async with self._serial:
             try:
-                frames = await self._commit(folded, expected, int(self._clock() * 1000))
+                frames = await self._commit([(folded, expected)], int(self._clock() * 1000))
             except CheckpointMoved:
                 metrics.WRITE_FAILURES.labels("checkpoint_moved").inc()
                 return False
@@ -138,10 +166,10 @@ class Projector:
         return True
 
     async def _commit(
-        self, folded: Folded, expected: StreamState, now_ms: int
+        self, folds: Sequence[tuple[Folded, StreamState]], now_ms: int
     ) -> list[StoredFrame]:
         try:
-            frames = await self._store.commit(folded, expected, now_ms)
+            frames = await self._store.commit_many(folds, now_ms)
         except CheckpointMoved:
             raise
         except Exception:

@@ -3,9 +3,11 @@
 Guarantees:
 - Manual ack, only after the projection transaction committed (or the event
   was found to be a duplicate). Nothing is acked on failure.
-- Sequential, in arrival order: one task handles the buffered deliveries
-  (at most prefetch) round by round; consecutive deliveries of one stream
-  share one transaction, streams are never interleaved within a round.
+- Sequential, in arrival order per stream: one task handles the buffered
+  deliveries (at most prefetch) round by round. A round's deliveries are
+  grouped by stream (each stream's in arrival order) and all groups share one
+  transaction and one publish; if that joint attempt fails, each stream is
+  retried on its own so one bad stream cannot hold the others back.
 - Never dropped silently: a body that is not a valid RuntimeEvent, or whose
   processing raises, is rejected with requeue (after a back-off for processing
   errors); after `x-delivery-limit` rejections RabbitMQ dead-letters it to
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
@@ -125,8 +127,30 @@ class EventConsumer:
                 await self._reject(message, "invalid", str(exc))
                 continue
             deliveries.append(_Delivery(message, event, stream))
-        for group in _consecutive_by_stream(deliveries):
+        groups = _by_stream(deliveries)
+        if len(groups) > 1 and await self._attempt_many(groups) is None:
+            return
+        for group in groups:
             await self._project(group)
+
+    async def _attempt_many(self, groups: list[list[_Delivery]]) -> Exception | None:
+        """Project and ack several streams' groups together; returns the error instead of raising."""
+        context = extract_context(groups[0][0].message.headers)
+        with _tracer.start_as_current_span("project", context=context) as span:
+            span.set_attribute("khala.streams", len(groups))
+            span.set_attribute("khala.events", sum(len(group) for group in groups))
+            try:
+                await self._projector.project_many(
+                    [(group[0].stream, [d.event for d in group]) for group in groups]
+                )
+            except Exception as exc:
+                span.record_exception(exc)
+                log.info("joint projection failed; retrying stream by stream", error=repr(exc))
+                return exc
+        for group in groups:
+            for delivery in group:
+                await _settle(delivery.message.ack())
+        return None
 
     async def _project(self, group: list[_Delivery]) -> None:
         error = await self._attempt(group)
@@ -200,16 +224,12 @@ def _delivery_count(message: AbstractIncomingMessage) -> int:
     return int(value) if isinstance(value, int) else 0
 
 
-def _consecutive_by_stream(deliveries: list[_Delivery]) -> Iterator[list[_Delivery]]:
-    """Runs of consecutive deliveries of the same stream, in arrival order."""
-    group: list[_Delivery] = []
+def _by_stream(deliveries: list[_Delivery]) -> list[list[_Delivery]]:
+    """The deliveries of each stream in arrival order; streams by first arrival."""
+    groups: dict[str, list[_Delivery]] = {}
     for delivery in deliveries:
-        if group and group[0].stream != delivery.stream:
-            yield group
-            group = []
-        group.append(delivery)
-    if group:
-        yield group
+        groups.setdefault(delivery.stream.stream_id, []).append(delivery)
+    return list(groups.values())
 
 
 async def _settle(settle: Awaitable[object]) -> None:

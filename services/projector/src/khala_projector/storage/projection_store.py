@@ -60,28 +60,43 @@ class CheckpointRow:
     stored_doc_hash: str
 
 
-_LOAD_STATE = """
-SELECT c.last_seq, c.doc_hash, d.doc
-FROM (SELECT 1) AS one
-LEFT JOIN checkpoints AS c ON c.stream_id = $1
-LEFT JOIN documents AS d ON d.projection = $2 AND d.key = $3
+# One row per requested stream, in request order: its checkpoint and document.
+_LOAD_STATES = """
+SELECT s.stream_id, c.last_seq, c.doc_hash, d.doc
+FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS s(stream_id, projection, key, ord)
+LEFT JOIN checkpoints AS c ON c.stream_id = s.stream_id
+LEFT JOIN documents AS d ON d.projection = s.projection AND d.key = s.key
+ORDER BY s.ord
 """
 
-_ADVANCE_CHECKPOINT = """
+# Moves each existing checkpoint that still is the (last_seq, doc_hash) its
+# batch was planned against.
+_ADVANCE_CHECKPOINTS = """
+UPDATE checkpoints AS c
+SET last_seq = n.last_seq, doc_hash = n.doc_hash, projection_version = $7,
+    last_event_at_ms = n.last_event_at_ms, updated_at = now()
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[])
+     AS n(stream_id, last_seq, doc_hash, last_event_at_ms, expected_hash, expected_seq)
+WHERE c.stream_id = n.stream_id AND c.last_seq = n.expected_seq
+  AND c.doc_hash = n.expected_hash
+RETURNING c.stream_id
+"""
+
+# First checkpoints of streams planned against "no checkpoint yet"; a row that
+# appeared meanwhile is left alone (and so counts as moved).
+_INSERT_CHECKPOINTS = """
 INSERT INTO checkpoints
     (stream_id, org_id, last_seq, doc_hash, projection_version, last_event_at_ms, updated_at)
-VALUES ($1, $2, $3, $4, $5, $8, now())
-ON CONFLICT (stream_id) DO UPDATE
-SET last_seq = EXCLUDED.last_seq, doc_hash = EXCLUDED.doc_hash,
-    projection_version = EXCLUDED.projection_version,
-    last_event_at_ms = EXCLUDED.last_event_at_ms, updated_at = now()
-WHERE checkpoints.last_seq = $6 AND checkpoints.doc_hash = $7
+SELECT stream_id, org_id, last_seq, doc_hash, $6, last_event_at_ms, now()
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
+     AS n(stream_id, org_id, last_seq, doc_hash, last_event_at_ms)
+ON CONFLICT (stream_id) DO NOTHING
 RETURNING stream_id
 """
 
-_UPSERT_DOCUMENT = """
+_UPSERT_DOCUMENTS = """
 INSERT INTO documents (projection, key, org_id, doc, doc_hash, last_seq)
-VALUES ($1, $2, $3, $4, $5, $6)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bigint[])
 ON CONFLICT (projection, key) DO UPDATE
 SET org_id = EXCLUDED.org_id, doc = EXCLUDED.doc, doc_hash = EXCLUDED.doc_hash,
     last_seq = EXCLUDED.last_seq
@@ -111,11 +126,17 @@ class ProjectionStore:
 
     async def load(self, stream: StreamRef) -> StreamState:
         """The stream's checkpoint (seq 0 if none) and current document."""
-        row = await self._pool.fetchrow(
-            _LOAD_STATE, stream.stream_id, projection_of(stream).value, stream.subject_id
+        return (await self.load_many([stream]))[0]
+
+    async def load_many(self, streams: Sequence[StreamRef]) -> list[StreamState]:
+        """The state of each stream (seq 0 if no checkpoint), in the order given."""
+        rows = await self._pool.fetch(
+            _LOAD_STATES,
+            [s.stream_id for s in streams],
+            [projection_of(s).value for s in streams],
+            [s.subject_id for s in streams],
         )
-        assert row is not None
-        return StreamState(row["last_seq"] or 0, row["doc"], row["doc_hash"] or "")
+        return [StreamState(r["last_seq"] or 0, r["doc"], r["doc_hash"] or "") for r in rows]
 
     async def commit(self, folded: Folded, expected: StreamState, now_ms: int) -> list[StoredFrame]:
         """Write document, frames and checkpoint in one transaction; returns the frames.
@@ -123,35 +144,38 @@ class ProjectionStore:
         Raises CheckpointMoved (and writes nothing) unless the checkpoint still is
         `expected`.
         """
-        stream = folded.stream
+        return await self.commit_many([(folded, expected)], now_ms)
+
+    async def commit_many(
+        self, batches: Sequence[tuple[Folded, StreamState]], now_ms: int
+    ) -> list[StoredFrame]:
+        """Commit the folds of several distinct streams in one transaction.
+
+        Each fold is applied against the state it was planned from; if any
+        stream's checkpoint moved meanwhile, CheckpointMoved is raised and
+        nothing at all is written. Frames are numbered in the order given
+        (stream by stream); returns them in frame_id order.
+        """
+        if len({folded.stream.stream_id for folded, _ in batches}) != len(batches):
+            raise ValueError("commit_many needs distinct streams")
+        folds = [folded for folded, _ in batches]
+        drafts = [draft for folded in folds for draft in folded.frames]
         async with self._pool.acquire() as conn, conn.transaction():
-            topics = await lock_topics(conn, [draft.topic for draft in folded.frames])
-            moved = await conn.fetchval(
-                _ADVANCE_CHECKPOINT,
-                stream.stream_id,
-                stream.org_id,
-                folded.last_seq,
-                folded.doc_hash,
-                PROJECTION_VERSION,
-                expected.last_seq,
-                expected.doc_hash,
-                folded.last_event_at_ms,
-            )
-            if moved is None:
-                raise CheckpointMoved(
-                    f"{stream.stream_id}: checkpoint is no longer #{expected.last_seq}"
-                )
+            # Topic rows first (sorted): two writers of one stream share its
+            # topics, so they serialize here before touching its checkpoint.
+            topics = await lock_topics(conn, [draft.topic for draft in drafts])
+            await _advance_checkpoints(conn, batches)
             await conn.execute(
-                _UPSERT_DOCUMENT,
-                folded.projection.value,
-                stream.subject_id,
-                stream.org_id,
-                folded.doc,
-                folded.doc_hash,
-                folded.last_seq,
+                _UPSERT_DOCUMENTS,
+                [f.projection.value for f in folds],
+                [f.stream.subject_id for f in folds],
+                [f.stream.org_id for f in folds],
+                [f.doc for f in folds],
+                [f.doc_hash for f in folds],
+                [f.last_seq for f in folds],
             )
             heads = {name: (row["epoch"], row["head_seq"]) for name, row in topics.items()}
-            rows = number_frames(folded.frames, heads, now_ms)
+            rows = number_frames(drafts, heads, now_ms)
             await take_writer_lock(conn)
             stored = await insert_frames(conn, rows, now_ms)
             await move_heads(conn, new_heads(rows))
@@ -169,6 +193,46 @@ class ProjectionStore:
     async def checkpoint_rows(self, stream_ids: Sequence[str]) -> list[CheckpointRow]:
         """The checkpoints of `stream_ids` that exist, in stream_id order."""
         return _checkpoint_rows(await self._pool.fetch(_SOME, list(stream_ids)))
+
+
+async def _advance_checkpoints(
+    conn: asyncpg.Connection, batches: Sequence[tuple[Folded, StreamState]]
+) -> None:
+    """Move every batch's checkpoint from its expected state; CheckpointMoved otherwise."""
+    folds = [folded for folded, _ in batches]
+    moved = await conn.fetch(
+        _ADVANCE_CHECKPOINTS,
+        [f.stream.stream_id for f in folds],
+        [f.last_seq for f in folds],
+        [f.doc_hash for f in folds],
+        [f.last_event_at_ms for f in folds],
+        [expected.doc_hash for _, expected in batches],
+        [expected.last_seq for _, expected in batches],
+        PROJECTION_VERSION,
+    )
+    done = {row["stream_id"] for row in moved}
+    first = [
+        f for f, expected in batches if expected.last_seq == 0 and f.stream.stream_id not in done
+    ]
+    if first:
+        inserted = await conn.fetch(
+            _INSERT_CHECKPOINTS,
+            [f.stream.stream_id for f in first],
+            [f.stream.org_id for f in first],
+            [f.last_seq for f in first],
+            [f.doc_hash for f in first],
+            [f.last_event_at_ms for f in first],
+            PROJECTION_VERSION,
+        )
+        done.update(row["stream_id"] for row in inserted)
+    missed = sorted(f.stream.stream_id for f in folds if f.stream.stream_id not in done)
+    if missed:
+        shown = ", ".join(
+            f"{f.stream.stream_id} (expected #{e.last_seq})"
+            for f, e in batches
+            if f.stream.stream_id in missed[:5]
+        )
+        raise CheckpointMoved(f"checkpoint is no longer as planned: {shown}")
 
 
 def _checkpoint_rows(rows: Sequence[asyncpg.Record]) -> list[CheckpointRow]:
