@@ -24,12 +24,11 @@ from khala_runtime.storage import events as event_sql
 from khala_runtime.storage import runs as run_sql
 from khala_runtime.storage import workers as worker_sql
 from khala_runtime.write_path import (
+    AppendTarget,
     Authorize,
-    KeyedRequest,
     allow_all,
-    append_locked,
+    append_to_stream,
     persist_events,
-    retrying_key_race,
 )
 from openagents.runtime.v1.events_pb2 import EventInput, Receipt, RuntimeEvent
 
@@ -60,6 +59,15 @@ class RunView:
 
 def _not_found(run_id: str) -> DomainError:
     return DomainError("run_not_found", f"run {run_id!r} does not exist")
+
+
+_RUNS = AppendTarget(
+    lock=run_sql.lock_run,
+    plan=plan_append,
+    head_write=run_sql.head_write,
+    routing_key=run_routing_key,
+    not_found=_not_found,
+)
 
 
 class RunService:
@@ -105,48 +113,15 @@ class RunService:
         authorize: Authorize = allow_all,
     ) -> tuple[Receipt, bool]:
         """Append checked events to a run; (receipt, replayed?)."""
-        try:
-            receipt, replayed = await retrying_key_race(
-                lambda: self._append(run_id, inputs, expected_seq, authorize)
-            )
-        except DomainError as exc:
-            metrics.APPENDS.labels(exc.code).inc()
-            raise
-        metrics.APPENDS.labels("replayed" if replayed else "appended").inc()
-        if not replayed:
-            metrics.EVENTS_APPENDED.inc(len(inputs))
-        return receipt, replayed
-
-    async def _append(
-        self,
-        run_id: str,
-        inputs: Sequence[EventInput],
-        expected_seq: int | None,
-        authorize: Authorize,
-    ) -> tuple[Receipt, bool]:
-        request = KeyedRequest(inputs)
-        async with self._pool.acquire() as conn, conn.transaction():
-            locked = await run_sql.lock_run(conn, run_id, request.keys)
-            if locked is None:
-                raise _not_found(run_id)
-            head, now, found_keys = locked
-            authorize(head.org_id)
-            return await append_locked(
-                conn,
-                stream_id=head.stream_id,
-                request=request,
-                found_keys=found_keys,
-                plan=lambda: plan_append(
-                    head,
-                    inputs,
-                    expected_seq=expected_seq,
-                    now_ms=now,
-                    event_ids=self._new_ids(len(inputs)),
-                ),
-                routing_key=run_routing_key(head.org_id),
-                now_ms=now,
-                head_write=run_sql.head_write,
-            )
+        return await append_to_stream(
+            self._pool,
+            _RUNS,
+            run_id,
+            inputs,
+            expected_seq=expected_seq,
+            authorize=authorize,
+            new_ids=self._new_ids,
+        )
 
     async def get_run(self, run_id: str, *, authorize: Authorize = allow_all) -> RunHead:
         """A run's current head."""

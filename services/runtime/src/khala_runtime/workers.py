@@ -25,12 +25,11 @@ from khala_runtime.service import NoProjector, ProjectionSource
 from khala_runtime.storage import runs as run_sql
 from khala_runtime.storage import workers as worker_sql
 from khala_runtime.write_path import (
+    AppendTarget,
     Authorize,
-    KeyedRequest,
     allow_all,
-    append_locked,
+    append_to_stream,
     persist_events,
-    retrying_key_race,
 )
 from openagents.runtime.v1.events_pb2 import EventInput, Receipt
 
@@ -48,6 +47,15 @@ class WorkerView:
 
 def _not_found(worker_id: str) -> DomainError:
     return DomainError("worker_not_found", f"worker {worker_id!r} does not exist")
+
+
+_WORKERS = AppendTarget(
+    lock=worker_sql.lock_worker,
+    plan=plan_worker_append,
+    head_write=worker_sql.head_write,
+    routing_key=worker_routing_key,
+    not_found=_not_found,
+)
 
 
 class WorkerService:
@@ -101,48 +109,15 @@ class WorkerService:
         authorize: Authorize = allow_all,
     ) -> tuple[Receipt, bool]:
         """Append checked events to a worker; (receipt, replayed?)."""
-        try:
-            receipt, replayed = await retrying_key_race(
-                lambda: self._append(worker_id, inputs, expected_seq, authorize)
-            )
-        except DomainError as exc:
-            metrics.APPENDS.labels(exc.code).inc()
-            raise
-        metrics.APPENDS.labels("replayed" if replayed else "appended").inc()
-        if not replayed:
-            metrics.EVENTS_APPENDED.inc(len(inputs))
-        return receipt, replayed
-
-    async def _append(
-        self,
-        worker_id: str,
-        inputs: Sequence[EventInput],
-        expected_seq: int | None,
-        authorize: Authorize,
-    ) -> tuple[Receipt, bool]:
-        request = KeyedRequest(inputs)
-        async with self._pool.acquire() as conn, conn.transaction():
-            locked = await worker_sql.lock_worker(conn, worker_id, request.keys)
-            if locked is None:
-                raise _not_found(worker_id)
-            head, now, found_keys = locked
-            authorize(head.org_id)
-            return await append_locked(
-                conn,
-                stream_id=head.stream_id,
-                request=request,
-                found_keys=found_keys,
-                plan=lambda: plan_worker_append(
-                    head,
-                    inputs,
-                    expected_seq=expected_seq,
-                    now_ms=now,
-                    event_ids=self._new_ids(len(inputs)),
-                ),
-                routing_key=worker_routing_key(head.org_id),
-                now_ms=now,
-                head_write=worker_sql.head_write,
-            )
+        return await append_to_stream(
+            self._pool,
+            _WORKERS,
+            worker_id,
+            inputs,
+            expected_seq=expected_seq,
+            authorize=authorize,
+            new_ids=self._new_ids,
+        )
 
     async def get_worker(self, worker_id: str, *, authorize: Authorize = allow_all) -> WorkerHead:
         """A worker's current head."""

@@ -1,5 +1,9 @@
 """The transactional write path shared by runs and workers.
 
+`append_to_stream` is the one append path of every kind of stream; an
+`AppendTarget` says what differs between kinds (the head row, the plan with
+its state machine, the routing key, the not-found error).
+
 Guarantee (DESIGN invariant 7): an append runs in ONE transaction that the
 caller opened by locking the stream's head row (the same statement reads the
 recorded idempotency keys among the request's): resolve idempotency keys,
@@ -14,21 +18,52 @@ receipt and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 
 from khala_runtime import metrics
-from khala_runtime.domain.append import AppendPlan
+from khala_runtime.domain.append import AppendPlan, StreamHead
+from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.idempotency import replayed_receipt, request_hash, request_keys
 from khala_runtime.storage import events as event_sql
 from khala_runtime.storage.events import HeadWrite
 from openagents.runtime.v1.events_pb2 import EventInput, Receipt
 
 H = TypeVar("H")
+HeadT = TypeVar("HeadT", bound=StreamHead[Any])
 T = TypeVar("T")
 IDEMPOTENCY_KEYS_PK = "idempotency_keys_pkey"
 Authorize = Callable[[str], None]
+LockHead = Callable[
+    [asyncpg.Connection, str, Sequence[str]], Awaitable[tuple[H, int, list[Any]] | None]
+]
+
+
+class PlanAppend(Protocol[H]):
+    """A stream kind's pure append plan (`plan_append`, `plan_worker_append`)."""
+
+    def __call__(
+        self,
+        head: H,
+        inputs: Sequence[EventInput],
+        *,
+        expected_seq: int | None,
+        now_ms: int,
+        event_ids: Sequence[str],
+    ) -> AppendPlan[H]: ...
+
+
+@dataclass(frozen=True)
+class AppendTarget(Generic[HeadT]):
+    """What differs between the kinds of stream an append goes to."""
+
+    lock: LockHead[HeadT]  # lock the head row; (head, commit clock, recorded keys)
+    plan: PlanAppend[HeadT]
+    head_write: Callable[[HeadT], HeadWrite]
+    routing_key: Callable[[str], str]  # of the head's org
+    not_found: Callable[[str], DomainError]  # of the subject id
 
 
 async def retrying_key_race(attempt: Callable[[], Awaitable[T]]) -> T:
@@ -98,3 +133,58 @@ async def append_locked(
         request_hash=request.hash,
     )
     return planned.receipt, False
+
+
+async def append_to_stream(
+    pool: asyncpg.Pool,
+    target: AppendTarget[HeadT],
+    subject_id: str,
+    inputs: Sequence[EventInput],
+    *,
+    expected_seq: int | None,
+    authorize: Authorize,
+    new_ids: Callable[[int], list[str]],
+) -> tuple[Receipt, bool]:
+    """Append checked events to one stream and count the outcome; (receipt, replayed?)."""
+
+    async def attempt() -> tuple[Receipt, bool]:
+        request = KeyedRequest(inputs)
+        async with pool.acquire() as conn, conn.transaction():
+            locked = await target.lock(conn, subject_id, request.keys)
+            if locked is None:
+                raise target.not_found(subject_id)
+            head, now, found_keys = locked
+            authorize(head.org_id)
+            return await append_locked(
+                conn,
+                stream_id=head.stream_id,
+                request=request,
+                found_keys=found_keys,
+                plan=lambda: target.plan(
+                    head,
+                    inputs,
+                    expected_seq=expected_seq,
+                    now_ms=now,
+                    event_ids=new_ids(len(inputs)),
+                ),
+                routing_key=target.routing_key(head.org_id),
+                now_ms=now,
+                head_write=target.head_write,
+            )
+
+    return await _counted(attempt, len(inputs))
+
+
+async def _counted(
+    attempt: Callable[[], Awaitable[tuple[Receipt, bool]]], events: int
+) -> tuple[Receipt, bool]:
+    """Run an append attempt (again if it lost a key race) and count its outcome."""
+    try:
+        receipt, replayed = await retrying_key_race(attempt)
+    except DomainError as exc:
+        metrics.APPENDS.labels(exc.code).inc()
+        raise
+    metrics.APPENDS.labels("replayed" if replayed else "appended").inc()
+    if not replayed:
+        metrics.EVENTS_APPENDED.inc(events)
+    return receipt, replayed

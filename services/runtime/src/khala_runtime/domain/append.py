@@ -5,20 +5,23 @@ through the stream's state machine in order, assigns gapless `stream_seq` from
 `last_seq + 1`, links each event into the hash chain and produces the new head
 and the receipt. The caller persists the plan in the same transaction that
 locked the head, so a plan is never applied to a head that moved.
+
+`plan_batch` is that core for every kind of stream, given the kind's state
+machine; the run plans follow it here, the worker plans are in `worker_append.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from khala_runtime.domain.canonical import canonical_json, canonical_string
 from khala_runtime.domain.chain import GENESIS, link
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.ids import run_stream_id
 from khala_runtime.domain.model import CreateRun, RunHead
-from khala_runtime.domain.run_state import RUN_CREATED, RunStatus, transition
+from khala_runtime.domain.run_state import RUN_CREATED, transition
 from openagents.runtime.v1.events_pb2 import (
     STREAM_KIND_RUN,
     EventInput,
@@ -28,6 +31,8 @@ from openagents.runtime.v1.events_pb2 import (
 )
 
 H = TypeVar("H")
+S = TypeVar("S")
+S_co = TypeVar("S_co", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,85 @@ def receipt_of(stream_id: str, events: Sequence[RuntimeEvent]) -> Receipt:
     )
 
 
+class StreamHead(Protocol[S_co]):
+    """What planning an append reads from any stream's locked head."""
+
+    @property
+    def org_id(self) -> str: ...
+
+    @property
+    def stream_id(self) -> str: ...
+
+    @property
+    def status(self) -> S_co: ...
+
+    @property
+    def last_seq(self) -> int: ...
+
+    @property
+    def chain_hash(self) -> str: ...
+
+    @property
+    def updated_at_ms(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Batch(Generic[S]):
+    """An accepted batch: the stream's status after it, its events, their commit time."""
+
+    stream_id: str
+    status: S
+    events: tuple[RuntimeEvent, ...]
+    occurred_at_ms: int
+
+    @property
+    def last_seq(self) -> int:
+        """The stream_seq of the batch's last event: the new head's `last_seq`."""
+        return self.events[-1].stream_seq
+
+    @property
+    def chain_hash(self) -> str:
+        """The chain hash of the batch's last event: the new head's `chain_hash`."""
+        return self.events[-1].chain_hash
+
+    def plan(self, head: H) -> AppendPlan[H]:
+        """The plan that writes this batch and moves the stream to `head`."""
+        return AppendPlan(head, self.events, receipt_of(self.stream_id, self.events))
+
+
+def plan_batch(
+    stream: StreamRef,
+    head: StreamHead[S] | None,
+    inputs: Sequence[EventInput],
+    *,
+    transition: Callable[[S | None, str], S],
+    expected_seq: int | None,
+    now_ms: int,
+    event_ids: Sequence[str],
+) -> Batch[S]:
+    """Check `inputs` against a stream's locked `head` (None: a stream being created),
+    run them through the stream's state machine `transition` in order and chain them
+    after the head (DomainError if refused)."""
+    last_seq = 0 if head is None else head.last_seq
+    check_expected_seq(expected_seq, last_seq)
+    if not inputs:
+        raise DomainError("validation_error", "events: must not be empty", field="events")
+    status = transition(None if head is None else head.status, inputs[0].type)
+    for item in inputs[1:]:
+        status = transition(status, item.type)
+    # The commit clock never runs backwards within a stream, even across replicas.
+    occurred_at_ms = now_ms if head is None else max(now_ms, head.updated_at_ms)
+    events = link_events(
+        stream,
+        last_seq=last_seq,
+        prev_hash=GENESIS if head is None else head.chain_hash,
+        inputs=inputs,
+        occurred_at_ms=occurred_at_ms,
+        event_ids=event_ids,
+    )
+    return Batch(stream.stream_id, status, events, occurred_at_ms)
+
+
 def _run_ref(org_id: str, run_id: str) -> StreamRef:
     return StreamRef(STREAM_KIND_RUN, run_stream_id(run_id), run_id, org_id)
 
@@ -126,26 +210,26 @@ def _run_ref(org_id: str, run_id: str) -> StreamRef:
 def plan_create(request: CreateRun, *, now_ms: int, event_id: str) -> AppendPlan[RunHead]:
     """The new run's head and its `run.created` event at stream_seq 1."""
     created = EventInput(type=RUN_CREATED, payload_json=canonical_json({"title": request.title}))
-    status = transition(None, RUN_CREATED)
-    events = link_events(
+    batch = plan_batch(
         _run_ref(request.org_id, request.run_id),
-        last_seq=0,
-        prev_hash=GENESIS,
-        inputs=[created],
-        occurred_at_ms=now_ms,
+        None,
+        [created],
+        transition=transition,
+        expected_seq=None,
+        now_ms=now_ms,
         event_ids=[event_id],
     )
     head = RunHead(
         run_id=request.run_id,
         org_id=request.org_id,
         title=request.title,
-        status=status,
-        last_seq=1,
-        chain_hash=events[-1].chain_hash,
+        status=batch.status,
+        last_seq=batch.last_seq,
+        chain_hash=batch.chain_hash,
         created_at_ms=now_ms,
         updated_at_ms=now_ms,
     )
-    return AppendPlan(head, events, receipt_of(head.stream_id, events))
+    return batch.plan(head)
 
 
 def plan_append(
@@ -157,30 +241,24 @@ def plan_append(
     event_ids: Sequence[str],
 ) -> AppendPlan[RunHead]:
     """Check and sequence `inputs` on top of a run's `head` (DomainError if refused)."""
-    check_expected_seq(expected_seq, head.last_seq)
-    if not inputs:
-        raise DomainError("validation_error", "events: must not be empty", field="events")
-    status: RunStatus = head.status
-    for item in inputs:
-        status = transition(status, item.type)
-    # The commit clock never runs backwards within a stream, even across replicas.
-    occurred_at_ms = max(now_ms, head.updated_at_ms)
-    events = link_events(
+    batch = plan_batch(
         _run_ref(head.org_id, head.run_id),
-        last_seq=head.last_seq,
-        prev_hash=head.chain_hash,
-        inputs=inputs,
-        occurred_at_ms=occurred_at_ms,
+        head,
+        inputs,
+        transition=transition,
+        expected_seq=expected_seq,
+        now_ms=now_ms,
         event_ids=event_ids,
     )
-    new_head = replace(
-        head,
-        status=status,
-        last_seq=head.last_seq + len(events),
-        chain_hash=events[-1].chain_hash,
-        updated_at_ms=occurred_at_ms,
+    return batch.plan(
+        replace(
+            head,
+            status=batch.status,
+            last_seq=batch.last_seq,
+            chain_hash=batch.chain_hash,
+            updated_at_ms=batch.occurred_at_ms,
+        )
     )
-    return AppendPlan(new_head, events, receipt_of(head.stream_id, events))
 
 
 def check_repeat_create(existing: RunHead, request: CreateRun) -> None:

@@ -1,7 +1,7 @@
 """Planning worker registration and worker appends (pure).
 
-Same rules as runs (see `append.py`): `expected_seq`, the worker state
-machine applied in order, gapless `stream_seq`, the hash chain. A batch's
+Same rules as runs (`plan_batch` in `append.py`): `expected_seq`, the worker
+state machine applied in order, gapless `stream_seq`, the hash chain. A batch's
 `worker.heartbeat` events move the head's `last_heartbeat_at_ms` to their
 commit time.
 """
@@ -11,21 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from khala_runtime.domain.append import (
-    AppendPlan,
-    StreamRef,
-    check_expected_seq,
-    link_events,
-    receipt_of,
-)
-from khala_runtime.domain.chain import GENESIS
+from khala_runtime.domain.append import AppendPlan, StreamRef, plan_batch
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.ids import worker_stream_id
 from khala_runtime.domain.model import CreateWorker, WorkerHead
 from khala_runtime.domain.worker_state import (
     WORKER_HEARTBEAT,
     WORKER_REGISTERED,
-    WorkerStatus,
     worker_transition,
 )
 from openagents.runtime.v1.events_pb2 import STREAM_KIND_WORKER, EventInput
@@ -37,26 +29,26 @@ def _ref(org_id: str, worker_id: str) -> StreamRef:
 
 def plan_register(request: CreateWorker, *, now_ms: int, event_id: str) -> AppendPlan[WorkerHead]:
     """A new worker's head and its `worker.registered` event at stream_seq 1."""
-    status = worker_transition(None, WORKER_REGISTERED)
-    events = link_events(
+    batch = plan_batch(
         _ref(request.org_id, request.worker_id),
-        last_seq=0,
-        prev_hash=GENESIS,
-        inputs=[EventInput(type=WORKER_REGISTERED, payload_json=b"{}")],
-        occurred_at_ms=now_ms,
+        None,
+        [EventInput(type=WORKER_REGISTERED, payload_json=b"{}")],
+        transition=worker_transition,
+        expected_seq=None,
+        now_ms=now_ms,
         event_ids=[event_id],
     )
     head = WorkerHead(
         worker_id=request.worker_id,
         org_id=request.org_id,
-        status=status,
-        last_seq=1,
-        chain_hash=events[-1].chain_hash,
+        status=batch.status,
+        last_seq=batch.last_seq,
+        chain_hash=batch.chain_hash,
         last_heartbeat_at_ms=None,
         created_at_ms=now_ms,
         updated_at_ms=now_ms,
     )
-    return AppendPlan(head, events, receipt_of(head.stream_id, events))
+    return batch.plan(head)
 
 
 def plan_worker_append(
@@ -68,31 +60,26 @@ def plan_worker_append(
     event_ids: Sequence[str],
 ) -> AppendPlan[WorkerHead]:
     """Check and sequence `inputs` on top of a worker's `head` (DomainError if refused)."""
-    check_expected_seq(expected_seq, head.last_seq)
-    if not inputs:
-        raise DomainError("validation_error", "events: must not be empty", field="events")
-    status: WorkerStatus = head.status
-    for item in inputs:
-        status = worker_transition(status, item.type)
-    occurred_at_ms = max(now_ms, head.updated_at_ms)
-    events = link_events(
+    batch = plan_batch(
         _ref(head.org_id, head.worker_id),
-        last_seq=head.last_seq,
-        prev_hash=head.chain_hash,
-        inputs=inputs,
-        occurred_at_ms=occurred_at_ms,
+        head,
+        inputs,
+        transition=worker_transition,
+        expected_seq=expected_seq,
+        now_ms=now_ms,
         event_ids=event_ids,
     )
     beat = any(item.type == WORKER_HEARTBEAT for item in inputs)
-    new_head = replace(
-        head,
-        status=status,
-        last_seq=head.last_seq + len(events),
-        chain_hash=events[-1].chain_hash,
-        last_heartbeat_at_ms=occurred_at_ms if beat else head.last_heartbeat_at_ms,
-        updated_at_ms=occurred_at_ms,
+    return batch.plan(
+        replace(
+            head,
+            status=batch.status,
+            last_seq=batch.last_seq,
+            chain_hash=batch.chain_hash,
+            last_heartbeat_at_ms=batch.occurred_at_ms if beat else head.last_heartbeat_at_ms,
+            updated_at_ms=batch.occurred_at_ms,
+        )
     )
-    return AppendPlan(new_head, events, receipt_of(head.stream_id, events))
 
 
 def check_reattach(existing: WorkerHead, request: CreateWorker) -> None:

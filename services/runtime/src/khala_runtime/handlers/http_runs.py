@@ -21,10 +21,10 @@ from khala_runtime.handlers.context import (
     path_id,
     principal,
     query_org,
-    receipt_response,
     service_key,
 )
-from khala_runtime.handlers.encoding import event_json, receipt_json, run_view_json
+from khala_runtime.handlers.encoding import event_json, run_view_json
+from khala_runtime.handlers.http_append import append_route
 
 
 def new_run_id() -> str:
@@ -43,18 +43,8 @@ async def create_run(request: web.Request) -> web.Response:
     return web.json_response(run_view_json(view), status=201 if created else 200)
 
 
-async def append_events(request: web.Request) -> web.Response:
-    """POST /api/v1/runs/{run_id}/events: 201 with a receipt, 200 for a replay."""
-    caller = await principal(request)
-    run_id = path_id(request, "run_id")
-    inputs, expected_seq = parse_append(await read_json_object(request))
-    receipt, replayed = await request.app[service_key].append(
-        run_id,
-        inputs,
-        expected_seq=expected_seq,
-        authorize=lambda org: require_access(caller, org, write=True),
-    )
-    return receipt_response(receipt_json(receipt), replayed)
+append_events = append_route(service_key, "run_id", read_json_object, parse_append)
+"""POST /api/v1/runs/{run_id}/events: 201 with a receipt, 200 for a replay."""
 
 
 async def get_run(request: web.Request) -> web.Response:

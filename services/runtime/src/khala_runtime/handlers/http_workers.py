@@ -3,8 +3,6 @@ authorize, call WorkerService, encode."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
 
 from khala_common.http import read_json_object
@@ -24,12 +22,11 @@ from khala_runtime.handlers.context import (
     path_id,
     principal,
     query_org,
-    receipt_response,
     worker_service_key,
 )
-from khala_runtime.handlers.encoding import receipt_json, worker_json
+from khala_runtime.handlers.encoding import worker_json
+from khala_runtime.handlers.http_append import Handler, append_route
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
 _COMMANDS = {"heartbeat": WORKER_HEARTBEAT, "stop": WORKER_STOPPED, "resume": WORKER_RESUMED}
 
 
@@ -42,36 +39,18 @@ async def create_worker(request: web.Request) -> web.Response:
     return web.json_response(worker_json(view), status=201 if created else 200)
 
 
-async def append_events(request: web.Request) -> web.Response:
-    """POST /api/v1/workers/{worker_id}/events: 201 with a receipt, 200 for a replay."""
-    caller = await principal(request)
-    worker_id = path_id(request, "worker_id")
-    inputs, expected_seq = parse_worker_append(await read_json_object(request))
-    receipt, replayed = await request.app[worker_service_key].append(
-        worker_id,
-        inputs,
-        expected_seq=expected_seq,
-        authorize=lambda org: require_access(caller, org, write=True),
-    )
-    return receipt_response(receipt_json(receipt), replayed)
+append_events = append_route(worker_service_key, "worker_id", read_json_object, parse_worker_append)
+"""POST /api/v1/workers/{worker_id}/events: 201 with a receipt, 200 for a replay."""
 
 
 def command(event_type: str) -> Handler:
     """POST /api/v1/workers/{worker_id}/heartbeat|stop|resume: one `event_type` event."""
-
-    async def handle(request: web.Request) -> web.Response:
-        caller = await principal(request)
-        worker_id = path_id(request, "worker_id")
-        inputs, expected_seq = parse_command(await optional_json_object(request), event_type)
-        receipt, replayed = await request.app[worker_service_key].append(
-            worker_id,
-            inputs,
-            expected_seq=expected_seq,
-            authorize=lambda org: require_access(caller, org, write=True),
-        )
-        return receipt_response(receipt_json(receipt), replayed)
-
-    return handle
+    return append_route(
+        worker_service_key,
+        "worker_id",
+        optional_json_object,
+        lambda body: parse_command(body, event_type),
+    )
 
 
 async def get_worker(request: web.Request) -> web.Response:

@@ -1,0 +1,56 @@
+"""The HTTP append route of every kind of stream (`POST .../{id}/events` and the
+worker commands): authenticate, decode, append with write access, encode the
+receipt (201, or 200 for an idempotent replay)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+
+from khala_runtime.domain.access import require_access
+from khala_runtime.handlers.context import path_id, principal, receipt_response
+from khala_runtime.handlers.encoding import receipt_json
+from khala_runtime.write_path import Authorize
+from openagents.runtime.v1.events_pb2 import EventInput, Receipt
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+ReadBody = Callable[[web.Request], Awaitable[dict[str, Any]]]
+ParseBody = Callable[[Mapping[str, object]], tuple[list[EventInput], int | None]]
+
+
+class Appender(Protocol):
+    """A service that appends to one kind of stream (RunService, WorkerService)."""
+
+    async def append(
+        self,
+        subject_id: str,
+        inputs: Sequence[EventInput],
+        /,
+        *,
+        expected_seq: int | None,
+        authorize: Authorize = ...,
+    ) -> tuple[Receipt, bool]: ...
+
+
+A = TypeVar("A", bound=Appender)
+
+
+def append_route(service: web.AppKey[A], id_name: str, read: ReadBody, parse: ParseBody) -> Handler:
+    """A handler that appends the events `parse` makes of the body (read by `read`) to
+    the stream whose subject id is the path segment `id_name`."""
+
+    async def handle(request: web.Request) -> web.Response:
+        caller = await principal(request)
+        subject_id = path_id(request, id_name)
+        inputs, expected_seq = parse(await read(request))
+        receipt, replayed = await request.app[service].append(
+            subject_id,
+            inputs,
+            expected_seq=expected_seq,
+            authorize=lambda org: require_access(caller, org, write=True),
+        )
+        return receipt_response(receipt_json(receipt), replayed)
+
+    return handle
