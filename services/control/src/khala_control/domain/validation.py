@@ -6,8 +6,9 @@ import re
 
 from khala_control.domain.errors import ControlError
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,190}$"
+_EMAIL = re.compile(EMAIL_PATTERN)
 MAX_DEVICE_ID = 128
 MAX_NAME = 200
 MAX_CLIENT_VERSION = 64
@@ -15,7 +16,7 @@ MAX_CLIENT_VERSION = 64
 
 def check_org_id(org_id: str) -> str:
     """An org id must be one topic segment: `[A-Za-z0-9_-]{1,64}`."""
-    if not _SEGMENT.match(org_id):
+    if not _SEGMENT.fullmatch(org_id):
         raise ControlError("bad_request", "org_id must match [A-Za-z0-9_-]{1,64}")
     return org_id
 
@@ -23,14 +24,21 @@ def check_org_id(org_id: str) -> str:
 def check_email(email: str) -> str:
     """A plausible email address (normalised: trimmed)."""
     email = email.strip()
-    if not _EMAIL.match(email):
+    if not _EMAIL.fullmatch(email):
         raise ControlError("bad_request", "email must be an address like ada@example.com")
     return email
 
 
+def storable(value: str) -> bool:
+    """Whether Postgres text can hold `value` (it cannot hold NUL characters)."""
+    return "\x00" not in value
+
+
 def check_length(field: str, value: str, maximum: int, *, required: bool) -> str:
-    """`value` trimmed, non-empty when required, and at most `maximum` characters."""
+    """`value` trimmed, non-empty when required, at most `maximum` characters, storable."""
     value = value.strip()
+    if not storable(value):
+        raise ControlError("bad_request", f"{field} must not contain NUL characters")
     if required and not value:
         raise ControlError("bad_request", f"{field} is required")
     if len(value) > maximum:

@@ -8,6 +8,8 @@ from aiohttp import web
 
 from khala_common.http import ApiError
 
+MAX_QUERY_DIGITS = 18  # any such number fits a Postgres bigint
+
 
 def text(body: dict[str, Any], name: str, *, required: bool = True) -> str:
     """A string field (missing and optional: empty string)."""
@@ -30,10 +32,11 @@ def text_list(body: dict[str, Any], name: str) -> list[str]:
 
 
 def query_int(request: web.Request, name: str, default: int | None) -> int | None:
-    """A non-negative integer query parameter (missing: `default`)."""
+    """A non-negative integer query parameter in ASCII digits (missing: `default`)."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 18:
+    # str.isdigit() alone also accepts digits int() refuses, such as "²".
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_QUERY_DIGITS:
         raise ApiError(400, "bad_request", f"{name} must be a non-negative integer")
     return int(raw)

@@ -10,7 +10,7 @@ from opentelemetry.trace import SpanKind
 
 from khala_common.http import Readiness, make_app
 from khala_common.telemetry import extract_context, tracer
-from khala_control.handlers import http_auth, http_dev_idp, http_orgs, http_sync
+from khala_control.handlers import http_auth, http_dev_idp, http_orgs, http_sync, openapi
 from khala_control.handlers.errors import control_error_middleware
 from khala_control.handlers.http_dashboard import add_dashboard
 from khala_control.handlers.state import (
@@ -69,5 +69,7 @@ def build_http_app(
     if dev_idp is not None:
         app[dev_idp_key] = dev_idp
         app.router.add_routes(http_dev_idp.routes)
+    # Before the dashboard's /api/v1/* proxy: /api/v1/openapi.json is control's own.
+    openapi.add_routes(app, dev_idp=dev_idp is not None)
     add_dashboard(app, Path(dashboard_dir) if dashboard_dir else None, runtime_url)
     return app

@@ -49,7 +49,9 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
             request.method, url, headers=headers, data=await request.read()
         ) as upstream:
             body = await upstream.read()
-            relayed = {k: v for k in _FORWARD_RESPONSE if (v := upstream.headers.get(k)) is not None}
+            relayed = {
+                k: v for k in _FORWARD_RESPONSE if (v := upstream.headers.get(k)) is not None
+            }
             return web.Response(status=upstream.status, body=body, headers=relayed)
     except (aiohttp.ClientError, TimeoutError):
         raise ApiError(502, "runtime_unavailable", "runtime did not answer") from None

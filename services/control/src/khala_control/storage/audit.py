@@ -4,6 +4,10 @@
 or rolls back with the change it describes). `write_batch` writes many
 entries at once for the buffered writer (`usecases/audit_writer.py`). Each
 entry is also indexed under every org it concerns (`audit_log_orgs`).
+
+Entries often quote what a client sent (a refused surface or topic). Postgres
+text and jsonb cannot hold NUL, so NUL characters are written as U+FFFD: one
+such entry must never make a whole buffered batch unwritable.
 """
 
 from __future__ import annotations
@@ -30,8 +34,36 @@ class AuditEntry:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
     def detail_json(self) -> str:
-        """The detail as canonical JSON text."""
-        return json.dumps(dict(self.detail), sort_keys=True, separators=(",", ":"))
+        """The detail as canonical JSON text (NUL written as U+FFFD)."""
+        return json.dumps(_clean(dict(self.detail)), sort_keys=True, separators=(",", ":"))
+
+    def columns(self) -> tuple[Any, ...]:
+        """at, action, user_id, session_id, org_id, client_ip, detail (storable)."""
+        org_id = self.org_ids[0] if len(self.org_ids) == 1 else None
+        return (
+            self.at,
+            _clean(self.action),
+            _clean(self.user_id),
+            _clean(self.session_id),
+            _clean(org_id),
+            _clean(self.client_ip),
+            self.detail_json(),
+        )
+
+    def org_list(self) -> list[str]:
+        """The orgs it concerns, deduplicated in order (storable)."""
+        return [_clean(org_id) for org_id in dict.fromkeys(self.org_ids)]
+
+
+def _clean(value: Any) -> Any:
+    """`value` with NUL in every string (keys included) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_clean(key): _clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -70,17 +102,7 @@ _AUDIT_COLUMNS = [
 
 async def record(conn: asyncpg.Connection, entry: AuditEntry) -> None:
     """Append one entry (in the caller's transaction, if any)."""
-    await conn.execute(
-        _INSERT_ONE,
-        entry.at,
-        entry.action,
-        entry.user_id,
-        entry.session_id,
-        entry.org_ids[0] if len(entry.org_ids) == 1 else None,
-        entry.client_ip,
-        entry.detail_json(),
-        list(entry.org_ids),
-    )
+    await conn.execute(_INSERT_ONE, *entry.columns(), entry.org_list())
 
 
 async def write_batch(conn: asyncpg.Connection, entries: Sequence[AuditEntry]) -> None:
@@ -95,23 +117,13 @@ async def write_batch(conn: asyncpg.Connection, entries: Sequence[AuditEntry]) -
         "audit_log",
         columns=_AUDIT_COLUMNS,
         records=[
-            (
-                audit_id,
-                entry.at,
-                entry.action,
-                entry.user_id,
-                entry.session_id,
-                entry.org_ids[0] if len(entry.org_ids) == 1 else None,
-                entry.client_ip,
-                entry.detail_json(),
-            )
-            for audit_id, entry in zip(audit_ids, entries, strict=True)
+            (audit_id, *entry.columns()) for audit_id, entry in zip(audit_ids, entries, strict=True)
         ],
     )
     links = [
         (org_id, audit_id)
         for audit_id, entry in zip(audit_ids, entries, strict=True)
-        for org_id in dict.fromkeys(entry.org_ids)
+        for org_id in entry.org_list()
     ]
     if links:
         await conn.copy_records_to_table(

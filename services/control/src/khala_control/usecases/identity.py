@@ -23,6 +23,7 @@ import jwt
 from khala_common.jwt_verify import JwksCache, TokenError, TokenVerifier, http_jwks_fetcher
 from khala_common.logs import get_logger
 from khala_control.domain.errors import ControlError
+from khala_control.domain.validation import storable
 
 log = get_logger("identity")
 
@@ -84,8 +85,8 @@ class OidcVerifier:
         except TokenError as exc:
             raise ControlError(exc.code, f"id_token refused: {exc.message}") from None
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
-            raise ControlError("unauthorized", "id_token refused: it has no subject")
+        if not isinstance(subject, str) or not subject or not storable(subject):
+            raise ControlError("unauthorized", "id_token refused: it has no usable subject")
         return Identity(issuer, subject, _text(claims.get("email")), _text(claims.get("name")))
 
     def _claimed_issuer(self, id_token: str) -> str:
@@ -124,4 +125,5 @@ class OidcVerifier:
 
 
 def _text(value: object) -> str:
-    return value.strip()[:200] if isinstance(value, str) else ""
+    # Profile claims are informative: NUL (which Postgres text cannot hold) is dropped.
+    return value.replace("\x00", "").strip()[:200] if isinstance(value, str) else ""

@@ -31,7 +31,7 @@ from khala_control.domain.roles import (
     check_member_change,
     check_member_reader,
 )
-from khala_control.domain.validation import MAX_NAME, check_length, check_org_id
+from khala_control.domain.validation import MAX_NAME, check_length, check_org_id, storable
 from khala_control.metrics import DENIALS
 from khala_control.storage import audit, users
 from khala_control.storage import orgs as store
@@ -85,7 +85,7 @@ class OrgService:
         """Add a user to the org or change their role."""
         async with self._pool.acquire() as conn, conn.transaction():
             await self._lock_org(conn, org_id)
-            if await users.get_user(conn, user_id) is None:
+            if not storable(user_id) or await users.get_user(conn, user_id) is None:
                 raise ControlError("user_not_found", f"no user {user_id!r}")
             current = await store.role_of(conn, org_id, user_id)
             await self._check(
@@ -108,7 +108,7 @@ class OrgService:
         """Remove a user from the org (anyone may leave; the last owner may not)."""
         async with self._pool.acquire() as conn, conn.transaction():
             await self._lock_org(conn, org_id)
-            current = await store.role_of(conn, org_id, user_id)
+            current = await store.role_of(conn, org_id, user_id) if storable(user_id) else None
             await self._check(
                 principal,
                 org_id,
@@ -128,8 +128,7 @@ class OrgService:
     async def members(self, principal: Principal, org_id: str) -> list[Member]:
         """The org's members (any member may list them)."""
         async with self._pool.acquire() as conn:
-            if not await store.org_exists(conn, org_id):
-                raise ControlError("org_not_found", f"no org {org_id!r}")
+            await self._check_org(conn, org_id)
             check_member_reader(await store.role_of(conn, org_id, principal.user_id))
             return await store.members_of(conn, org_id)
 
@@ -140,8 +139,7 @@ class OrgService:
         if not 1 <= limit <= MAX_AUDIT_PAGE:
             raise ControlError("bad_request", f"limit must be between 1 and {MAX_AUDIT_PAGE}")
         async with self._pool.acquire() as conn:
-            if not await store.org_exists(conn, org_id):
-                raise ControlError("org_not_found", f"no org {org_id!r}")
+            await self._check_org(conn, org_id)
             try:
                 check_audit_reader(await store.role_of(conn, org_id, principal.user_id))
             except ControlError as exc:
@@ -212,5 +210,10 @@ class OrgService:
 
     @staticmethod
     async def _lock_org(conn: asyncpg.Connection, org_id: str) -> None:
-        if not await store.lock_org(conn, org_id):
+        if not storable(org_id) or not await store.lock_org(conn, org_id):
+            raise ControlError("org_not_found", f"no org {org_id!r}")
+
+    @staticmethod
+    async def _check_org(conn: asyncpg.Connection, org_id: str) -> None:
+        if not storable(org_id) or not await store.org_exists(conn, org_id):
             raise ControlError("org_not_found", f"no org {org_id!r}")

@@ -32,7 +32,12 @@ from khala_control.domain.errors import ControlError
 from khala_control.domain.models import DeviceSession, Membership, Principal
 from khala_control.domain.surfaces import SurfacePolicy
 from khala_control.domain.tokens import access_claims
-from khala_control.domain.validation import MAX_CLIENT_VERSION, MAX_DEVICE_ID, check_length
+from khala_control.domain.validation import (
+    MAX_CLIENT_VERSION,
+    MAX_DEVICE_ID,
+    check_length,
+    storable,
+)
 from khala_control.metrics import DENIALS, REVOCATIONS, SESSIONS_CREATED, TOKENS_MINTED
 from khala_control.storage import audit, orgs, users
 from khala_control.storage import sessions as store
@@ -267,7 +272,7 @@ class SessionService:
         nothing, not even a newer session on the same device.
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            session = await store.get_session(conn, session_id)
+            session = await store.get_session(conn, session_id) if storable(session_id) else None
             if session is None or session.user_id != principal.user_id:
                 raise ControlError("session_not_found", f"no session {session_id!r} of yours")
             if not session.active:
