@@ -34,6 +34,8 @@ def test_valid_topics(name: str) -> None:
         "org." + "a" * 65 + ".runs",
         "a." * 127 + "bb",  # 256 bytes
         "org.é.runs",
+        "org.acme.run.x\n",  # `$` would let a trailing newline through
+        "org.acme\n.runs",
     ],
 )
 def test_invalid_topics(name: str) -> None:
@@ -74,6 +76,12 @@ def test_scope_allows_any_pattern() -> None:
     assert scope_allows(scope, "org.acme.run.abc")
     assert not scope_allows(scope, "org.other.runs")
     assert not scope_allows([], "org.acme.runs")
+
+
+def test_pattern_validity_rejects_a_trailing_newline() -> None:
+    assert is_valid_pattern("org.acme.*")
+    assert not is_valid_pattern("org.acme.*\n")
+    assert not is_valid_pattern("org.acme\n.*")
 
 
 def test_pattern_validity() -> None:

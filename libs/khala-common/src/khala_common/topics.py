@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 MAX_TOPIC_BYTES = 255
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class TopicClass(StrEnum):
@@ -48,7 +48,7 @@ def is_valid_topic(name: str) -> bool:
     """Whether `name` satisfies the grammar (any segments, not only known classes)."""
     if not name or len(name.encode()) > MAX_TOPIC_BYTES:
         return False
-    return all(_SEGMENT.match(segment) for segment in name.split("."))
+    return all(_SEGMENT.fullmatch(segment) for segment in name.split("."))
 
 
 def parse_topic(name: str) -> Topic | None:
@@ -87,7 +87,7 @@ def is_valid_pattern(pattern: str) -> bool:
     """Whether `pattern` is a topic whose segments may also be `*`."""
     if not pattern or len(pattern.encode()) > MAX_TOPIC_BYTES:
         return False
-    return all(s == "*" or _SEGMENT.match(s) for s in pattern.split("."))
+    return all(s == "*" or _SEGMENT.fullmatch(s) for s in pattern.split("."))
 
 
 def pattern_matches(pattern: str, topic: str) -> bool:
