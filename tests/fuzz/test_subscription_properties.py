@@ -92,14 +92,23 @@ class GatedLog:
 
 
 class Owner:
-    """The connection side: a bounded outbox and wake-up counters."""
+    """The connection side: a bounded outbox and, when `direct`, the live frames
+    taken for the next flush (written before the outbox, as Connection does)."""
 
-    def __init__(self, max_frames: int) -> None:
+    def __init__(self, max_frames: int, direct: bool = False) -> None:
         self.outbox = Outbox(max_frames, 10**9)
+        self.direct = direct
+        self.live: list[WireFrame] = []
         self.sent: list[ws_pb2.ServerMessage | WireFrame] = []
 
     def frames_queued(self) -> None:
         pass
+
+    def offer_live(self, lane: Lane, frame: WireFrame) -> bool:
+        if not self.direct or self.outbox or len(self.live) >= self.outbox.max_frames:
+            return False
+        self.live.append(frame)
+        return True
 
     def needs_feed(self, sub: Subscription) -> None:
         pass
@@ -109,6 +118,8 @@ class Owner:
 
     def drain(self, rounds: int = 1) -> None:
         for _ in range(rounds):
+            self.sent.extend(self.live)
+            self.live.clear()
             if not self.outbox:
                 return
             for item in self.outbox.take_round(256, 10**9):
@@ -123,6 +134,7 @@ class Setup:
     after: int  # resume cursor (event mode); clipped to existing
     outbox_frames: int
     chunk: int
+    direct: bool  # the socket's sender is idle: in-order live frames skip the outbox
 
 
 setups = st.builds(
@@ -133,6 +145,7 @@ setups = st.builds(
     after=st.integers(0, 25),
     outbox_frames=st.sampled_from([1, 2, 3, 5, 1000]),
     chunk=st.integers(1, 8),
+    direct=st.booleans(),
 )
 # (action, number, flag); the name list is weighted towards commits and deliveries.
 ACTIONS = ["commit"] * 3 + ["deliver"] * 4 + ["step", "suspend", "suspend", "resume", "poll", "drain", "drain"]
@@ -147,7 +160,7 @@ async def _yield(times: int = 5) -> None:
 
 
 async def _drive(setup: Setup, script: list[tuple[str, int, bool]]) -> tuple[GatedLog, Owner, int, list[int]]:
-    log, owner = GatedLog(), Owner(setup.outbox_frames)
+    log, owner = GatedLog(), Owner(setup.outbox_frames, setup.direct)
     for i in range(setup.existing):
         log.append(f"k{i % setup.keys}")
     sub = Subscription(owner, TOPIC, Lane(TOPIC), TopicStats(TOPIC), max_pending=8)
@@ -201,7 +214,7 @@ async def _drive(setup: Setup, script: list[tuple[str, int, bool]]) -> tuple[Gat
     sub.on_head(log.head_now())
     for _ in range(10_000):
         owner.drain(10)
-        if not sub.needs_work() and not owner.outbox:
+        if not sub.needs_work() and not owner.outbox and not owner.live:
             break
         outcome = await sub.step(log, setup.chunk, now=1e9)  # type: ignore[arg-type]
         assert outcome.end_with is None, outcome.end_with

@@ -7,12 +7,25 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from khala_gateway.delivery.connection import Connection, Limits
+import pytest
+from aiohttp import WSMsgType
+from aiohttp._websocket.writer import WebSocketWriter
+from aiohttp.base_protocol import BaseProtocol
+
+from khala_gateway.delivery.connection import Connection, FlushQueue, Limits
 from khala_gateway.delivery.subscription import ReplayGate, State, Subscription
 from khala_gateway.domain.cursor import StartPlan, TopicHead
 from khala_gateway.domain.outbox import Lane
 from khala_gateway.domain.principal import Principal
-from khala_gateway.domain.wire import WIRE_STATS, JsonCodec, ProtoCodec, WireFrame, embed_batch
+from khala_gateway.domain.wire import (
+    WIRE_STATS,
+    JsonCodec,
+    ProtoCodec,
+    WireFrame,
+    embed_batch,
+    embed_frame,
+    ws_message,
+)
 from khala_gateway.metrics import TopicStats
 from openagents.sync.v1 import frames_pb2, ws_pb2
 
@@ -73,7 +86,9 @@ async def live_connection(codec: Any) -> tuple[Connection, Socket, dict[str, Sub
         replay_chunk=100,
     )
     conn = Connection("c-test", Hub(), codec, socket.send, socket.close, socket.abort, limits)
-    conn.start(Principal("u", "s", "d", ("org.acme.*",), 2**62), ws_pb2.Welcome(connection_id="c-test"))
+    conn.start(
+        Principal("u", "s", "d", ("org.acme.*",), 2**62), ws_pb2.Welcome(connection_id="c-test")
+    )
     subs = {}
     for topic in TOPICS:
         sub = Subscription(conn, topic, Lane(topic), TopicStats(topic), max_pending=64)
@@ -128,3 +143,183 @@ async def test_json_sockets_share_one_json_form_per_frame() -> None:
         assert len(socket.sent) == 1 and '"frames"' in str(socket.sent[0])
         conn.request_close(1000)
         await conn.shutdown()
+
+
+def parse_ws(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each unmasked WebSocket message in `data`."""
+    out = []
+    while data:
+        head, size = data[0], data[1] & 0x7F
+        assert head & 0x80 and not data[1] & 0x80  # FIN set, no mask
+        offset = 2
+        if size == 126:
+            size, offset = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            size, offset = int.from_bytes(data[2:10], "big"), 10
+        out.append((head & 0x0F, data[offset : offset + size]))
+        data = data[offset + size :]
+    return out
+
+
+class Direct:
+    """A transport double: direct writes land in the same log as the sender's writes."""
+
+    def __init__(self, log: list[bytes | str]) -> None:
+        self.log = log
+        self.open = True
+        self.writes = 0
+
+    def writable(self) -> bool:
+        return self.open
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        for opcode, payload in parse_ws(data):
+            self.log.append(payload if opcode == 2 else payload.decode())
+
+
+async def direct_connection(
+    codec: Any, gate: asyncio.Event | None = None
+) -> tuple[Connection, Socket, Direct, dict[str, Subscription]]:
+    """A live connection whose sender writes wait for `gate` (a slow peer) when given."""
+    socket = Socket()
+    direct = Direct(socket.sent)
+
+    async def send(data: bytes | str) -> None:
+        if gate is not None:
+            await gate.wait()
+        socket.sent.append(data)
+
+    limits = Limits(
+        max_frame_bytes=1 << 20,
+        max_subscriptions=8,
+        send_queue_frames=1000,
+        send_queue_bytes=1 << 24,
+        replay_chunk=100,
+    )
+    conn = Connection(
+        "c-direct",
+        Hub(),
+        codec,
+        send,
+        socket.close,
+        socket.abort,
+        limits,
+        direct=direct,
+        flushes=FlushQueue(),
+    )
+    conn.start(Principal("u", "s", "d", ("org.acme.*",), 2**62), ws_pb2.Welcome(connection_id="c"))
+    subs = {}
+    for topic in TOPICS:
+        sub = Subscription(conn, topic, Lane(topic), TopicStats(topic), max_pending=64)
+        conn.subs[topic] = sub
+        sub.begin(TopicHead("1", 0, 0), StartPlan(False, 0), [])
+        subs[topic] = sub
+    for _ in range(100):
+        if all(s.state is State.LIVE for s in subs.values()) and not conn.outbox:
+            break
+        await asyncio.sleep(0.01)
+    socket.sent.clear()
+    return conn, socket, direct, subs
+
+
+def seqs_of(messages: list[bytes | str]) -> dict[str, list[int]]:
+    got: dict[str, list[int]] = {t: [] for t in TOPICS}
+    for raw in messages:
+        message = ws_pb2.ServerMessage.FromString(raw)  # type: ignore[arg-type]
+        frames = [message.frame] if message.HasField("frame") else list(message.frames.frames)
+        for frame in frames:
+            got[frame.topic].append(frame.seq)
+    return got
+
+
+async def test_an_idle_socket_gets_a_burst_in_one_direct_write() -> None:
+    conn, socket, direct, subs = await direct_connection(ProtoCodec())
+    data = {t: [stored(t, s) for s in range(1, 21)] for t in TOPICS}
+    for seq in range(1, 21):
+        for topic in TOPICS:
+            subs[topic].on_live(WireFrame(seq, "1", data[topic][seq - 1]))
+    await asyncio.sleep(0.05)
+    # One transport write: each live frame as its own (shared) single-frame message.
+    assert direct.writes == 1
+    assert socket.sent == [embed_frame(data[t][s - 1]) for s in range(1, 21) for t in TOPICS]
+    conn.request_close(1000)
+    await conn.shutdown()
+
+
+async def test_live_frames_not_yet_written_go_back_ahead_of_later_content() -> None:
+    conn, socket, direct, subs = await direct_connection(ProtoCodec())
+    topic = TOPICS[0]
+    for seq in (1, 2):  # taken for this turn's flush
+        subs[topic].on_live(WireFrame(seq, "1", stored(topic, seq)))
+    direct.open = False  # but the transport is over its limit at flush time
+    conn.push_control(ws_pb2.ServerMessage(heartbeat=ws_pb2.Heartbeat(server_time_ms=1)))
+    subs[topic].on_live(WireFrame(3, "1", stored(topic, 3)))  # queued behind them
+    await asyncio.sleep(0.05)
+    assert direct.writes == 0
+    kinds = [ws_pb2.ServerMessage.FromString(m).WhichOneof("body") for m in socket.sent]  # type: ignore[arg-type]
+    assert "heartbeat" in kinds
+    assert seqs_of([m for m, k in zip(socket.sent, kinds, strict=True) if k != "heartbeat"])[
+        topic
+    ] == [1, 2, 3]
+    conn.request_close(1000)
+    await conn.shutdown()
+
+
+async def test_a_single_frame_message_is_built_once_for_every_socket() -> None:
+    conns = [await direct_connection(ProtoCodec()) for _ in range(3)]
+    frame = WireFrame.decode(stored(TOPICS[0], 1))
+    wire = ProtoCodec().wire_frames([frame])
+    for _, _, _, subs in conns:
+        subs[TOPICS[0]].on_live(frame)
+    await asyncio.sleep(0.05)
+    assert ProtoCodec().wire_frames([frame]) is wire  # cached on the frame, per codec
+    assert JsonCodec().wire_frames([frame]) is not wire
+    for conn, socket, direct, _ in conns:
+        assert direct.writes == 1 and socket.sent == [embed_frame(frame.data)]
+        conn.request_close(1000)
+        await conn.shutdown()
+
+
+async def test_direct_writes_wait_while_the_sender_is_mid_round() -> None:
+    gate = asyncio.Event()
+    conn, socket, direct, subs = await direct_connection(ProtoCodec(), gate)
+    topic = TOPICS[0]
+    direct.open = False  # over the buffer limit: the sender takes the round and blocks
+    subs[topic].on_live(WireFrame(1, "1", stored(topic, 1)))
+    await asyncio.sleep(0.02)
+    direct.open = True
+    for seq in range(2, 6):  # arrive while the sender waits for the drain
+        subs[topic].on_live(WireFrame(seq, "1", stored(topic, seq)))
+        await asyncio.sleep(0.01)
+    assert socket.sent == [] and direct.writes == 0
+    gate.set()
+    await asyncio.sleep(0.05)
+    for seq in range(6, 9):  # the sender is idle again: direct writes resume
+        subs[topic].on_live(WireFrame(seq, "1", stored(topic, seq)))
+        await asyncio.sleep(0.01)
+    assert seqs_of(socket.sent)[topic] == list(range(1, 9))
+    assert direct.writes == 3
+    conn.request_close(1000)
+    await conn.shutdown()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 70_000])
+async def test_ws_message_matches_aiohttps_writer(size: int) -> None:
+    class Capture(asyncio.Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.data = b""
+
+        def write(self, data: Any) -> None:
+            self.data += bytes(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    for binary, opcode in ((True, WSMsgType.BINARY), (False, WSMsgType.TEXT)):
+        capture = Capture()
+        writer = WebSocketWriter(BaseProtocol(asyncio.get_running_loop()), capture, limit=1 << 30)
+        await writer.send_frame(payload, opcode)
+        assert ws_message(payload, binary=binary) == capture.data

@@ -74,6 +74,9 @@ class Owner:
     def frames_queued(self) -> None:
         pass
 
+    def offer_live(self, lane: Lane, frame: WireFrame) -> bool:
+        return False
+
     def needs_feed(self, sub: Subscription) -> None:
         self.feeds += 1
 

@@ -7,6 +7,19 @@ errors as their own messages), and the *feeder* does the Postgres work
 (replay chunks, snapshots, gap fills, epoch checks) one bounded step per
 topic in turn, only while the outbox has room. Live in-order frames bypass
 the feeder entirely (see subscription.py for the ordering guarantee).
+
+Fast path: while the sender is idle (not in the middle of a round), newly
+queued content is written by the process's FlushQueue instead of waking the
+sender: once per event-loop turn it takes each touched socket's round and
+writes it as complete WebSocket messages in one synchronous transport write.
+The next in-order live frame of a topic does not even enter the outbox while
+it is empty: `offer_live` keeps it in a short list the flush writes first
+(each frame as its single-frame message, built once per codec for every
+socket). Only one of the two writers runs at any time (the flush never runs
+while the sender is between taking a round and finishing its writes), so each
+topic's messages leave in queue order either way; a socket whose transport is
+over its write buffer limit is left to the sender, which waits for the drain
+(live frames not yet written go back to the head of their lanes).
 """
 
 from __future__ import annotations
@@ -24,9 +37,9 @@ from khala_gateway import metrics
 from khala_gateway.delivery.subscribe import start_subscription
 from khala_gateway.delivery.subscription import ReplayGate, State, Subscription
 from khala_gateway.domain import codes
-from khala_gateway.domain.outbox import Outbox
+from khala_gateway.domain.outbox import Lane, Outbox
 from khala_gateway.domain.principal import Principal
-from khala_gateway.domain.wire import Codec, error_message
+from khala_gateway.domain.wire import Codec, WireFrame, error_message
 from khala_gateway.storage.topic_log import TopicLog
 from openagents.sync.v1 import ws_pb2
 
@@ -51,6 +64,40 @@ class Limits:
     replay_chunk: int
     replay_budget: int = 0
     max_pending: int = 1_024
+
+
+class DirectWriter(Protocol):
+    """Synchronous access to a socket's transport, for complete WebSocket messages."""
+
+    def writable(self) -> bool:
+        """Whether the transport is open and under its write buffer limit."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Hand `data` to the transport (it buffers what the kernel does not take)."""
+        ...
+
+
+class FlushQueue:
+    """Sockets with newly queued content, written in one pass per event-loop turn."""
+
+    def __init__(self) -> None:
+        self._dirty: dict[Connection, None] = {}
+        self._scheduled = False
+
+    def add(self, conn: Connection) -> None:
+        """Write `conn`'s queue on this loop turn's flush."""
+        self._dirty[conn] = None
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write every touched socket's queue (sockets that cannot take it wake their sender)."""
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, {}
+        for conn in dirty:
+            conn.flush()
 
 
 class HubPort(Protocol):
@@ -115,6 +162,9 @@ class Connection:
         close_socket: Callable[[int, str], Awaitable[object]],
         abort: Callable[[], None],
         limits: Limits,
+        *,
+        direct: DirectWriter | None = None,
+        flushes: FlushQueue | None = None,
     ) -> None:
         self.connection_id = connection_id
         self.hub = hub
@@ -128,6 +178,11 @@ class Connection:
         self.last_heartbeat = time.monotonic()
         self.last_inbound = self.last_heartbeat  # any client message (Ping counts)
         self._send = send
+        self._direct = direct
+        self._flushes = flushes if direct is not None else None
+        self._sender_busy = True  # until the sender first waits for work
+        # In-order live frames for the next flush, queued while the outbox was empty.
+        self._live: list[tuple[Lane, WireFrame]] = []
         self._close_socket = close_socket
         self._abort = abort
         self._send_ready = asyncio.Event()
@@ -239,8 +294,85 @@ class Connection:
     # -- Owner protocol used by subscriptions --------------------------------
 
     def frames_queued(self) -> None:
-        """Something was queued: wake the sender."""
-        self._send_ready.set()
+        """Something was queued: have it flushed this loop turn, or wake the sender."""
+        if self._flushes is not None and not self._sender_busy and self._close_plan is None:
+            self._flushes.add(self)
+        else:
+            self._send_ready.set()
+
+    def offer_live(self, lane: Lane, frame: WireFrame) -> bool:
+        """Take the next in-order live frame of `lane` for this loop turn's flush;
+        False (the caller queues it) unless the socket is idle with an empty outbox."""
+        live = self._live
+        if live:
+            if (
+                self._sender_busy
+                or self._close_plan is not None
+                or self.outbox
+                or len(live) >= self.limits.send_queue_frames
+            ):
+                return False
+        elif (
+            self._flushes is None
+            or self._sender_busy
+            or self._close_plan is not None
+            or self.outbox
+        ):
+            return False
+        else:
+            self._flushes.add(self)
+        live.append((lane, frame))
+        return True
+
+    def flush(self) -> None:
+        """Write the pending live frames and one round of the queue now if the sender
+        is idle (the FlushQueue's call); otherwise hand everything to the sender."""
+        live = self._live
+        if not live and not self.outbox:
+            return
+        direct = self._direct
+        if (
+            direct is None
+            or self._sender_busy
+            or self._close_plan is not None
+            or not direct.writable()
+        ):
+            if live:
+                self._requeue_live()
+            self._send_ready.set()
+            return
+        codec = self.codec
+        hot = metrics.HOT
+        parts: list[bytes] = []
+        if live:
+            self._live = []
+            wire_one = codec.wire_one
+            parts = [wire_one(frame) for lane, frame in live if not lane.closed]
+            hot.frames_sent += len(parts)
+        if self.outbox:
+            batch = self.outbox.take_round(SEND_QUANTUM, self.limits.max_frame_bytes)
+            if self.behind:
+                self._feed.set()
+            for item in batch:
+                if isinstance(item, list):
+                    parts.append(codec.wire_frames(item))
+                    hot.frames_sent += len(item)
+                else:
+                    parts.append(codec.wire(item))
+        if not parts:
+            return
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        try:
+            direct.write(data)
+        except Exception as exc:  # the peer went away; the reader sees it too
+            log.debug("socket write failed", connection_id=self.connection_id, error=repr(exc))
+            self.closing = True
+            self._abort()
+            return
+        hot.messages_sent += len(parts)
+        hot.bytes_sent += len(data)
+        if self.outbox:
+            self._send_ready.set()
 
     def needs_feed(self, sub: Subscription) -> None:
         """`sub` has Postgres work: wake the feeder."""
@@ -250,6 +382,15 @@ class Connection:
     def feed_later(self, delay_s: float) -> None:
         """Wake the feeder after `delay_s` (retry of a lagging read)."""
         asyncio.get_running_loop().call_later(delay_s, self._feed.set)
+
+    def _requeue_live(self) -> None:
+        """Move the pending live frames to the head of their lanes (for the sender)."""
+        by_lane: dict[Lane, list[WireFrame]] = {}
+        for lane, frame in self._live:
+            by_lane.setdefault(lane, []).append(frame)
+        self._live = []
+        for lane, frames in by_lane.items():
+            self.outbox.push_front(lane, frames)
 
     def push_control(self, message: ws_pb2.ServerMessage) -> None:
         """Queue a connection-level message (Pong, Heartbeat, errors)."""
@@ -264,7 +405,11 @@ class Connection:
         while True:
             plan = self._close_plan
             if plan is None:
-                await self._send_ready.wait()
+                self._sender_busy = False
+                try:
+                    await self._send_ready.wait()
+                finally:
+                    self._sender_busy = True
                 # One loop turn lets fanout messages that arrived together queue
                 # up, so they leave as one WebSocket message instead of one each.
                 await asyncio.sleep(0)
@@ -280,6 +425,8 @@ class Connection:
     async def _send_queued(self, deadline: float | None) -> None:
         """Send rounds until the outbox is empty, the deadline passes, or a close
         is requested (when not flushing)."""
+        if self._live:  # taken while the sender was idle; they go first
+            self._requeue_live()
         codec = self.codec
         hot = metrics.HOT
         while self.outbox:

@@ -18,7 +18,7 @@ import time
 from khala_common.logs import get_logger
 from khala_gateway import metrics
 from khala_gateway.delivery.bindings import Bindings
-from khala_gateway.delivery.connection import Connection
+from khala_gateway.delivery.connection import Connection, FlushQueue
 from khala_gateway.delivery.subscription import ReplayGate, Subscription
 from khala_gateway.domain import codes
 from khala_gateway.domain.principal import revocation_matches
@@ -46,6 +46,7 @@ class Hub:
         self.topic_stats: dict[str, TopicStats] = {}
         self.draining = False
         self.replays = ReplayGate(settings.max_concurrent_replays)
+        self.flushes = FlushQueue()
         self._users: dict[str, int] = {}
         self._idle = asyncio.Event()
         self._idle.set()

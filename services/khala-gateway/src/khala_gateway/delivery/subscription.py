@@ -64,6 +64,8 @@ class Owner(Protocol):
 
     def frames_queued(self) -> None: ...
 
+    def offer_live(self, lane: Lane, frame: WireFrame) -> bool: ...
+
     def needs_feed(self, sub: Subscription) -> None: ...
 
     def feed_later(self, delay_s: float) -> None: ...
@@ -137,9 +139,23 @@ class Subscription:
             self.epoch_suspect = True
             self.owner.needs_feed(self)
             return
-        if frame.seq > self.known_head:
-            self.known_head = frame.seq
-        decision = classify(frame.seq, self.last_sent)
+        seq = frame.seq
+        if seq > self.known_head:
+            self.known_head = seq
+        if (
+            state is State.LIVE
+            and seq == self.last_sent + 1
+            and not self.busy
+            and not self.pending
+            and self.owner.offer_live(self.lane, frame)
+        ):
+            # The common case: the next frame, straight to the socket's write.
+            self.last_sent = seq
+            self.stats.frames_sent += 1
+            if seq < self.known_head:
+                self.owner.needs_feed(self)
+            return
+        decision = classify(seq, self.last_sent)
         if decision is Decision.DROP:
             self._dropped()
             return

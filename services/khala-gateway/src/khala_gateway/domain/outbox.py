@@ -81,6 +81,18 @@ class Outbox:
             lane.in_ring = True
             self._ring.append(lane)
 
+    def push_front(self, lane: Lane, frames: list[WireFrame]) -> None:
+        """Put frames back at the head of a lane, ahead of what was queued after them."""
+        if lane.closed or not frames:
+            return
+        lane.items.extendleft(reversed(frames))
+        self.frames += len(frames)
+        self.bytes += sum(len(frame.data) for frame in frames)
+        self._update_saturation()
+        if not lane.in_ring:
+            lane.in_ring = True
+            self._ring.append(lane)
+
     def discard(self, lane: Lane) -> None:
         """Drop a lane's queued content (its subscription ended)."""
         lane.closed = True

@@ -8,6 +8,11 @@ On `khala.v1+proto` it is embedded without re-parsing: ServerMessage field
 On `khala.v1+json` messages are proto3 canonical JSON (json_format), one per
 text message; a frame's JSON form is computed once and shared by all sockets.
 
+For sockets whose sender is idle, delivery writes whole WebSocket messages
+(RFC 6455 frames, unmasked as a server sends them) straight to the transport:
+`Codec.wire_frames` / `Codec.wire` build them, and the message of a single
+frame is built once per codec and shared by every socket it goes to.
+
 `WIRE_STATS` counts frame parses and JSON encodings per process (exported by
 metrics.py), which is how tests show that a frame is decoded once per fanout
 message and never re-serialized per subscriber.
@@ -16,6 +21,7 @@ message and never re-serialized per subscriber.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +33,8 @@ from openagents.sync.v1 import frames_pb2, ws_pb2
 _FRAME_TAG = b"\x1a"
 _BATCH_ENTRY_TAG = b"\x0a"
 _FRAMES_TAG = b"\x22"
+_WS_BINARY = 0x82  # FIN + opcode 2
+_WS_TEXT = 0x81  # FIN + opcode 1
 
 
 class DecodeError(ValueError):
@@ -61,7 +69,7 @@ WIRE_STATS = WireStats()
 class WireFrame:
     """One KhalaFrame as stored bytes plus the fields delivery needs."""
 
-    __slots__ = ("_json", "_parsed", "data", "epoch", "seq")
+    __slots__ = ("_json", "_parsed", "_wire_json", "_wire_proto", "data", "epoch", "seq")
 
     def __init__(
         self, seq: int, epoch: str, data: bytes, parsed: frames_pb2.KhalaFrame | None = None
@@ -71,6 +79,8 @@ class WireFrame:
         self.data = data
         self._parsed = parsed
         self._json: dict[str, Any] | None = None
+        self._wire_proto: bytes | None = None
+        self._wire_json: bytes | None = None
 
     @classmethod
     def decode(cls, data: bytes) -> WireFrame:
@@ -105,6 +115,17 @@ class WireFrame:
             WIRE_STATS.json_encodes += 1
             self._json = json_format.MessageToDict(self.parsed())
         return self._json
+
+
+def ws_message(payload: bytes, *, binary: bool) -> bytes:
+    """One unfragmented, unmasked WebSocket message (RFC 6455 §5.2) carrying `payload`."""
+    head = _WS_BINARY if binary else _WS_TEXT
+    size = len(payload)
+    if size < 126:
+        return bytes((head, size)) + payload
+    if size < 65_536:
+        return struct.pack("!BBH", head, 126, size) + payload
+    return struct.pack("!BBQ", head, 127, size) + payload
 
 
 def embed_frame(data: bytes) -> bytes:
@@ -149,6 +170,33 @@ class Codec:
     def decode(self, data: bytes | str) -> ws_pb2.ClientMessage:
         """One ClientMessage; raises DecodeError."""
         raise NotImplementedError
+
+    def wire(self, message: ws_pb2.ServerMessage) -> bytes:
+        """`encode(message)` as a complete WebSocket message."""
+        return _as_ws(self.encode(message))
+
+    def wire_frames(self, frames: Sequence[WireFrame]) -> bytes:
+        """`encode_frames(frames)` as a complete WebSocket message."""
+        if len(frames) == 1:
+            return self.wire_one(frames[0])
+        return _as_ws(self.encode_frames(frames))
+
+    def wire_one(self, frame: WireFrame) -> bytes:
+        """The single-frame message of `frame` as a complete WebSocket message,
+        built once per codec and shared by every socket it goes to."""
+        if self.binary:
+            if frame._wire_proto is None:
+                frame._wire_proto = _as_ws(self.encode_frames((frame,)))
+            return frame._wire_proto
+        if frame._wire_json is None:
+            frame._wire_json = _as_ws(self.encode_frames((frame,)))
+        return frame._wire_json
+
+
+def _as_ws(data: bytes | str) -> bytes:
+    if isinstance(data, str):
+        return ws_message(data.encode(), binary=False)
+    return ws_message(data, binary=True)
 
 
 class ProtoCodec(Codec):

@@ -7,6 +7,7 @@ awaits the connection's sender and feeder and releases its subscriptions.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
@@ -27,12 +28,33 @@ from openagents.sync.v1 import ws_pb2
 log = get_logger("khala_gateway.ws")
 
 CLOSE_HANDSHAKE_TIMEOUT_S = 2.0
+# Above this many bytes buffered in the transport, messages go through
+# aiohttp's writer (which waits for the drain) instead of direct writes.
+DIRECT_WRITE_LIMIT = 64 * 1024
 RATE_LIMIT_RETRY_MS = 5_000
 
 
 def _offered_subprotocols(request: web.Request) -> list[str]:
     raw = request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "")
     return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+class TransportWriter:
+    """Direct writes of complete WebSocket messages to an upgraded socket's transport."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def writable(self) -> bool:
+        """Open and under DIRECT_WRITE_LIMIT bytes buffered."""
+        transport = self._transport
+        return not transport.is_closing() and transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
+
+    def write(self, data: bytes) -> None:
+        """Hand complete WebSocket messages to the transport."""
+        self._transport.write(data)
 
 
 class WsHandler:
@@ -90,8 +112,17 @@ class WsHandler:
             if request.transport is not None:
                 request.transport.abort()
 
+        transport = request.transport
         conn = Connection(
-            f"c-{secrets.token_hex(6)}", self._hub, codec, send, close_socket, abort, self._limits
+            f"c-{secrets.token_hex(6)}",
+            self._hub,
+            codec,
+            send,
+            close_socket,
+            abort,
+            self._limits,
+            direct=TransportWriter(transport) if isinstance(transport, asyncio.Transport) else None,
+            flushes=self._hub.flushes,
         )
         self._hub.register(conn)
         structlog.contextvars.bind_contextvars(connection_id=conn.connection_id)
