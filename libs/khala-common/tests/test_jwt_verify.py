@@ -128,3 +128,44 @@ async def test_rotated_key_is_found_by_refetch() -> None:
     fetcher.jwks = {"keys": [JWK, new_jwk]}
     claims = await verifier.verify(_token(key=new_key, kid="k3"))
     assert claims["sub"] == "u1"
+
+
+async def test_a_remembered_token_is_still_refused_once_it_expires() -> None:
+    now = [time.time()]
+    verifier = TokenVerifier(
+        JwksCache(CountingFetcher({"keys": [JWK]})), issuer=ISS, audience=AUD, clock=lambda: now[0]
+    )
+    token = _token(_claims(exp=int(now[0]) + 60))
+    first = await verifier.verify(token)
+    first["sub"] = "mutated"  # callers get their own copy
+    assert (await verifier.verify(token))["sub"] == "u1"
+    now[0] += 60 + 29  # inside the leeway
+    assert (await verifier.verify(token))["sub"] == "u1"
+    now[0] += 2
+    with pytest.raises(TokenError) as refused:
+        await verifier.verify(token)
+    assert refused.value.code == "token_expired"
+
+
+async def test_a_remembered_token_is_refused_once_its_key_is_withdrawn() -> None:
+    fetcher = CountingFetcher({"keys": [JWK]})
+    clock = [0.0]
+    cache = JwksCache(fetcher, clock=lambda: clock[0])
+    verifier = TokenVerifier(cache, issuer=ISS, audience=AUD)
+    token = _token()
+    await verifier.verify(token)
+    fetcher.jwks = {"keys": []}  # the key was rotated out
+    clock[0] += 10_000  # past the JWKS cache's lifetime
+    with pytest.raises(TokenError) as refused:
+        await verifier.verify(token)
+    assert refused.value.code == "unauthorized"
+
+
+async def test_a_tampered_copy_of_a_remembered_token_is_refused() -> None:
+    verifier = _verifier()
+    token = _token()
+    await verifier.verify(token)
+    header, _payload, signature = token.split(".")
+    forged = ".".join([header, _b64({**_claims(), "sub": "admin"}), signature])
+    with pytest.raises(TokenError):
+        await verifier.verify(forged)

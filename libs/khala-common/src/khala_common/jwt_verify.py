@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -112,8 +113,19 @@ class JwksCache:
         return tuple(self._keys)
 
 
+# Tokens whose signature and claims were verified, per verifier (LRU).
+VERIFIED_CACHE_SIZE = 4096
+
+
 class TokenVerifier:
-    """Verifies signature, alg, kid, iss, aud, exp and nbf of one token class."""
+    """Verifies signature, alg, kid, iss, aud, exp and nbf of one token class.
+
+    A token that verified is remembered (up to `cache_size`, least recently
+    used first out), so a client presenting the same token on every request
+    costs one signature check, not one per request. A remembered token is
+    still refused once it expires (same leeway) or once its kid leaves the
+    signing keys; everything else a check could depend on is in the token.
+    """
 
     def __init__(
         self,
@@ -123,17 +135,47 @@ class TokenVerifier:
         audience: str,
         leeway_s: int = DEFAULT_LEEWAY_S,
         required: tuple[str, ...] = ("exp", "iat", "sub"),
+        cache_size: int = VERIFIED_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._jwks = jwks
         self._issuer = issuer
         self._audience = audience
         self._leeway_s = leeway_s
         self._required = list(required)
+        self._cache_size = cache_size
+        self._clock = clock
+        self._verified: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or TokenError with a deterministic code."""
         if not token:
             raise TokenError("unauthorized", "token is missing")
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            kid, claims = remembered
+            try:
+                key = await self._jwks.key_for(kid)
+            except Exception:
+                raise TokenError("unauthorized", "signing keys are unavailable") from None
+            if key is not None:
+                exp = claims.get("exp")
+                if isinstance(exp, int | float) and self._clock() >= exp + self._leeway_s:
+                    del self._verified[token]
+                    raise TokenError("token_expired", "token has expired")
+                self._verified.move_to_end(token)
+                return dict(claims)
+            del self._verified[token]  # its key was withdrawn: verify again (and refuse)
+        kid, claims = await self._verify_signed(token)
+        if self._cache_size > 0:
+            self._verified[token] = (kid, claims)
+            while len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+            return dict(claims)
+        return claims
+
+    async def _verify_signed(self, token: str) -> tuple[str, dict[str, Any]]:
+        """Full verification: the signing key's kid and the claims."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -170,4 +212,4 @@ class TokenVerifier:
             raise TokenError("unauthorized", "token issuer is wrong") from None
         except jwt.PyJWTError:
             raise TokenError("unauthorized", "token signature or claims are invalid") from None
-        return claims
+        return kid, claims
