@@ -162,10 +162,12 @@ def parse_ws(data: bytes) -> list[tuple[int, bytes]]:
 
 
 class Direct:
-    """A transport double: direct writes land in the same log as the sender's writes."""
+    """A transport double: every write lands in one log; `drain` waits for `gate`
+    while the transport is "over its limit" (`open` false)."""
 
-    def __init__(self, log: list[bytes | str]) -> None:
+    def __init__(self, log: list[bytes | str], gate: asyncio.Event | None = None) -> None:
         self.log = log
+        self.gate = gate
         self.open = True
         self.writes = 0
 
@@ -177,19 +179,17 @@ class Direct:
         for opcode, payload in parse_ws(data):
             self.log.append(payload if opcode == 2 else payload.decode())
 
+    async def drain(self) -> None:
+        if not self.open and self.gate is not None:
+            await self.gate.wait()
+
 
 async def direct_connection(
     codec: Any, gate: asyncio.Event | None = None
 ) -> tuple[Connection, Socket, Direct, dict[str, Subscription]]:
-    """A live connection whose sender writes wait for `gate` (a slow peer) when given."""
+    """A live connection with a direct writer whose drain waits for `gate` when given."""
     socket = Socket()
-    direct = Direct(socket.sent)
-
-    async def send(data: bytes | str) -> None:
-        if gate is not None:
-            await gate.wait()
-        socket.sent.append(data)
-
+    direct = Direct(socket.sent, gate)
     limits = Limits(
         max_frame_bytes=1 << 20,
         max_subscriptions=8,
@@ -201,7 +201,7 @@ async def direct_connection(
         "c-direct",
         Hub(),
         codec,
-        send,
+        socket.send,
         socket.close,
         socket.abort,
         limits,
@@ -220,6 +220,7 @@ async def direct_connection(
             break
         await asyncio.sleep(0.01)
     socket.sent.clear()
+    direct.writes = 0
     return conn, socket, direct, subs
 
 
@@ -256,12 +257,11 @@ async def test_live_frames_not_yet_written_go_back_ahead_of_later_content() -> N
     conn.push_control(ws_pb2.ServerMessage(heartbeat=ws_pb2.Heartbeat(server_time_ms=1)))
     subs[topic].on_live(WireFrame(3, "1", stored(topic, 3)))  # queued behind them
     await asyncio.sleep(0.05)
-    assert direct.writes == 0
+    # The sender wrote the round (heartbeat first, then 1, 2, 3) in one write.
+    assert direct.writes == 1
     kinds = [ws_pb2.ServerMessage.FromString(m).WhichOneof("body") for m in socket.sent]  # type: ignore[arg-type]
-    assert "heartbeat" in kinds
-    assert seqs_of([m for m, k in zip(socket.sent, kinds, strict=True) if k != "heartbeat"])[
-        topic
-    ] == [1, 2, 3]
+    assert kinds[0] == "heartbeat"
+    assert seqs_of(socket.sent[1:])[topic] == [1, 2, 3]
     conn.request_close(1000)
     await conn.shutdown()
 
@@ -285,21 +285,22 @@ async def test_direct_writes_wait_while_the_sender_is_mid_round() -> None:
     gate = asyncio.Event()
     conn, socket, direct, subs = await direct_connection(ProtoCodec(), gate)
     topic = TOPICS[0]
-    direct.open = False  # over the buffer limit: the sender takes the round and blocks
+    direct.open = False  # over the buffer limit: the sender writes and waits for the drain
     subs[topic].on_live(WireFrame(1, "1", stored(topic, 1)))
     await asyncio.sleep(0.02)
-    direct.open = True
-    for seq in range(2, 6):  # arrive while the sender waits for the drain
+    assert seqs_of(socket.sent)[topic] == [1] and direct.writes == 1
+    direct.open = True  # the flush could write now, but the sender is mid-round
+    for seq in range(2, 6):
         subs[topic].on_live(WireFrame(seq, "1", stored(topic, seq)))
         await asyncio.sleep(0.01)
-    assert socket.sent == [] and direct.writes == 0
+    assert direct.writes == 1  # nothing overtook the sender
     gate.set()
     await asyncio.sleep(0.05)
-    for seq in range(6, 9):  # the sender is idle again: direct writes resume
+    for seq in range(6, 9):  # the sender is idle again: one direct write per turn
         subs[topic].on_live(WireFrame(seq, "1", stored(topic, seq)))
         await asyncio.sleep(0.01)
     assert seqs_of(socket.sent)[topic] == list(range(1, 9))
-    assert direct.writes == 3
+    assert direct.writes == 2 + 3
     conn.request_close(1000)
     await conn.shutdown()
 

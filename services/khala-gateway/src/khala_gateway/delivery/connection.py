@@ -1,11 +1,12 @@
 """One authenticated WebSocket: its subscriptions, send queue, sender and feeder.
 
-Two tasks per socket, owned here and cancelled by `shutdown`: the *sender*
+Up to two tasks per socket, owned here and cancelled by `shutdown`: the *sender*
 drains the bounded outbox round-robin across topics into as few WebSocket
 messages as possible (one `frame`/`frames` message per round, markers and
 errors as their own messages), and the *feeder* does the Postgres work
 (replay chunks, snapshots, gap fills, epoch checks) one bounded step per
-topic in turn, only while the outbox has room. Live in-order frames bypass
+topic in turn, only while the outbox has room; it exists only while some
+subscription is behind, so an idle socket costs one task. Live in-order frames bypass
 the feeder entirely (see subscription.py for the ordering guarantee).
 
 Fast path: while the sender is idle (not in the middle of a round), newly
@@ -75,6 +76,10 @@ class DirectWriter(Protocol):
 
     def write(self, data: bytes) -> None:
         """Hand `data` to the transport (it buffers what the kernel does not take)."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is below its limit (or the socket is gone)."""
         ...
 
 
@@ -181,11 +186,15 @@ class Connection:
         self._direct = direct
         self._flushes = flushes if direct is not None else None
         self._sender_busy = True  # until the sender first waits for work
-        # In-order live frames for the next flush, queued while the outbox was empty.
-        self._live: list[tuple[Lane, WireFrame]] = []
+        # In-order live frames for the next flush, queued while the outbox was
+        # empty, and their lanes (parallel lists: no allocation per frame).
+        self._live: list[WireFrame] = []
+        self._live_lanes: list[Lane] = []
         self._close_socket = close_socket
         self._abort = abort
         self._send_ready = asyncio.Event()
+        # Set when the feeder has (new) work; the feeder task exists only while
+        # some subscription is behind (an idle socket holds no feeder).
         self._feed = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._feeder: asyncio.Task[None] | None = None
@@ -195,14 +204,11 @@ class Connection:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self, principal: Principal, welcome: ws_pb2.Welcome) -> None:
-        """Queue Welcome and start the sender and feeder."""
+        """Queue Welcome and start the sender (the feeder starts when there is work)."""
         self.principal = principal
         self.outbox.push_control(ws_pb2.ServerMessage(welcome=welcome))
         self._sender = asyncio.create_task(
             self._guard(self._send_loop()), name=f"send-{self.connection_id}"
-        )
-        self._feeder = asyncio.create_task(
-            self._guard(self._feed_loop()), name=f"feed-{self.connection_id}"
         )
         self._send_ready.set()
 
@@ -321,7 +327,8 @@ class Connection:
             return False
         else:
             self._flushes.add(self)
-        live.append((lane, frame))
+        live.append(frame)
+        self._live_lanes.append(lane)
         return True
 
     def flush(self) -> None:
@@ -341,54 +348,72 @@ class Connection:
                 self._requeue_live()
             self._send_ready.set()
             return
-        codec = self.codec
-        hot = metrics.HOT
         parts: list[bytes] = []
         if live:
-            self._live = []
-            wire_one = codec.wire_one
-            parts = [wire_one(frame) for lane, frame in live if not lane.closed]
-            hot.frames_sent += len(parts)
+            lanes = self._live_lanes
+            self._live, self._live_lanes = [], []
+            wire_one = self.codec.wire_one
+            parts = [wire_one(f) for f, lane in zip(live, lanes, strict=True) if not lane.closed]
+            metrics.HOT.frames_sent += len(parts)
         if self.outbox:
-            batch = self.outbox.take_round(SEND_QUANTUM, self.limits.max_frame_bytes)
-            if self.behind:
-                self._feed.set()
-            for item in batch:
-                if isinstance(item, list):
-                    parts.append(codec.wire_frames(item))
-                    hot.frames_sent += len(item)
-                else:
-                    parts.append(codec.wire(item))
+            self._encode_round(parts)
         if not parts:
             return
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
         try:
-            direct.write(data)
+            self._write(direct, parts)
         except Exception as exc:  # the peer went away; the reader sees it too
             log.debug("socket write failed", connection_id=self.connection_id, error=repr(exc))
             self.closing = True
             self._abort()
             return
-        hot.messages_sent += len(parts)
-        hot.bytes_sent += len(data)
         if self.outbox:
             self._send_ready.set()
+
+    def _encode_round(self, parts: list[bytes]) -> None:
+        """Take one outbox round and append it to `parts` as complete WebSocket messages."""
+        batch = self.outbox.take_round(SEND_QUANTUM, self.limits.max_frame_bytes)
+        if self.behind:
+            self._wake_feeder()
+        codec = self.codec
+        hot = metrics.HOT
+        for item in batch:
+            if isinstance(item, list):
+                parts.append(codec.wire_frames(item))
+                hot.frames_sent += len(item)
+            else:
+                parts.append(codec.wire(item))
+
+    @staticmethod
+    def _write(direct: DirectWriter, parts: list[bytes]) -> None:
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        direct.write(data)
+        hot = metrics.HOT
+        hot.messages_sent += len(parts)
+        hot.bytes_sent += len(data)
 
     def needs_feed(self, sub: Subscription) -> None:
         """`sub` has Postgres work: wake the feeder."""
         self.behind[sub] = None
-        self._feed.set()
+        self._wake_feeder()
 
     def feed_later(self, delay_s: float) -> None:
         """Wake the feeder after `delay_s` (retry of a lagging read)."""
-        asyncio.get_running_loop().call_later(delay_s, self._feed.set)
+        asyncio.get_running_loop().call_later(delay_s, self._wake_feeder)
+
+    def _wake_feeder(self) -> None:
+        """Signal the feeder, starting it if no feeder task is running."""
+        self._feed.set()
+        if self._feeder is None and self._sender is not None and not self.closing:
+            self._feeder = asyncio.create_task(
+                self._guard(self._feed_loop()), name=f"feed-{self.connection_id}"
+            )
 
     def _requeue_live(self) -> None:
         """Move the pending live frames to the head of their lanes (for the sender)."""
         by_lane: dict[Lane, list[WireFrame]] = {}
-        for lane, frame in self._live:
+        for frame, lane in zip(self._live, self._live_lanes, strict=True):
             by_lane.setdefault(lane, []).append(frame)
-        self._live = []
+        self._live, self._live_lanes = [], []
         for lane, frames in by_lane.items():
             self.outbox.push_front(lane, frames)
 
@@ -429,14 +454,23 @@ class Connection:
             self._requeue_live()
         codec = self.codec
         hot = metrics.HOT
+        direct = self._direct
         while self.outbox:
             if deadline is None and self._close_plan is not None:
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 return
+            if direct is not None:
+                # The whole round in one write, then wait for the drain.
+                parts: list[bytes] = []
+                self._encode_round(parts)
+                if parts:
+                    self._write(direct, parts)
+                    await direct.drain()
+                continue
             batch = self.outbox.take_round(SEND_QUANTUM, self.limits.max_frame_bytes)
             if self.behind:
-                self._feed.set()
+                self._wake_feeder()
             for item in batch:
                 if isinstance(item, list):
                     data = codec.encode_frames(item)
@@ -448,18 +482,25 @@ class Connection:
                 hot.bytes_sent += len(data)
 
     async def _feed_loop(self) -> None:
-        while True:
-            await self._feed.wait()
-            self._feed.clear()
-            progressed = True
-            while progressed and self.behind and self.outbox.room() > 0:
-                progressed = False
-                for sub in list(self.behind):
-                    if self.outbox.room() <= 0:
-                        break
-                    progressed = await self._feed_one(sub) or progressed
-                    if not sub.needs_work():
-                        self.behind.pop(sub, None)
+        """Step behind subscriptions while the outbox has room; end when none is behind."""
+        try:
+            while True:
+                await self._feed.wait()
+                self._feed.clear()
+                progressed = True
+                while progressed and self.behind and self.outbox.room() > 0:
+                    progressed = False
+                    for sub in list(self.behind):
+                        if self.outbox.room() <= 0:
+                            break
+                        progressed = await self._feed_one(sub) or progressed
+                        if not sub.needs_work():
+                            self.behind.pop(sub, None)
+                if not self.behind and not self._feed.is_set():
+                    return
+        finally:
+            if self._feeder is asyncio.current_task():
+                self._feeder = None
 
     async def _feed_one(self, sub: Subscription) -> bool:
         if sub.state is State.CLOSED:

@@ -57,6 +57,9 @@ class State(Enum):
     CLOSED = "closed"
 
 
+_LIVE = State.LIVE
+
+
 class Owner(Protocol):
     """What a subscription needs from its connection."""
 
@@ -130,6 +133,23 @@ class Subscription:
     def on_live(self, frame: WireFrame) -> None:
         """A frame from the fanout queue."""
         state = self.state
+        seq = frame.seq
+        if (
+            state is _LIVE
+            and seq == self.last_sent + 1
+            and frame.epoch == self.epoch
+            and not self.busy
+            and not self.pending
+            and self.owner.offer_live(self.lane, frame)
+        ):
+            # The common case: the next frame, straight to the socket's write.
+            self.last_sent = seq
+            self.stats.frames_sent += 1
+            if seq > self.known_head:
+                self.known_head = seq
+            elif seq < self.known_head:
+                self.owner.needs_feed(self)
+            return
         if state is State.CLOSED:
             return
         if state is State.STARTING:
@@ -139,22 +159,8 @@ class Subscription:
             self.epoch_suspect = True
             self.owner.needs_feed(self)
             return
-        seq = frame.seq
         if seq > self.known_head:
             self.known_head = seq
-        if (
-            state is State.LIVE
-            and seq == self.last_sent + 1
-            and not self.busy
-            and not self.pending
-            and self.owner.offer_live(self.lane, frame)
-        ):
-            # The common case: the next frame, straight to the socket's write.
-            self.last_sent = seq
-            self.stats.frames_sent += 1
-            if seq < self.known_head:
-                self.owner.needs_feed(self)
-            return
         decision = classify(seq, self.last_sent)
         if decision is Decision.DROP:
             self._dropped()

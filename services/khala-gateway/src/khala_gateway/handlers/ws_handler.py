@@ -31,6 +31,7 @@ CLOSE_HANDSHAKE_TIMEOUT_S = 2.0
 # Above this many bytes buffered in the transport, messages go through
 # aiohttp's writer (which waits for the drain) instead of direct writes.
 DIRECT_WRITE_LIMIT = 64 * 1024
+DRAIN_POLL_S = 0.005
 RATE_LIMIT_RETRY_MS = 5_000
 
 
@@ -42,10 +43,12 @@ def _offered_subprotocols(request: web.Request) -> list[str]:
 class TransportWriter:
     """Direct writes of complete WebSocket messages to an upgraded socket's transport."""
 
-    __slots__ = ("_transport",)
+    __slots__ = ("_drain", "_transport")
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, protocol: object) -> None:
         self._transport = transport
+        # aiohttp's own writer waits on its protocol's flow control the same way.
+        self._drain = getattr(protocol, "_drain_helper", None)
 
     def writable(self) -> bool:
         """Open and under DIRECT_WRITE_LIMIT bytes buffered."""
@@ -54,7 +57,22 @@ class TransportWriter:
 
     def write(self, data: bytes) -> None:
         """Hand complete WebSocket messages to the transport."""
+        if self._transport.is_closing():
+            raise ConnectionResetError("the socket is closing")
         self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport holds DIRECT_WRITE_LIMIT bytes or more."""
+        transport = self._transport
+        if transport.is_closing() or transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT:
+            return
+        if self._drain is not None:  # returns once the transport resumes writing
+            await self._drain()
+        # Without aiohttp's flow control (or at exactly its high-water mark) poll.
+        while (  # noqa: ASYNC110 - the transport offers no event to wait on
+            not transport.is_closing() and transport.get_write_buffer_size() >= DIRECT_WRITE_LIMIT
+        ):
+            await asyncio.sleep(DRAIN_POLL_S)
 
 
 class WsHandler:
@@ -121,7 +139,11 @@ class WsHandler:
             close_socket,
             abort,
             self._limits,
-            direct=TransportWriter(transport) if isinstance(transport, asyncio.Transport) else None,
+            direct=(
+                TransportWriter(transport, request.protocol)
+                if isinstance(transport, asyncio.Transport)
+                else None
+            ),
             flushes=self._hub.flushes,
         )
         self._hub.register(conn)
