@@ -56,6 +56,7 @@ import aiohttp
 import asyncpg
 import jwt
 from cryptography.fernet import Fernet, MultiFernet
+from results_file import RESULTS, record
 
 from khala_common.db import create_pool, migrate
 from khala_common.jwt_verify import JwksCache, TokenVerifier
@@ -73,7 +74,6 @@ from khala_control.usecases.orgs import OrgService
 from khala_control.usecases.signing import KeyRing
 from khala_control.usecases.token_mint import SyncTokenMinter
 
-RESULTS = Path(__file__).parent / "results"
 GOAL_MINTS_PER_S = 5_000
 ISSUER = "http://bench.invalid"
 
@@ -472,14 +472,7 @@ def main() -> int:
     print(json.dumps(result, indent=2))
     if args.no_write:
         return 0
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path = RESULTS / "control_mint.json"
-    history: list[dict[str, Any]] = []
-    if json_path.exists():
-        history = json.loads(json_path.read_text()).get("history", [])
-    history.append(result)
-    json_path.write_text(json.dumps({"latest": result, "history": history}, indent=2) + "\n")
-    (RESULTS / "control_mint.md").write_text(_markdown(history))
+    record("control_mint", result, _markdown)
     return 0
 
 

@@ -106,7 +106,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 raw = RESULTS / f"profile_{name}.raw"
                 proc = subprocess.Popen(  # noqa: ASYNC220 - runs alongside the load
                     [pyspy, "record", "-p", str(stack.procs[name].pid), "-d", str(int(args.seconds)),
-                     "-r", "50", "--format", "raw", "-o", str(raw), "--nonblocking"],
+                     "-r", "100", "--gil", "--format", "raw", "-o", str(raw), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
                 spies.append((name, proc, raw))
@@ -153,7 +153,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     + "\n".join(lines)
                     + f"\n\n{package} frames by inclusive samples\n"
                     + "\n".join(top_inclusive(raw, package)) + "\n")
-                raw.unlink()
+                raw.replace(LOGS / raw.name)
                 out.setdefault("profiles", {})[name] = lines[:10]
         await asyncio.to_thread(stack.stop_all)
         await delete_prefixed(amqp, Topology(prefix))

@@ -82,7 +82,7 @@ MODES: dict[str, dict[str, Any]] = {
     "quick": {
         "latency": [{"rate": 100, "subscribers": 100, "topics": 10, "seconds": 6},
                     {"rate": 300, "subscribers": 300, "topics": 30, "seconds": 6}],
-        "fanout_one": {"subscribers": 1000, "messages": 100, "rate": 200},
+        "fanout_one": {"subscribers": 1000, "messages": 300, "rate": 200},
         "fanout_many": {"subscribers": 1000, "topics": 100, "messages": 10, "rate": 200},
         "idle": {"sockets": 10_000, "topics": 100},
         "replay": {"frames": 20_000, "clients": [1, 10]},
@@ -248,58 +248,43 @@ class Khala(System):
         return len(data or b"")
 
 
-class NatsSystem(System):
+class PeerSystem(System):
+    """A peer server driven through its load-client class (in-memory pub/sub)."""
+
+    client_class: type[NatsClient] | type[SioClient]
+
+    def __init__(self, peer: Peer, size: int) -> None:
+        self.peer = peer
+        self.pid = peer.pid
+        self.size = size
+        self.next_seq = {}
+        self.publisher: NatsClient | SioClient | None = None
+
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        self.publisher = self.client_class(http, self.peer.url, Sink())
+        await self.publisher.connect()
+
+    def client(self, http: aiohttp.ClientSession, sink: Sink) -> Client:
+        return self.client_class(http, self.peer.url, sink)
+
+    async def setup_topics(self, count: int) -> list[str]:
+        return [f"bench.{uuid.uuid4().hex[:10]}" for _ in range(count)]
+
+    async def publish(self, topic: str, seq: int) -> tuple[int, float]:
+        assert self.publisher is not None
+        sent = time.perf_counter()
+        await self.publisher.publish(topic, seq, self.size)
+        return seq, sent
+
+
+class NatsSystem(PeerSystem):
     name = "nats"
-
-    def __init__(self, peer: Peer, size: int) -> None:
-        self.peer = peer
-        self.pid = peer.pid
-        self.size = size
-        self.next_seq = {}
-        self.publisher: NatsClient | None = None
-
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        self.publisher = NatsClient(http, self.peer.url, Sink())
-        await self.publisher.connect()
-
-    def client(self, http: aiohttp.ClientSession, sink: Sink) -> Client:
-        return NatsClient(http, self.peer.url, sink)
-
-    async def setup_topics(self, count: int) -> list[str]:
-        return [f"bench.{uuid.uuid4().hex[:10]}" for _ in range(count)]
-
-    async def publish(self, topic: str, seq: int) -> tuple[int, float]:
-        assert self.publisher is not None
-        sent = time.perf_counter()
-        await self.publisher.publish(topic, seq, self.size)
-        return seq, sent
+    client_class = NatsClient
 
 
-class SioSystem(System):
+class SioSystem(PeerSystem):
     name = "socketio"
-
-    def __init__(self, peer: Peer, size: int) -> None:
-        self.peer = peer
-        self.pid = peer.pid
-        self.size = size
-        self.next_seq = {}
-        self.publisher: SioClient | None = None
-
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        self.publisher = SioClient(http, self.peer.url, Sink())
-        await self.publisher.connect()
-
-    def client(self, http: aiohttp.ClientSession, sink: Sink) -> Client:
-        return SioClient(http, self.peer.url, sink)
-
-    async def setup_topics(self, count: int) -> list[str]:
-        return [f"bench.{uuid.uuid4().hex[:10]}" for _ in range(count)]
-
-    async def publish(self, topic: str, seq: int) -> tuple[int, float]:
-        assert self.publisher is not None
-        sent = time.perf_counter()
-        await self.publisher.publish(topic, seq, self.size)
-        return seq, sent
+    client_class = SioClient
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -383,6 +368,7 @@ async def phase_fanout(system: System, http: aiohttp.ClientSession, subscribers:
     sink.stop_when = expected
     order = [(t, base[t] + 1 + m) for m in range(messages) for t in topics]
     cpu0, wall0 = cpu_seconds(system.pid), time.perf_counter()
+    print(f"  {subscribers} subscribers connected; publishing", flush=True)
 
     async def job(i: int) -> None:
         await system.publish(*order[i])

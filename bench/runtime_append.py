@@ -43,11 +43,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from results_file import RESULTS, record
 
 from khala_common.db import create_pool, migrate
 from khala_runtime.domain.model import CreateRun
@@ -55,7 +55,6 @@ from khala_runtime.domain.requests import parse_append
 from khala_runtime.service import RunService
 from khala_runtime.storage import MIGRATIONS_DIR, SCHEMA
 
-RESULTS = Path(__file__).parent / "results"
 GOAL_EVENTS_PER_S = 20_000
 GOAL_RATIO = 0.5
 
@@ -291,14 +290,7 @@ def main() -> int:
     print(json.dumps(result, indent=2))
     if args.no_write:
         return 0
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path = RESULTS / "runtime_append.json"
-    history: list[dict[str, Any]] = []
-    if json_path.exists():
-        history = json.loads(json_path.read_text()).get("history", [])
-    history.append(result)
-    json_path.write_text(json.dumps({"latest": result, "history": history}, indent=2) + "\n")
-    (RESULTS / "runtime_append.md").write_text(_markdown(history))
+    record("runtime_append", result, _markdown)
     return 0
 
 

@@ -76,16 +76,17 @@ def stored(topic: str, seq: int) -> bytes:
     ).SerializeToString()
 
 
-async def live_connection(codec: Any) -> tuple[Connection, Socket, dict[str, Subscription]]:
-    socket = Socket()
-    limits = Limits(
-        max_frame_bytes=1 << 20,
-        max_subscriptions=8,
-        send_queue_frames=1000,
-        send_queue_bytes=1 << 24,
-        replay_chunk=100,
-    )
-    conn = Connection("c-test", Hub(), codec, socket.send, socket.close, socket.abort, limits)
+LIMITS = Limits(
+    max_frame_bytes=1 << 20,
+    max_subscriptions=8,
+    send_queue_frames=1000,
+    send_queue_bytes=1 << 24,
+    replay_chunk=100,
+)
+
+
+async def make_live(conn: Connection, socket: Socket) -> dict[str, Subscription]:
+    """Start `conn`, subscribe it live to TOPICS and forget what that sent."""
     conn.start(
         Principal("u", "s", "d", ("org.acme.*",), 2**62), ws_pb2.Welcome(connection_id="c-test")
     )
@@ -101,7 +102,13 @@ async def live_connection(codec: Any) -> tuple[Connection, Socket, dict[str, Sub
         await asyncio.sleep(0.01)
     assert all(s.state is State.LIVE for s in subs.values())
     socket.sent.clear()  # Welcome and the two watermarks
-    return conn, socket, subs
+    return subs
+
+
+async def live_connection(codec: Any) -> tuple[Connection, Socket, dict[str, Subscription]]:
+    socket = Socket()
+    conn = Connection("c-test", Hub(), codec, socket.send, socket.close, socket.abort, LIMITS)
+    return conn, socket, await make_live(conn, socket)
 
 
 async def test_one_ready_burst_leaves_as_one_frame_batch_in_one_write() -> None:
@@ -190,13 +197,6 @@ async def direct_connection(
     """A live connection with a direct writer whose drain waits for `gate` when given."""
     socket = Socket()
     direct = Direct(socket.sent, gate)
-    limits = Limits(
-        max_frame_bytes=1 << 20,
-        max_subscriptions=8,
-        send_queue_frames=1000,
-        send_queue_bytes=1 << 24,
-        replay_chunk=100,
-    )
     conn = Connection(
         "c-direct",
         Hub(),
@@ -204,22 +204,11 @@ async def direct_connection(
         socket.send,
         socket.close,
         socket.abort,
-        limits,
+        LIMITS,
         direct=direct,
         flushes=FlushQueue(),
     )
-    conn.start(Principal("u", "s", "d", ("org.acme.*",), 2**62), ws_pb2.Welcome(connection_id="c"))
-    subs = {}
-    for topic in TOPICS:
-        sub = Subscription(conn, topic, Lane(topic), TopicStats(topic), max_pending=64)
-        conn.subs[topic] = sub
-        sub.begin(TopicHead("1", 0, 0), StartPlan(False, 0), [])
-        subs[topic] = sub
-    for _ in range(100):
-        if all(s.state is State.LIVE for s in subs.values()) and not conn.outbox:
-            break
-        await asyncio.sleep(0.01)
-    socket.sent.clear()
+    subs = await make_live(conn, socket)
     direct.writes = 0
     return conn, socket, direct, subs
 
