@@ -186,13 +186,17 @@ class Khala(System):
             topic = run_topic(self.org, run_id)
             self.next_seq[topic] = 3
             topics.append(topic)
+        await self.refresh_tokens(topics)
+        await self.wait_written({t: 2 for t in topics})
+        return topics
+
+    async def refresh_tokens(self, topics: list[str]) -> None:
+        """Mint the sync tokens clients of `topics` connect with (they live 5 minutes)."""
         for i in range(0, len(topics), 200):
             chunk = topics[i : i + 200]
             token = (await self.api.sync_token(chunk))["token"]
             for topic in chunk:
                 self.tokens[topic] = token
-        await self.wait_written({t: 2 for t in topics})
-        return topics
 
     def client(self, http: aiohttp.ClientSession, sink: Sink) -> Client:
         raise NotImplementedError  # Khala clients need a token: use khala_client()
@@ -471,6 +475,7 @@ async def phase_replay(khala: Khala, http: aiohttp.ClientSession, frames: int, c
     await khala.publish_batch(topic, 3, frames - 2)
     await khala.wait_written({topic: frames})
     load_s = time.perf_counter() - started
+    await khala.refresh_tokens([topic])  # loading a big topic can outlast the first token
     out: dict[str, Any] = {"frames": frames, "load_seconds": round(load_s, 1), "runs": []}
     for n in clients_list:
         sink = Sink(stop_when=n * frames)
@@ -562,6 +567,9 @@ async def run(mode: str, only: set[str]) -> dict[str, Any]:
             "KHALA_GATEWAY_MAX_CONNECTIONS_PER_USER": "1000000", "KHALA_RATE_LIMIT_MINT": "off",
             "KHALA_RATE_LIMIT_SIGN_IN": "off", "KHALA_RATE_LIMIT_REFRESH": "off", "KHALA_LOG_LEVEL": "warning",
             "KHALA_GATEWAY_HEARTBEAT_INTERVAL_MS": "30000",
+            # The full replay phase reads a 100k-frame topic: more than the default
+            # per-topic retention (10k frames) would keep.
+            "KHALA_PROJECTOR_EVENT_RETAIN_FRAMES": "0",
         },
     )
     peers: list[Peer] = []
