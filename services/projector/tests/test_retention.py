@@ -173,3 +173,37 @@ async def test_event_frames_expire_by_age_but_the_head_stays(khala_pool, unique)
     # Everything of an idle topic is old, but its head frame is kept.
     assert await topic_head(khala_pool, f"org.{org}.run.idle{unique}") == ("1", 3, 3)
     assert await assert_replayable(khala_pool, f"org.{org}.run.idle{unique}") == [3]
+
+
+async def test_searching_a_doc_topic_for_superseded_frames_holds_no_lock(khala_pool, unique):
+    org = f"org{unique}"
+    store = ProjectionStore(khala_pool)
+    for i in range(3):
+        await project_one_by_one(store, run_log(org, f"r{i}{unique}", 8))
+    runs_topic = f"org.{org}.runs"
+    locked_meanwhile: list[bool] = []
+
+    class Probe(RetentionStore):
+        async def _superseded_candidates(self, topic, policy):
+            found = await super()._superseded_candidates(topic, policy)
+            if topic == runs_topic:
+                # A projection commit of the org must be able to lock the doc topic
+                # row while the (possibly long) search runs.
+                async with khala_pool.acquire() as conn, conn.transaction():
+                    row = await conn.fetchrow(
+                        "SELECT topic FROM topics WHERE topic = $1 FOR UPDATE NOWAIT", topic
+                    )
+                    locked_meanwhile.append(row is not None)
+            return found
+
+    policy = RetentionPolicy(event_max_frames=0, event_max_age_ms=0, doc_tail_frames=2)
+    worker = RetentionWorker(Probe(khala_pool, batch=4), RebuildStore(khala_pool), policy)
+    before = await snapshot(khala_pool, runs_topic)
+    report = await worker.run_pass(topic_prefix=f"org.{org}.")
+    assert locked_meanwhile and all(locked_meanwhile)
+    assert report.doc_frames > 0
+    after = await snapshot(khala_pool, runs_topic)
+    assert {k: f.payload_bytes for k, f in after.items()} == {
+        k: f.payload_bytes for k, f in before.items()
+    }
+    await assert_replayable(khala_pool, runs_topic)

@@ -39,6 +39,10 @@ _LOCK_TOPIC = """
 SELECT epoch, head_seq, oldest_seq, is_doc FROM topics WHERE topic = $1 FOR UPDATE
 """
 
+_READ_TOPIC = """
+SELECT epoch, head_seq, oldest_seq, is_doc FROM topics WHERE topic = $1
+"""
+
 _AGED_UPTO = """
 SELECT coalesce(max(seq), 0) FROM frames
 WHERE topic = $1 AND epoch = $2 AND seq >= $3 AND published_at_ms < $4
@@ -106,13 +110,14 @@ class RetentionStore:
                 return total
 
     async def _compact_batch(self, topic: str, policy: RetentionPolicy, now_ms: int) -> int:
+        candidates = await self._superseded_candidates(topic, policy)
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_LOCK_TOPIC, topic)
             if row is None or row["head_seq"] == 0:
                 return 0
             current = TopicRange(row["head_seq"], row["oldest_seq"], row["is_doc"])
             if current.is_doc:
-                return await self._compact_doc(conn, topic, row["epoch"], current, policy)
+                return await self._compact_doc(conn, topic, row["epoch"], current, candidates)
             return await self._trim_events(conn, topic, row["epoch"], current, policy, now_ms)
 
     async def _trim_events(
@@ -136,20 +141,39 @@ class RetentionStore:
         await conn.execute(_SET_OLDEST, topic, oldest_after_delete(current.oldest_seq, upto))
         return _count(status)
 
+    async def _superseded_candidates(
+        self, topic: str, policy: RetentionPolicy
+    ) -> tuple[str, list[int]] | None:
+        """A doc topic's superseded seqs (epoch, seqs), read without any lock.
+
+        The search scans the topic's frames and can take seconds on a busy doc
+        topic; holding the topic row meanwhile would stall every projection
+        commit of the org. A superseded frame stays superseded (frames are only
+        appended, and compaction never deletes the latest frame of a key), so
+        the seqs found here may be deleted later under the lock as long as the
+        epoch is still the same.
+        """
+        row = await self._pool.fetchrow(_READ_TOPIC, topic)
+        if row is None or not row["is_doc"] or row["head_seq"] == 0:
+            return None
+        current = TopicRange(row["head_seq"], row["oldest_seq"], row["is_doc"])
+        ceiling = doc_compaction_ceiling(current, policy)
+        if ceiling == 0:
+            return None
+        rows = await self._pool.fetch(_SUPERSEDED, topic, row["epoch"], ceiling, self._batch)
+        return row["epoch"], [r["seq"] for r in rows]
+
     async def _compact_doc(
         self,
         conn: asyncpg.Connection,
         topic: str,
         epoch: str,
         current: TopicRange,
-        policy: RetentionPolicy,
+        candidates: tuple[str, list[int]] | None,
     ) -> int:
-        ceiling = doc_compaction_ceiling(current, policy)
-        if ceiling == 0:
+        if candidates is None or candidates[0] != epoch or not candidates[1]:
             return 0
-        seqs = [r["seq"] for r in await conn.fetch(_SUPERSEDED, topic, epoch, ceiling, self._batch)]
-        if not seqs:
-            return 0
+        seqs = candidates[1]
         await conn.execute(_DELETE_SEQS, topic, epoch, seqs)
         await conn.execute(_SET_OLDEST, topic, oldest_after_delete(current.oldest_seq, max(seqs)))
         return len(seqs)
