@@ -310,22 +310,15 @@ class Connection:
         """Take the next in-order live frame of `lane` for this loop turn's flush;
         False (the caller queues it) unless the socket is idle with an empty outbox."""
         live = self._live
-        if live:
-            if (
-                self._sender_busy
-                or self._close_plan is not None
-                or self.outbox
-                or len(live) >= self.limits.send_queue_frames
-            ):
-                return False
-        elif (
+        if (
             self._flushes is None
             or self._sender_busy
             or self._close_plan is not None
             or self.outbox
+            or len(live) >= self.limits.send_queue_frames
         ):
             return False
-        else:
+        if not live:
             self._flushes.add(self)
         live.append(frame)
         self._live_lanes.append(lane)
