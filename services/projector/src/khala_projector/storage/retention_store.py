@@ -26,6 +26,7 @@ from khala_projector.domain.retention import (
     event_delete_upto,
     oldest_after_delete,
 )
+from khala_projector.storage.frame_writer import is_doc_topic
 
 _TOPICS_PAGE = """
 SELECT t.topic, t.head_seq, t.oldest_seq, t.is_doc,
@@ -35,13 +36,9 @@ LEFT JOIN frames AS f ON f.topic = t.topic AND f.epoch = t.epoch AND f.seq = t.o
 WHERE t.topic > $1 AND starts_with(t.topic, $3) ORDER BY t.topic LIMIT $2
 """
 
-_LOCK_TOPIC = """
-SELECT epoch, head_seq, oldest_seq, is_doc FROM topics WHERE topic = $1 FOR UPDATE
-"""
 
-_READ_TOPIC = """
-SELECT epoch, head_seq, oldest_seq, is_doc FROM topics WHERE topic = $1
-"""
+_READ_TOPIC = "SELECT epoch, head_seq, oldest_seq, is_doc FROM topics WHERE topic = $1"
+_LOCK_TOPIC = _READ_TOPIC + " FOR UPDATE"
 
 _AGED_UPTO = """
 SELECT coalesce(max(seq), 0) FROM frames
@@ -110,7 +107,9 @@ class RetentionStore:
                 return total
 
     async def _compact_batch(self, topic: str, policy: RetentionPolicy, now_ms: int) -> int:
-        candidates = await self._superseded_candidates(topic, policy)
+        candidates = (
+            await self._superseded_candidates(topic, policy) if is_doc_topic(topic) else None
+        )
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_LOCK_TOPIC, topic)
             if row is None or row["head_seq"] == 0:
