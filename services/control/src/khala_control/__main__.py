@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 
+from khala_common import loop as event_loop
 from khala_common.db import migrate
 from khala_common.logs import configure_logging, get_logger
 from khala_common.settings import SettingsError
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         _keys(settings, args)
     else:
         try:
-            asyncio.run(_serve(settings))
+            event_loop.run(_serve(settings))
         except SettingsError as exc:
             print(f"khala-control: invalid configuration: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

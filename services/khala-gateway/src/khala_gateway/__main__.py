@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 
+from khala_common import loop as event_loop
 from khala_common.logs import configure_logging, get_logger
 from khala_common.runner import serve
 from khala_common.settings import SettingsError
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         log.info("nothing to migrate: the gateway reads schema khala owned by the projector")
         return 0
-    asyncio.run(_serve(settings))
+    event_loop.run(_serve(settings))
     return 0
 
 

@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 
+from khala_common import loop as event_loop
 from khala_common.db import migrate
 from khala_common.logs import configure_logging, get_logger
 from khala_common.runner import serve
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(code)
     if args.command == "dlq":
         raise SystemExit(asyncio.run(dlq_command(settings, args.action, args.limit)))
-    asyncio.run(_serve(settings))
+    event_loop.run(_serve(settings))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Guarantees:
   topic's frames normally arrive in seq order. Republishing can repeat frames;
   gateways drop seq <= last_sent and fill gaps from Postgres, which stays the
   ordering oracle: the broker is only a doorbell that carries the frame.
-- Each message: routing key = topic, message_id = `<topic>/<epoch>/<seq>`, body =
+- Each message (transient): routing key = topic, message_id = `<topic>/<epoch>/<seq>`, body =
   the exact `frames.frame_bytes` (a serialized openagents.sync.v1.KhalaFrame).
 """
 
@@ -104,6 +104,9 @@ class FanoutPublisher:
             frame.frame_bytes,
             type_name=FRAME_TYPE,
             message_id=frame.message_id,
+            # Doorbells: a lost one is read from Postgres, so the broker need
+            # not write them to disk.
+            persistent=False,
         )
 
     def _mark_behind(self, exc: Exception) -> None:

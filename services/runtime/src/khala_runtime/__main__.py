@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from khala_common import loop as event_loop
 from khala_common.db import create_pool, migrate
 from khala_common.logs import configure_logging, get_logger
 from khala_common.runner import serve
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "verify":
         return asyncio.run(_verify(settings, args.stream, args.json))
     configure_tracing("khala-runtime")
-    asyncio.run(_serve(settings))
+    event_loop.run(_serve(settings))
     return 0
 
 
