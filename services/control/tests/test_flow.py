@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jwt
 import pytest
 
 from khala_common.jwt_verify import JwksCache, TokenVerifier, http_jwks_fetcher
@@ -117,7 +118,10 @@ async def test_empty_topics_grant_every_pattern_of_the_surface(client, email, un
         f"org.{org}.worker.*",
     ]
     assert scope_allows(full["scope"], f"org.{org}.worker.w-7")
-    onyx = await client.ok("POST", "/api/sync/token", {"surface": "onyx"}, token=desktop)
+    onyx_session = await client.sign_in(email, device_id="glasses", surface="onyx")
+    onyx = await client.ok(
+        "POST", "/api/sync/token", {"surface": "onyx"}, token=onyx_session["access_token"]
+    )
     assert onyx["scope"] == [f"org.{org}.runs"]
     # surface omitted: the session's surface
     default = await client.ok("POST", "/api/sync/token", {}, token=desktop)
@@ -170,7 +174,8 @@ async def test_forbidden_topic_is_403_naming_it_and_audited(control, client, ema
     ],
 )
 async def test_sync_token_refusals(client, email, body, status, code) -> None:
-    access = (await client.sign_in(email))["access_token"]
+    surface = body["surface"] if body["surface"] in ("desktop", "ios") else "desktop"
+    access = (await client.sign_in(email, surface=surface))["access_token"]
     got_status, got = await client.call("POST", "/api/sync/token", body, token=access)
     assert (got_status, got["error"]["code"]) == (status, code), got
     if code == "invalid_topic":
@@ -186,6 +191,32 @@ async def test_new_enough_ios_client_is_served(client, email) -> None:
         "POST", "/api/sync/token", {"surface": "ios", "client_version": "2.0.1"}, token=access
     )
     assert minted["scope"] == []
+
+
+@pytest.mark.parametrize("session_surface", ["web", "desktop", "ios", "onyx"])
+async def test_a_sync_token_carries_only_the_sessions_surface(
+    control, client, email, session_surface
+) -> None:
+    session = await client.sign_in(email, surface=session_surface)
+    access = session["access_token"]
+    for asked in ("web", "desktop", "ios", "onyx"):
+        body = {"surface": asked, "client_version": "2.0.0"}
+        status, answer = await client.call("POST", "/api/sync/token", body, token=access)
+        if asked == session_surface:
+            assert status == 200, answer
+            claims = jwt.decode(answer["token"], options={"verify_signature": False})
+            assert claims["surface"] == session_surface
+            continue
+        assert (status, answer["error"]["code"]) == (403, "surface_mismatch"), answer
+        assert answer["error"]["surface"] == asked
+        assert answer["error"]["session_surface"] == session_surface
+    denials = [
+        d for a, d in await audit_actions(control, session["user_id"]) if a == "sync_token.denied"
+    ]
+    assert sorted(d["surface"] for d in denials) == sorted(
+        s for s in ("web", "desktop", "ios", "onyx") if s != session_surface
+    )
+    assert {d["code"] for d in denials} == {"surface_mismatch"}
 
 
 async def test_sync_token_requires_an_access_token(client) -> None:

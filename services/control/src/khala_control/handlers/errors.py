@@ -21,6 +21,7 @@ HTTP_STATUS: dict[str, int] = {
     "token_expired": 401,
     "forbidden": 403,
     "forbidden_topic": 403,
+    "surface_mismatch": 403,
     "org_not_found": 404,
     "user_not_found": 404,
     "member_not_found": 404,

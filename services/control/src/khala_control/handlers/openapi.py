@@ -99,6 +99,7 @@ _HEADERS: dict[int, dict[str, Any]] = {
 _EXTRAS: dict[str, dict[str, Any]] = {
     "invalid_topic": {"topic": _STR},
     "forbidden_topic": {"topic": _STR},
+    "surface_mismatch": {"surface": _STR, "session_surface": _STR},
     "upgrade_required": {"surface": _STR, "minimum_version": _STR},
     "rate_limited": {"retry_after_s": {"type": "integer", "minimum": 1}},
 }
@@ -558,7 +559,7 @@ _PATHS: dict[str, Any] = {
             ),
             (400, ("bad_request", "invalid_topic")),
             _DENIED,
-            (403, ("forbidden_topic",)),
+            (403, ("forbidden_topic", "surface_mismatch")),
             (426, ("upgrade_required",)),
             _RATE_LIMITED,
             _AUDIT,

@@ -29,6 +29,23 @@ from khala_control.usecases.limits import MINT, RateLimiter
 from khala_control.usecases.signing import Signer
 
 
+def check_surface(principal: Principal, surface: str) -> None:
+    """Refuse (`surface_mismatch`) a sync token for another surface than the session's.
+
+    The surface matrix is only a boundary if a session cannot pick a wider
+    surface at mint: a `web` session asking for an `onyx` (or `desktop`) token
+    is refused, whatever the requested topics.
+    """
+    if principal.surface and surface != principal.surface:
+        raise ControlError(
+            "surface_mismatch",
+            f"this session signed in as {principal.surface!r}; it cannot mint a token for "
+            f"{surface!r}",
+            surface=surface,
+            session_surface=principal.surface,
+        )
+
+
 @dataclass(frozen=True)
 class MintedToken:
     """A signed sync token and what it grants."""
@@ -74,6 +91,7 @@ class SyncTokenMinter:
                 "client_version", client_version, MAX_CLIENT_VERSION, required=False
             )
             readable = self._surfaces.readable(surface)
+            check_surface(principal, surface)
             self._surfaces.check_client_version(surface, client_version)
             memberships = await self._memberships.get(principal.user_id)
             scope = compute_scope(
