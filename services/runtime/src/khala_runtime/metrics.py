@@ -39,3 +39,8 @@ KEY_RACE_RETRIES = Counter(
     "khala_runtime_key_race_retries_total",
     "Appends retried because a concurrent append recorded the same idempotency key first.",
 )
+GROUP_COMMIT_SIZE = Histogram(
+    "khala_runtime_group_commit_appends",
+    "Appends committed together in one group transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)

@@ -19,6 +19,7 @@ from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.ids import parse_stream_id, run_routing_key
 from khala_runtime.domain.model import CreateRun, RunHead
 from khala_runtime.domain.projection import UNKNOWN, Projection
+from khala_runtime.group_commit import GroupCommitter
 from khala_runtime.ids import uuid4_strings
 from khala_runtime.storage import events as event_sql
 from khala_runtime.storage import runs as run_sql
@@ -27,7 +28,6 @@ from khala_runtime.write_path import (
     AppendTarget,
     Authorize,
     allow_all,
-    append_to_stream,
     persist_events,
 )
 from openagents.runtime.v1.events_pb2 import EventInput, Receipt, RuntimeEvent
@@ -62,6 +62,7 @@ def _not_found(run_id: str) -> DomainError:
 
 
 _RUNS = AppendTarget(
+    kind="run",
     lock=run_sql.lock_run,
     plan=plan_append,
     head_write=run_sql.head_write,
@@ -81,6 +82,7 @@ class RunService:
     ) -> None:
         self._pool = pool
         self._new_ids = new_ids or uuid4_strings
+        self._committer = GroupCommitter(pool, self._new_ids)
         self._projections = projections or NoProjector()
 
     @property
@@ -113,14 +115,8 @@ class RunService:
         authorize: Authorize = allow_all,
     ) -> tuple[Receipt, bool]:
         """Append checked events to a run; (receipt, replayed?)."""
-        return await append_to_stream(
-            self._pool,
-            _RUNS,
-            run_id,
-            inputs,
-            expected_seq=expected_seq,
-            authorize=authorize,
-            new_ids=self._new_ids,
+        return await self._committer.append(
+            _RUNS, run_id, inputs, expected_seq=expected_seq, authorize=authorize
         )
 
     async def get_run(self, run_id: str, *, authorize: Authorize = allow_all) -> RunHead:

@@ -20,6 +20,7 @@ from khala_runtime.domain.ids import worker_routing_key
 from khala_runtime.domain.model import CreateWorker, WorkerHead
 from khala_runtime.domain.projection import UNKNOWN, Projection
 from khala_runtime.domain.worker_append import check_reattach, plan_register, plan_worker_append
+from khala_runtime.group_commit import GroupCommitter
 from khala_runtime.ids import uuid4_strings
 from khala_runtime.service import NoProjector, ProjectionSource
 from khala_runtime.storage import runs as run_sql
@@ -28,7 +29,6 @@ from khala_runtime.write_path import (
     AppendTarget,
     Authorize,
     allow_all,
-    append_to_stream,
     persist_events,
 )
 from openagents.runtime.v1.events_pb2 import EventInput, Receipt
@@ -50,6 +50,7 @@ def _not_found(worker_id: str) -> DomainError:
 
 
 _WORKERS = AppendTarget(
+    kind="worker",
     lock=worker_sql.lock_worker,
     plan=plan_worker_append,
     head_write=worker_sql.head_write,
@@ -73,6 +74,7 @@ class WorkerService:
         self._stale_after_ms = stale_after_ms
         self._projections = projections or NoProjector()
         self._new_ids = new_ids or uuid4_strings
+        self._committer = GroupCommitter(pool, self._new_ids)
 
     @property
     def stale_after_ms(self) -> int:
@@ -109,14 +111,8 @@ class WorkerService:
         authorize: Authorize = allow_all,
     ) -> tuple[Receipt, bool]:
         """Append checked events to a worker; (receipt, replayed?)."""
-        return await append_to_stream(
-            self._pool,
-            _WORKERS,
-            worker_id,
-            inputs,
-            expected_seq=expected_seq,
-            authorize=authorize,
-            new_ids=self._new_ids,
+        return await self._committer.append(
+            _WORKERS, worker_id, inputs, expected_seq=expected_seq, authorize=authorize
         )
 
     async def get_worker(self, worker_id: str, *, authorize: Authorize = allow_all) -> WorkerHead:

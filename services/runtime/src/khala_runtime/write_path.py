@@ -59,6 +59,7 @@ class PlanAppend(Protocol[H]):
 class AppendTarget(Generic[HeadT]):
     """What differs between the kinds of stream an append goes to."""
 
+    kind: str  # "run" | "worker": with the subject id, the global lock order
     lock: LockHead[HeadT]  # lock the head row; (head, commit clock, recorded keys)
     plan: PlanAppend[HeadT]
     head_write: Callable[[HeadT], HeadWrite]
@@ -180,11 +181,20 @@ async def _counted(
 ) -> tuple[Receipt, bool]:
     """Run an append attempt (again if it lost a key race) and count its outcome."""
     try:
-        receipt, replayed = await retrying_key_race(attempt)
+        outcome = await retrying_key_race(attempt)
     except DomainError as exc:
-        metrics.APPENDS.labels(exc.code).inc()
+        count_outcome(exc, events)
         raise
+    count_outcome(outcome, events)
+    return outcome
+
+
+def count_outcome(outcome: tuple[Receipt, bool] | DomainError, events: int) -> None:
+    """Count an append's outcome: its error code, or appended / replayed."""
+    if isinstance(outcome, DomainError):
+        metrics.APPENDS.labels(outcome.code).inc()
+        return
+    replayed = outcome[1]
     metrics.APPENDS.labels("replayed" if replayed else "appended").inc()
     if not replayed:
         metrics.EVENTS_APPENDED.inc(events)
-    return receipt, replayed
