@@ -97,3 +97,24 @@ async def test_check_topic_access(stub, client, email, unique) -> None:
     ]:
         reply = await check(surface, topic)
         assert not reply.allowed and reply.reason.startswith(f"{code}:"), reply
+
+
+async def test_list_revoked_sessions_names_each_revoked_session_until_its_tokens_die(
+    stub, client, email
+) -> None:
+    kept = await client.sign_in(email, device_id="kept")
+    gone = await client.sign_in(email, device_id="gone")
+    await client.ok("POST", "/api/auth/logout", token=gone["access_token"])
+
+    reply = await stub.ListRevokedSessions(pb.ListRevokedSessionsRequest(), metadata=CREDENTIAL)
+    listed = {s.session_id: s for s in reply.sessions}
+    assert gone["session_id"] in listed
+    assert kept["session_id"] not in listed
+    entry = listed[gone["session_id"]]
+    assert entry.revoked_at_ms <= reply.as_of_ms
+    # access tokens live 900 s by default, sync tokens 300 s; plus 60 s of skew
+    assert entry.refuse_until_ms - entry.revoked_at_ms == (900 + 60) * 1000
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListRevokedSessions(pb.ListRevokedSessionsRequest())
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

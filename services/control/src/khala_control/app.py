@@ -51,6 +51,9 @@ CONTROL_KEYS = "control"
 DEV_IDP_KEYS = "dev_idp"
 # How long start-up waits for the change feed (the caches are bypassed until it listens).
 LISTENER_START_S = 5.0
+# A revoked session stays listed this much longer than its longest token lifetime
+# (verifiers accept up to 30 s of clock skew on `exp`).
+REVOKED_SKEW_S = 60
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -214,7 +217,13 @@ class ControlApp:
         grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
         grpc_server.add(
             control_service_pb2_grpc.add_ControlServiceServicer_to_server,
-            ControlServicer(sessions, minter, signer),
+            ControlServicer(
+                sessions,
+                minter,
+                signer,
+                revoked_window_s=max(settings.access_token_ttl_s, settings.sync_token_ttl_s)
+                + REVOKED_SKEW_S,
+            ),
             [SERVICE_NAME],
         )
         await grpc_server.start()

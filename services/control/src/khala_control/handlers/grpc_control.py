@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from contextlib import AbstractContextManager
 
 import grpc
@@ -37,10 +38,18 @@ def _span(context: aio.ServicerContext, name: str) -> AbstractContextManager[Spa
 class ControlServicer(control_service_pb2_grpc.ControlServiceServicer):
     """Session introspection, JWKS and topic access checks for other services."""
 
-    def __init__(self, sessions: SessionService, minter: SyncTokenMinter, keyring: Signer) -> None:
+    def __init__(
+        self,
+        sessions: SessionService,
+        minter: SyncTokenMinter,
+        keyring: Signer,
+        *,
+        revoked_window_s: float,
+    ) -> None:
         self._sessions = sessions
         self._minter = minter
         self._keyring = keyring
+        self._revoked_window_s = revoked_window_s
 
     async def IntrospectSession(
         self, request: pb.IntrospectSessionRequest, context: aio.ServicerContext
@@ -82,3 +91,23 @@ class ControlServicer(control_service_pb2_grpc.ControlServiceServicer):
                 request.user_id, request.surface, request.topic
             )
             return pb.CheckTopicAccessResponse(allowed=allowed, reason=reason)
+
+    async def ListRevokedSessions(
+        self, request: pb.ListRevokedSessionsRequest, context: aio.ServicerContext
+    ) -> pb.ListRevokedSessionsResponse:
+        """Sessions whose tokens may still verify although revoked, and until when."""
+        with _span(context, "ListRevokedSessions"):
+            as_of_ms = int(time.time() * 1000)
+            window_ms = int(self._revoked_window_s * 1000)
+            revoked = await self._sessions.recently_revoked(self._revoked_window_s)
+            sessions = []
+            for session_id, revoked_at in revoked:
+                revoked_at_ms = int(revoked_at.timestamp() * 1000)
+                sessions.append(
+                    pb.RevokedSession(
+                        session_id=session_id,
+                        revoked_at_ms=revoked_at_ms,
+                        refuse_until_ms=revoked_at_ms + window_ms,
+                    )
+                )
+            return pb.ListRevokedSessionsResponse(sessions=sessions, as_of_ms=as_of_ms)

@@ -121,6 +121,22 @@ async def revoke_sessions(
     return revoked
 
 
+async def revoked_since(
+    conn: asyncpg.Connection, window_s: float, limit: int
+) -> list[tuple[str, datetime]]:
+    """`(session_id, revoked_at)` of sessions revoked in the last `window_s`, newest first."""
+    rows = await conn.fetch(
+        """
+        SELECT session_id, revoked_at FROM device_sessions
+        WHERE revoked_at IS NOT NULL AND revoked_at > now() - make_interval(secs => $1)
+        ORDER BY revoked_at DESC LIMIT $2
+        """,
+        window_s,
+        limit,
+    )
+    return [(row["session_id"], row["revoked_at"]) for row in rows]
+
+
 async def touch_session(conn: asyncpg.Connection, session_id: str) -> None:
     """Record that the session was just renewed."""
     await conn.execute(

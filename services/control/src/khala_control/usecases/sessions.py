@@ -52,6 +52,9 @@ from khala_control.usecases.revocations import RevocationRelay, enqueue_revocati
 from khala_control.usecases.signing import Signer
 from openagents.control.v1.revocation_pb2 import RevocationKind
 
+# ListRevokedSessions answers at most this many (newest first): far more than
+# the revocations of one token lifetime in any deployment Khala targets.
+MAX_LISTED_REVOCATIONS = 100_000
 
 def hash_refresh_token(token: str) -> bytes:
     """The stored form of a refresh token."""
@@ -300,6 +303,11 @@ class SessionService:
             if session is None:
                 return None, []
             return session, await orgs.memberships_of(conn, session.user_id)
+
+    async def recently_revoked(self, window_s: float) -> list[tuple[str, datetime]]:
+        """`(session_id, revoked_at)` of every session revoked in the last `window_s`."""
+        async with self._pool.acquire() as conn:
+            return await store.revoked_since(conn, window_s, MAX_LISTED_REVOCATIONS)
 
     def _revoked(self, revoked: list[DeviceSession]) -> list[str]:
         for session in revoked:

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+openagents/control/v1/control_service.proto\x12\x15openagents.control.v1\"G\n\nMembership\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12)\n\x04role\x18\x02 \x01(\x0e\x32\x1b.openagents.control.v1.Role\".\n\x18IntrospectSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x9b\x01\n\x19IntrospectSessionResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12\x36\n\x0bmemberships\x18\x05 \x03(\x0b\x32!.openagents.control.v1.Membership\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"J\n\x17\x43heckTopicAccessRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07surface\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\";\n\x18\x43heckTopicAccessResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t*^\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x0f\n\x0bROLE_MEMBER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x12\x0e\n\nROLE_OWNER\x10\x04\x32\xd7\x02\n\x0e\x43ontrolService\x12v\n\x11IntrospectSession\x12/.openagents.control.v1.IntrospectSessionRequest\x1a\x30.openagents.control.v1.IntrospectSessionResponse\x12X\n\x07GetJwks\x12%.openagents.control.v1.GetJwksRequest\x1a&.openagents.control.v1.GetJwksResponse\x12s\n\x10\x43heckTopicAccess\x12..openagents.control.v1.CheckTopicAccessRequest\x1a/.openagents.control.v1.CheckTopicAccessResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+openagents/control/v1/control_service.proto\x12\x15openagents.control.v1\"G\n\nMembership\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12)\n\x04role\x18\x02 \x01(\x0e\x32\x1b.openagents.control.v1.Role\".\n\x18IntrospectSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x9b\x01\n\x19IntrospectSessionResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12\x36\n\x0bmemberships\x18\x05 \x03(\x0b\x32!.openagents.control.v1.Membership\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"J\n\x17\x43heckTopicAccessRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07surface\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\";\n\x18\x43heckTopicAccessResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1c\n\x1aListRevokedSessionsRequest\"T\n\x0eRevokedSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rrevoked_at_ms\x18\x02 \x01(\x03\x12\x17\n\x0frefuse_until_ms\x18\x03 \x01(\x03\"h\n\x1bListRevokedSessionsResponse\x12\x37\n\x08sessions\x18\x01 \x03(\x0b\x32%.openagents.control.v1.RevokedSession\x12\x10\n\x08\x61s_of_ms\x18\x02 \x01(\x03*^\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x0f\n\x0bROLE_MEMBER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x12\x0e\n\nROLE_OWNER\x10\x04\x32\xd5\x03\n\x0e\x43ontrolService\x12v\n\x11IntrospectSession\x12/.openagents.control.v1.IntrospectSessionRequest\x1a\x30.openagents.control.v1.IntrospectSessionResponse\x12X\n\x07GetJwks\x12%.openagents.control.v1.GetJwksRequest\x1a&.openagents.control.v1.GetJwksResponse\x12s\n\x10\x43heckTopicAccess\x12..openagents.control.v1.CheckTopicAccessRequest\x1a/.openagents.control.v1.CheckTopicAccessResponse\x12|\n\x13ListRevokedSessions\x12\x31.openagents.control.v1.ListRevokedSessionsRequest\x1a\x32.openagents.control.v1.ListRevokedSessionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'openagents.control.v1.control_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=542
-  _globals['_ROLE']._serialized_end=636
+  _globals['_ROLE']._serialized_start=764
+  _globals['_ROLE']._serialized_end=858
   _globals['_MEMBERSHIP']._serialized_start=70
   _globals['_MEMBERSHIP']._serialized_end=141
   _globals['_INTROSPECTSESSIONREQUEST']._serialized_start=143
@@ -47,6 +47,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKTOPICACCESSREQUEST']._serialized_end=479
   _globals['_CHECKTOPICACCESSRESPONSE']._serialized_start=481
   _globals['_CHECKTOPICACCESSRESPONSE']._serialized_end=540
-  _globals['_CONTROLSERVICE']._serialized_start=639
-  _globals['_CONTROLSERVICE']._serialized_end=982
+  _globals['_LISTREVOKEDSESSIONSREQUEST']._serialized_start=542
+  _globals['_LISTREVOKEDSESSIONSREQUEST']._serialized_end=570
+  _globals['_REVOKEDSESSION']._serialized_start=572
+  _globals['_REVOKEDSESSION']._serialized_end=656
+  _globals['_LISTREVOKEDSESSIONSRESPONSE']._serialized_start=658
+  _globals['_LISTREVOKEDSESSIONSRESPONSE']._serialized_end=762
+  _globals['_CONTROLSERVICE']._serialized_start=861
+  _globals['_CONTROLSERVICE']._serialized_end=1330
 # @@protoc_insertion_point(module_scope)

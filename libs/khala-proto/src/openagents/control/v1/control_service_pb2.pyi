@@ -75,3 +75,25 @@ class CheckTopicAccessResponse(_message.Message):
     allowed: bool
     reason: str
     def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListRevokedSessionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RevokedSession(_message.Message):
+    __slots__ = ("session_id", "revoked_at_ms", "refuse_until_ms")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REFUSE_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    revoked_at_ms: int
+    refuse_until_ms: int
+    def __init__(self, session_id: _Optional[str] = ..., revoked_at_ms: _Optional[int] = ..., refuse_until_ms: _Optional[int] = ...) -> None: ...
+
+class ListRevokedSessionsResponse(_message.Message):
+    __slots__ = ("sessions", "as_of_ms")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_MS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[RevokedSession]
+    as_of_ms: int
+    def __init__(self, sessions: _Optional[_Iterable[_Union[RevokedSession, _Mapping]]] = ..., as_of_ms: _Optional[int] = ...) -> None: ...

@@ -51,6 +51,11 @@ class ControlServiceStub:
                 request_serializer=openagents_dot_control_dot_v1_dot_control__service__pb2.CheckTopicAccessRequest.SerializeToString,
                 response_deserializer=openagents_dot_control_dot_v1_dot_control__service__pb2.CheckTopicAccessResponse.FromString,
                 _registered_method=True)
+        self.ListRevokedSessions = channel.unary_unary(
+                '/openagents.control.v1.ControlService/ListRevokedSessions',
+                request_serializer=openagents_dot_control_dot_v1_dot_control__service__pb2.ListRevokedSessionsRequest.SerializeToString,
+                response_deserializer=openagents_dot_control_dot_v1_dot_control__service__pb2.ListRevokedSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -78,6 +83,16 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRevokedSessions(self, request, context):
+        """Sessions revoked recently enough that a token of theirs may still verify,
+        each with the time until which its tokens must be refused. Gateways load it
+        at start and after every broker reconnect, so a revocation published while
+        they were not listening on `khala.control` is not missed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +110,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.CheckTopicAccess,
                     request_deserializer=openagents_dot_control_dot_v1_dot_control__service__pb2.CheckTopicAccessRequest.FromString,
                     response_serializer=openagents_dot_control_dot_v1_dot_control__service__pb2.CheckTopicAccessResponse.SerializeToString,
+            ),
+            'ListRevokedSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevokedSessions,
+                    request_deserializer=openagents_dot_control_dot_v1_dot_control__service__pb2.ListRevokedSessionsRequest.FromString,
+                    response_serializer=openagents_dot_control_dot_v1_dot_control__service__pb2.ListRevokedSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +200,33 @@ class ControlService:
             '/openagents.control.v1.ControlService/CheckTopicAccess',
             openagents_dot_control_dot_v1_dot_control__service__pb2.CheckTopicAccessRequest.SerializeToString,
             openagents_dot_control_dot_v1_dot_control__service__pb2.CheckTopicAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevokedSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openagents.control.v1.ControlService/ListRevokedSessions',
+            openagents_dot_control_dot_v1_dot_control__service__pb2.ListRevokedSessionsRequest.SerializeToString,
+            openagents_dot_control_dot_v1_dot_control__service__pb2.ListRevokedSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
