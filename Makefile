@@ -21,7 +21,7 @@ install: ## Install uv (if missing), the locked workspace into .venv, and promto
 proto: install ## Regenerate libs/khala-proto from proto/
 	./scripts/gen-proto.sh
 
-proto-check: install ## buf lint + buf breaking against main + generated code is up to date
+proto-check: install ## buf lint + buf breaking against the released image + generated code and docs tables up to date
 	./scripts/proto-check.sh
 
 lint: install ## ruff

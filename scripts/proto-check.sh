@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# proto/ is the schema authority: lint it, refuse breaking changes against
-# main's proto/ (when main has one), and fail if the committed generated code
-# differs from what `make proto` produces.
+# proto/ is the schema authority: lint it, refuse breaking changes against the
+# last released proto image (proto/released/khala-v1.binpb, made with
+# `buf build -o` when a version ships), and fail if the committed generated
+# code or the generated tables of docs/protocol.md differ from proto/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUF="uv run --frozen --no-sync buf"
 (cd proto && $BUF lint)
-if git rev-parse --verify --quiet main:proto >/dev/null; then
-  (cd proto && $BUF breaking --against "../.git#branch=main,subdir=proto")
-fi
+(cd proto && $BUF breaking --against released/khala-v1.binpb)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cp -r libs/khala-proto/src/openagents "$tmp/committed"
@@ -21,4 +20,6 @@ if ! diff -r "$tmp/committed" libs/khala-proto/src/openagents >/dev/null; then
 fi
 # The browser client's payload tables are generated from the same descriptors.
 uv run --frozen --no-sync python clients/web/tools/gen_schemas.py --check
+# The error-code and close-code tables of docs/protocol.md come from the enums.
+uv run --frozen --no-sync python scripts/gen_protocol_docs.py --check
 echo "proto-check: lint, breaking and generated code OK"

@@ -11,6 +11,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class CloseCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CLOSE_CODE_UNSPECIFIED: _ClassVar[CloseCode]
+    CLOSE_CODE_NORMAL: _ClassVar[CloseCode]
+    CLOSE_CODE_INTERNAL_ERROR: _ClassVar[CloseCode]
+    CLOSE_CODE_IDLE_TIMEOUT: _ClassVar[CloseCode]
     CLOSE_CODE_SERVICE_RESTART: _ClassVar[CloseCode]
     CLOSE_CODE_MESSAGE_TOO_BIG: _ClassVar[CloseCode]
     CLOSE_CODE_UNAUTHORIZED: _ClassVar[CloseCode]
@@ -20,6 +23,9 @@ class CloseCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CLOSE_CODE_UPGRADE_REQUIRED: _ClassVar[CloseCode]
     CLOSE_CODE_RATE_LIMITED: _ClassVar[CloseCode]
 CLOSE_CODE_UNSPECIFIED: CloseCode
+CLOSE_CODE_NORMAL: CloseCode
+CLOSE_CODE_INTERNAL_ERROR: CloseCode
+CLOSE_CODE_IDLE_TIMEOUT: CloseCode
 CLOSE_CODE_SERVICE_RESTART: CloseCode
 CLOSE_CODE_MESSAGE_TOO_BIG: CloseCode
 CLOSE_CODE_UNAUTHORIZED: CloseCode
