@@ -19,16 +19,20 @@ import pytest
 from aiohttp import web
 from gateway_testkit import (
     MIGRATIONS,
+    SERVICE_TOKEN,
     Client,
     FrameWriter,
     Issuer,
+    RevokedSessionsServicer,
     gateway_settings,
 )
 
 from khala_common.broker import Broker
 from khala_common.db import create_pool, migrate
+from khala_common.grpc_server import GrpcServer
 from khala_common.topology import Topology
 from khala_gateway.app import GatewayServer
+from openagents.control.v1 import control_service_pb2_grpc
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +72,16 @@ async def issuer() -> AsyncIterator[Issuer]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     iss.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    grpc_server = GrpcServer("127.0.0.1", 0, SERVICE_TOKEN)
+    grpc_server.add(
+        control_service_pb2_grpc.add_ControlServiceServicer_to_server,
+        RevokedSessionsServicer(iss),
+        ["openagents.control.v1.ControlService"],
+    )
+    await grpc_server.start()
+    iss.grpc_target = f"127.0.0.1:{grpc_server.port}"
     yield iss
+    await grpc_server.stop(0.5)
     await runner.cleanup()
 
 

@@ -22,6 +22,7 @@ from jwt.algorithms import ECAlgorithm
 from khala_common.broker import Broker
 from khala_common.topology import Topology
 from khala_gateway.settings import Settings
+from openagents.control.v1 import control_service_pb2, control_service_pb2_grpc
 from openagents.sync.v1 import frames_pb2, ws_pb2
 
 MIGRATIONS = (
@@ -191,6 +192,10 @@ class Issuer:
         jwk.update({"kid": self.kid, "alg": "ES256", "use": "sig"})
         self.jwks = {"keys": [jwk]}
         self.url = ""
+        # Control's gRPC ListRevokedSessions, as the issuer's fake control answers it.
+        self.grpc_target = ""
+        self.revoked: list[control_service_pb2.RevokedSession] = []
+        self.revoked_list_calls = 0
 
     def claims(self, scope: list[str], **overrides: Any) -> dict[str, Any]:
         now = int(time.time())
@@ -226,6 +231,21 @@ class Issuer:
         return f"{header}.{_b64(self.claims(wider_scope))}.{signature}"
 
 
+class RevokedSessionsServicer(control_service_pb2_grpc.ControlServiceServicer):
+    """Control's ListRevokedSessions over real gRPC, answering from `issuer.revoked`."""
+
+    def __init__(self, issuer: Issuer) -> None:
+        self._issuer = issuer
+
+    async def ListRevokedSessions(
+        self, request: control_service_pb2.ListRevokedSessionsRequest, context: Any
+    ) -> control_service_pb2.ListRevokedSessionsResponse:
+        self._issuer.revoked_list_calls += 1
+        return control_service_pb2.ListRevokedSessionsResponse(
+            sessions=self._issuer.revoked, as_of_ms=int(time.time() * 1000)
+        )
+
+
 def gateway_settings(
     khala_dsn: str, amqp_url: str, topology: Topology, issuer: Issuer, **overrides: Any
 ) -> Settings:
@@ -237,6 +257,7 @@ def gateway_settings(
         "http_port": 0,
         "grpc_port": 0,
         "control_url": issuer.url,
+        "control_grpc_target": issuer.grpc_target,
         "token_issuer": ISSUER,
         "admin_token": ADMIN_TOKEN,
         "heartbeat_interval_ms": 1_000,

@@ -30,6 +30,7 @@ from khala_gateway.delivery.admission import Admission
 from khala_gateway.delivery.auth import SYNC_AUDIENCE, Authenticator
 from khala_gateway.delivery.bindings import Bindings
 from khala_gateway.delivery.hub import Hub
+from khala_gateway.delivery.revocations import RevocationSync, RevokedSessions
 from khala_gateway.handlers.admin import AdminHttp, GatewayAdminServicer
 from khala_gateway.handlers.control_consumer import ControlConsumer
 from khala_gateway.handlers.fanout_consumer import FanoutConsumer
@@ -43,6 +44,8 @@ log = get_logger("khala_gateway.app")
 TOKEN_LEEWAY_S = 30
 JWKS_PROBE_TTL_S = 10.0
 ADMIN_SERVICE = "openagents.sync.v1.GatewayAdmin"
+# Start-up waits this long for the first revoked-session load (then goes on, not ready).
+REVOCATION_LOAD_S = 5.0
 
 
 def server_version() -> str:
@@ -77,6 +80,9 @@ class Gateway:
         self.readiness = Readiness()
         self.instance_id = secrets.token_hex(4)
         self.hub: Hub | None = None
+        self.revoked = RevokedSessions(settings.revoked_retention_s)
+        self.revocation_sync: RevocationSync | None = None
+        self.broker: Broker | None = None
         self.grpc_port: int | None = None
         self._ws: WsHandler | None = None
         self._admin: AdminHttp | None = None
@@ -113,10 +119,13 @@ class Gateway:
         pool: asyncpg.Pool = await create_pool(
             s.database_url, "khala", read_only=True, max_size=s.db_pool_size
         )
-        broker = Broker(s.amqp_url, Topology(prefix=s.amqp_prefix))
+        broker = self.broker = Broker(s.amqp_url, Topology(prefix=s.amqp_prefix))
         grpc_server: GrpcServer | None = None
         fanout: FanoutConsumer | None = None
         control: ControlConsumer | None = None
+        sync = self.revocation_sync = RevocationSync(
+            s.control_grpc_target, s.service_token, self.revoked
+        )
         tasks: list[asyncio.Task[None]] = []
         try:
             hub = self.hub = Hub(TopicLog(pool), s)
@@ -127,7 +136,7 @@ class Gateway:
                 audience=SYNC_AUDIENCE,
                 leeway_s=TOKEN_LEEWAY_S,
             )
-            admission = Admission(Authenticator(verifier), hub, s)
+            admission = Admission(Authenticator(verifier), hub, s, self.revoked)
             self._ws = WsHandler(hub, admission, s, server_version())
             topology = broker.topology
             fanout_queue = f"{topology.fanout}.gw.{self.instance_id}"
@@ -138,8 +147,18 @@ class Gateway:
             fanout = FanoutConsumer(broker, hub, fanout_queue, s.fanout_queue_max)
             await fanout.start()
             hub.bindings = Bindings(fanout)
-            control = ControlConsumer(broker, hub, f"{topology.control}.gw.{self.instance_id}")
+            control = ControlConsumer(
+                broker,
+                hub,
+                f"{topology.control}.gw.{self.instance_id}",
+                self.revoked,
+                sync.request,
+            )
             await control.start()
+            # Listening first, then the reload: no revocation falls in between.
+            tasks.append(asyncio.create_task(sync.run(), name="revocation-sync"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sync.synced.wait(), REVOCATION_LOAD_S)
             grpc_server = GrpcServer(s.bind_host, s.grpc_port, s.service_token)
             grpc_server.add(
                 gateway_admin_pb2_grpc.add_GatewayAdminServicer_to_server,
@@ -148,13 +167,14 @@ class Gateway:
             )
             await grpc_server.start()
             self.grpc_port = grpc_server.port
-            tasks = [
+            tasks += [
                 asyncio.create_task(hub.run_head_poll(), name="head-poll"),
                 asyncio.create_task(hub.run_housekeeping(), name="housekeeping"),
             ]
             self.readiness.add("postgres", lambda: check_pool(pool))
             self.readiness.add("broker", lambda: _check_broker(broker))
             self.readiness.add("jwks", JwksProbe(fetcher))
+            self.readiness.add("revocations", sync.check)
             log.info(
                 "gateway started",
                 instance=self.instance_id,
@@ -175,6 +195,7 @@ class Gateway:
             if grpc_server is not None:
                 await grpc_server.stop(1.0)
             await broker.close()
+            await sync.close()
             await pool.close()
 
 

@@ -30,6 +30,11 @@ class Settings(CommonSettings):
     control_url: str = DEFAULT_CONTROL_URL
     # KHALA_TOKEN_ISSUER: expected `iss` of sync tokens (default: KHALA_CONTROL_URL).
     token_issuer: str = DEFAULT_CONTROL_URL
+    # KHALA_CONTROL_GRPC_TARGET: control's gRPC (ListRevokedSessions at start and reconnect).
+    control_grpc_target: str = "127.0.0.1:9081"
+    # KHALA_GATEWAY_REVOKED_RETENTION_S: how long a revocation from the broker is remembered;
+    # at least the longest token lifetime at control plus skew (default 900 s + 60 s).
+    revoked_retention_s: float = 3600.0
     # KHALA_GATEWAY_ADMIN_TOKEN: bearer token of GET /internal/v1/khala/fanout/metrics.
     admin_token: str = "khala-dev-admin-token"
     # KHALA_GATEWAY_HEARTBEAT_INTERVAL_MS: Heartbeat period (also sent in Welcome).
@@ -91,6 +96,10 @@ class Settings(CommonSettings):
             grpc_port=env.integer("KHALA_GATEWAY_GRPC_PORT", 9084, minimum=0),
             control_url=control_url.rstrip("/"),
             token_issuer=env.string("KHALA_TOKEN_ISSUER", control_url),
+            control_grpc_target=env.string("KHALA_CONTROL_GRPC_TARGET", "127.0.0.1:9081"),
+            revoked_retention_s=env.number(
+                "KHALA_GATEWAY_REVOKED_RETENTION_S", 3600.0, minimum=60.0
+            ),
             admin_token=env.string("KHALA_GATEWAY_ADMIN_TOKEN", "khala-dev-admin-token"),
             heartbeat_interval_ms=env.integer(
                 "KHALA_GATEWAY_HEARTBEAT_INTERVAL_MS", 15_000, minimum=50

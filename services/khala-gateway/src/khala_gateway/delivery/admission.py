@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from khala_common.jwt_verify import TokenError
 from khala_gateway.delivery.auth import Authenticator
 from khala_gateway.delivery.hub import Hub
+from khala_gateway.delivery.revocations import RevokedSessions
 from khala_gateway.domain import codes
 from khala_gateway.domain.limits import below_minimum
 from khala_gateway.domain.principal import Principal
@@ -28,13 +29,31 @@ class Refusal:
         """An `unauthorized` / `token_expired` refusal (close 4001)."""
         return cls(codes.CLOSE_UNAUTHORIZED, code, ws_pb2.Error(code=code, message=message))
 
+    @classmethod
+    def revoked(cls) -> Refusal:
+        """The token's session was revoked (`reauth_required`, close 4009)."""
+        return cls(
+            codes.CLOSE_REAUTH_REQUIRED,
+            "revoked",
+            ws_pb2.Error(
+                code=codes.REAUTH_REQUIRED, message="session revoked; sign in again"
+            ),
+        )
+
 
 class Admission:
     """Decides Hello and RefreshAuth."""
 
-    def __init__(self, authenticator: Authenticator, hub: Hub, settings: Settings) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        hub: Hub,
+        settings: Settings,
+        revoked: RevokedSessions,
+    ) -> None:
         self._auth = authenticator
         self._hub = hub
+        self._revoked = revoked
         self._min_versions = settings.min_versions
         self._max_per_user = settings.max_connections_per_user
 
@@ -56,6 +75,9 @@ class Admission:
             )
         if self._hub.user_connections(principal.user_id) >= self._max_per_user:
             return Refusal(codes.CLOSE_FORBIDDEN, "connection limit")
+        # Last, with no await after it: a revocation arriving later finds the socket.
+        if principal.session_id in self._revoked:
+            return Refusal.revoked()
         return principal
 
     async def refresh(self, current: Principal, token: str) -> Principal | Refusal:
@@ -68,4 +90,6 @@ class Admission:
             return Refusal.unauthorized(
                 codes.UNAUTHORIZED, "the new token belongs to another user"
             )
+        if principal.session_id in self._revoked or current.session_id in self._revoked:
+            return Refusal.revoked()
         return principal
