@@ -22,4 +22,6 @@ fi
 uv run --frozen --no-sync python clients/web/tools/gen_schemas.py --check
 # The error-code and close-code tables of docs/protocol.md come from the enums.
 uv run --frozen --no-sync python scripts/gen_protocol_docs.py --check
+# The golden WebSocket messages of proto/fixtures/ come from scripts/gen_fixtures.py.
+uv run --frozen --no-sync python scripts/gen_fixtures.py --check
 echo "proto-check: lint, breaking and generated code OK"

@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
-from google.protobuf import json_format
 
+from khala_client.codec import JSON, PROTO, decode_server_message, encode_client_message
 from openagents.sync.v1 import frames_pb2, ws_pb2
 
-PROTO = "khala.v1+proto"
-JSON = "khala.v1+json"
+__all__ = ["JSON", "PROTO", "HelloRefused", "SyncConnection", "connect"]
 
 
 class HelloRefused(ConnectionRefusedError):
@@ -42,18 +41,17 @@ class SyncConnection:
 
     async def send(self, message: ws_pb2.ClientMessage) -> None:
         """Encode for the negotiated subprotocol and send."""
-        if self.protocol == JSON:
-            await self.ws.send_str(json_format.MessageToJson(message, indent=None))
+        data = encode_client_message(message, self.protocol)
+        if isinstance(data, str):
+            await self.ws.send_str(data)
         else:
-            await self.ws.send_bytes(message.SerializeToString())
+            await self.ws.send_bytes(data)
 
     async def receive(self, timeout_s: float | None = None) -> ws_pb2.ServerMessage | None:
         """The next server message, or None once the socket is closed."""
         msg = await self.ws.receive(timeout=timeout_s)
-        if msg.type == aiohttp.WSMsgType.BINARY:
-            return ws_pb2.ServerMessage.FromString(msg.data)
-        if msg.type == aiohttp.WSMsgType.TEXT:
-            return json_format.Parse(msg.data, ws_pb2.ServerMessage(), ignore_unknown_fields=True)
+        if msg.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+            return decode_server_message(msg.data)
         if msg.type == aiohttp.WSMsgType.CLOSE:
             self.close_reason = str(msg.extra or "")
         return None
