@@ -120,11 +120,18 @@ class CommonSettings:
     service_token: str = DEFAULT_SERVICE_TOKEN
     # KHALA_BIND_HOST: listen address of the service's HTTP and gRPC servers.
     bind_host: str = DEFAULT_BIND_HOST
+    # KHALA_<SVC>_ADMIN_PORT: internal listener for /metrics and admin routes (never
+    # behind the Ingress); 0 (default) serves them on the public HTTP port.
+    admin_port: int = 0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> CommonSettings:
-        """Read the common variables; SettingsError names the first bad one."""
+    def from_env(cls, environ: Mapping[str, str], service: str = "") -> CommonSettings:
+        """Read the common variables (`service` names KHALA_<SERVICE>_ADMIN_PORT);
+        SettingsError names the first bad one."""
         env = Env(environ)
+        admin_port = (
+            env.integer(f"KHALA_{service.upper()}_ADMIN_PORT", 0, minimum=0) if service else 0
+        )
         return CommonSettings(
             database_url=env.url(
                 "KHALA_DATABASE_URL", DEFAULT_DATABASE_URL, schemes=("postgresql", "postgres")
@@ -133,6 +140,7 @@ class CommonSettings:
             amqp_prefix=environ.get("KHALA_AMQP_PREFIX", ""),
             service_token=env.string("KHALA_SERVICE_TOKEN", DEFAULT_SERVICE_TOKEN),
             bind_host=env.string("KHALA_BIND_HOST", DEFAULT_BIND_HOST),
+            admin_port=admin_port,
         )
 
     def common_fields(self) -> dict[str, Any]:

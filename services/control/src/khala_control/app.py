@@ -242,6 +242,8 @@ class ControlApp:
             trusted_proxy_hops=settings.trusted_proxy_hops,
             runtime_url=settings.runtime_url,
             dashboard_dir=settings.dashboard_dir,
+            admin_port=settings.admin_port,
+            admin_host=settings.bind_host,
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()

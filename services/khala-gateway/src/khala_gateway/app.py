@@ -22,7 +22,7 @@ from aiohttp import web
 from khala_common.broker import Broker
 from khala_common.db import check_pool, create_pool
 from khala_common.grpc_server import GrpcServer
-from khala_common.http import Readiness, make_app
+from khala_common.http import Readiness, admin_router, make_app
 from khala_common.jwt_verify import JwksCache, JwksFetcher, TokenVerifier, http_jwks_fetcher
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
@@ -89,9 +89,14 @@ class Gateway:
 
     def build_app(self) -> web.Application:
         """The aiohttp app: /v1/ws, admin, health, readiness and metrics."""
-        app = make_app(self.readiness, client_max_size=64 * 1024)
+        app = make_app(
+            self.readiness,
+            client_max_size=64 * 1024,
+            admin_port=self.settings.admin_port,
+            admin_host=self.settings.bind_host,
+        )
         app.router.add_get("/v1/ws", self._ws_route)
-        app.router.add_get("/internal/v1/khala/fanout/metrics", self._admin_route)
+        admin_router(app).add_get("/internal/v1/khala/fanout/metrics", self._admin_route)
         app.cleanup_ctx.append(self._resources)
         app.on_shutdown.append(self._on_shutdown)
         return app

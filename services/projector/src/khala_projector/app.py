@@ -66,7 +66,7 @@ services_key = web.AppKey("khala_projector_services", Services)
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
     """The projector's aiohttp app; everything else starts in its cleanup context."""
     readiness = Readiness()
-    app = make_app(readiness)
+    app = make_app(readiness, admin_port=settings.admin_port, admin_host=settings.bind_host)
     app[services_key] = Services(settings, readiness)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -79,7 +79,12 @@ async def build_app(settings: Settings) -> web.Application:
     readiness.add("postgres", lambda: check_pool(pool))
     readiness.add("broker", lambda: _check_broker(broker))
 
-    app = make_app(readiness, client_max_size=settings.max_body_bytes)
+    app = make_app(
+        readiness,
+        client_max_size=settings.max_body_bytes,
+        admin_port=settings.admin_port,
+        admin_host=settings.bind_host,
+    )
     app.middlewares.append(domain_error_middleware)
     app[service_key] = service
     app[worker_service_key] = workers

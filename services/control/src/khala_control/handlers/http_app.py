@@ -54,9 +54,11 @@ def build_http_app(
     trusted_proxy_hops: int = 0,
     runtime_url: str = "http://127.0.0.1:8082",
     dashboard_dir: str | None = None,
+    admin_port: int = 0,
+    admin_host: str = "127.0.0.1",
 ) -> web.Application:
     """The HTTP app; the dev identity provider's routes exist only if it is given."""
-    app = make_app(readiness)
+    app = make_app(readiness, admin_port=admin_port, admin_host=admin_host)
     app.middlewares.append(tracing_middleware)
     app.middlewares.append(control_error_middleware)
     app[sessions_key] = sessions
