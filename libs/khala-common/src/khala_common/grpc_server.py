@@ -8,13 +8,45 @@ except the standard health and reflection services, which probes use.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram
+
+# RED metrics of every gRPC method (the standard health/reflection services included).
+GRPC_REQUESTS = Counter(
+    "khala_grpc_requests_total",
+    "gRPC calls handled, by full method name and status code.",
+    ["method", "code"],
+)
+GRPC_DURATION = Histogram(
+    "khala_grpc_request_duration_seconds",
+    "Time to handle a gRPC call (streams: until the last message), by method.",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+# Client channels: spread calls over every address of a headless Service (DNS
+# A records) and keep idle connections alive through proxies and conntrack.
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+)
+# Servers accept those pings (no GOAWAY "too_many_pings").
+SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+)
 
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -48,11 +80,86 @@ async def _deny_unary(request: Any, context: aio.ServicerContext) -> Any:
 _deny = grpc.unary_unary_rpc_method_handler(_deny_unary)
 
 
+def _code_of(context: aio.ServicerContext, failed: BaseException | None) -> str:
+    code = context.code() if hasattr(context, "code") else None
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if failed is not None:
+        return "CANCELLED" if isinstance(failed, BaseException) and not isinstance(
+            failed, Exception
+        ) else "UNKNOWN"
+    return "OK"
+
+
+class RedMetricsInterceptor(aio.ServerInterceptor):
+    """Counts and times every call by method and status code (rate, errors, duration)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method or "unknown"
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary_unary(request: Any, context: aio.ServicerContext) -> Any:
+                started = time.perf_counter()
+                failed: BaseException | None = None
+                try:
+                    return await inner(request, context)
+                except BaseException as exc:
+                    failed = exc
+                    raise
+                finally:
+                    _observe(method, context, failed, started)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def unary_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+                started = time.perf_counter()
+                failed: BaseException | None = None
+                try:
+                    async for message in inner_stream(request, context):
+                        yield message
+                except BaseException as exc:
+                    failed = exc
+                    raise
+                finally:
+                    _observe(method, context, failed, started)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _observe(
+    method: str, context: aio.ServicerContext, failed: BaseException | None, started: float
+) -> None:
+    GRPC_REQUESTS.labels(method, _code_of(context, failed)).inc()
+    GRPC_DURATION.labels(method).observe(time.perf_counter() - started)
+
+
 class GrpcServer:
     """An aio gRPC server with health and reflection, owned by a composition root."""
 
     def __init__(self, host: str, port: int, service_token: str) -> None:
-        self.server = aio.server(interceptors=[ServiceCredentialInterceptor(service_token)])
+        self.server = aio.server(
+            interceptors=[RedMetricsInterceptor(), ServiceCredentialInterceptor(service_token)],
+            options=SERVER_OPTIONS,
+        )
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._names: list[str] = [health.SERVICE_NAME]
@@ -91,5 +198,7 @@ def service_metadata(token: str) -> tuple[tuple[str, str], ...]:
 
 
 def insecure_channel(target: str) -> aio.Channel:
-    """A client channel to another Khala service."""
-    return aio.insecure_channel(target)
+    """A client channel to another Khala service: round_robin over every address
+    `target` resolves to (use `dns:///<headless service>:<port>` in Kubernetes)
+    with keepalive pings (CHANNEL_OPTIONS)."""
+    return aio.insecure_channel(target, options=CHANNEL_OPTIONS)
