@@ -28,9 +28,11 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from khala_common.broker import Broker
 from khala_common.db import migrate
 from khala_common.grpc_server import GrpcServer
-from khala_common.topology import Topology
+from khala_common.settings import DEFAULT_PARTITIONS
+from khala_common.topology import TYPE_HEADER, Topology
 from khala_runtime.app import Started, start
 from khala_runtime.domain.model import CreateRun, CreateWorker
 from khala_runtime.handlers.context import service_key, worker_service_key
@@ -38,7 +40,7 @@ from khala_runtime.settings import Settings
 from khala_runtime.storage import MIGRATIONS_DIR, SCHEMA
 from openagents.control.v1 import control_service_pb2 as cpb
 from openagents.control.v1 import control_service_pb2_grpc
-from openagents.runtime.v1.events_pb2 import RuntimeEvent
+from openagents.runtime.v1.events_pb2 import RuntimeEvent, RuntimeEventBatch
 from openagents.sync.v1 import projector_admin_pb2 as ppb
 from openagents.sync.v1 import projector_admin_pb2_grpc
 
@@ -123,20 +125,22 @@ class Identity:
 
     def token(
         self, user_id: str, session_id: str, *, ttl_s: int = 900, audience: str = "khala-api",
-        issuer: str = ISSUER,
+        issuer: str = ISSUER, surface: str = "desktop",
     ) -> str:
         now = int(time.time())
         claims = {"iss": issuer, "aud": audience, "sub": user_id, "sid": session_id,
-                  "did": "dev-1", "surface": "desktop", "iat": now - 5, "nbf": now - 5,
+                  "did": "dev-1", "surface": surface, "iat": now - 5, "nbf": now - 5,
                   "exp": now + ttl_s, "jti": uuid.uuid4().hex}
         return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.kid})
 
-    def login(self, memberships: dict[str, str], *, active: bool = True) -> str:
-        """A token of a new user/session with `memberships` (org -> role)."""
+    def login(
+        self, memberships: dict[str, str], *, active: bool = True, surface: str = "desktop"
+    ) -> str:
+        """A token of a new user/session with `memberships` (org -> role) on `surface`."""
         user_id = f"user_{uuid.uuid4().hex[:8]}"
         session_id = f"sess_{uuid.uuid4().hex[:8]}"
         self.control.sessions[session_id] = Session(user_id, active, dict(memberships))
-        return self.token(user_id, session_id)
+        return self.token(user_id, session_id, surface=surface)
 
 
 @pytest.fixture(scope="session")
@@ -183,7 +187,23 @@ async def projector() -> AsyncIterator[tuple[ProjectorDouble, str]]:
 
 
 @pytest.fixture(scope="session")
-def settings_for(migrated: str, amqp_url: str, topology: Topology, projector: Any) -> Any:
+async def projector_queues(amqp_url: str, topology: Topology) -> None:
+    """The projector's partition queues on the session topology, as a deployed
+    projector declares them: the relay's publishes are mandatory."""
+    broker = Broker(amqp_url, topology)
+    await broker.connect()
+    try:
+        await broker.declare_exchanges()
+        for partition in range(DEFAULT_PARTITIONS):
+            await broker.declare_projector_queue(5, partition)
+    finally:
+        await broker.close()
+
+
+@pytest.fixture(scope="session")
+def settings_for(
+    migrated: str, amqp_url: str, topology: Topology, projector: Any, projector_queues: None
+) -> Any:
     def make(control_url: str, control_target: str, **extra: str) -> Settings:
         return Settings.from_env(
             {
@@ -336,34 +356,51 @@ def threaded_runtime(settings_for: Any) -> Iterator[LiveRuntime]:
         loop.close()
 
 
-class Tap:
-    """A test queue bound to `khala.runtime.events`, consumed in the background."""
+def events_of(message: aio_pika.abc.AbstractIncomingMessage) -> list[RuntimeEvent]:
+    """The events a `khala.runtime.events` message carries (a batch, or one event)."""
+    headers = message.headers or {}
+    if headers.get(TYPE_HEADER) == RuntimeEventBatch.DESCRIPTOR.full_name:
+        return list(RuntimeEventBatch.FromString(message.body).events)
+    return [RuntimeEvent.FromString(message.body)]
 
-    def __init__(self) -> None:
+
+class Tap:
+    """A test queue bound to `khala.runtime.events`, consumed in the background.
+
+    `events` are the carried events in arrival order (only `org`'s, if given), and
+    `carriers[i]` is the message that carried `events[i]`."""
+
+    def __init__(self, org: str | None = None) -> None:
+        self._org = org
         self.messages: list[aio_pika.abc.AbstractIncomingMessage] = []
+        self.events: list[RuntimeEvent] = []
+        self.carriers: list[aio_pika.abc.AbstractIncomingMessage] = []
         self._arrived = asyncio.Event()
 
     async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         await message.ack()
         self.messages.append(message)
+        for event in events_of(message):
+            if self._org is None or event.org_id == self._org:
+                self.events.append(event)
+                self.carriers.append(message)
         self._arrived.set()
 
     async def take(self, count: int, timeout_s: float = 15.0) -> list[RuntimeEvent]:
-        """The first `count` messages received so far (waiting for them), decoded."""
+        """The first `count` events received so far (waiting for them)."""
         async with asyncio.timeout(timeout_s):
-            while len(self.messages) < count:
+            while len(self.events) < count:
                 self._arrived.clear()
                 await self._arrived.wait()
-        return [RuntimeEvent.FromString(m.body) for m in self.messages[:count]]
+        return self.events[:count]
 
     async def take_until(self, done: Callable[[list[RuntimeEvent]], bool],
                          timeout_s: float = 30.0) -> list[RuntimeEvent]:
-        """Wait until `done(every message so far)`; all messages, decoded."""
+        """Wait until `done(every event so far)`; all events."""
         async with asyncio.timeout(timeout_s):
             while True:
-                decoded = [RuntimeEvent.FromString(m.body) for m in self.messages]
-                if done(decoded):
-                    return decoded
+                if done(self.events):
+                    return list(self.events)
                 self._arrived.clear()
                 await self._arrived.wait()
 
@@ -372,17 +409,19 @@ class Tap:
 async def open_tap(
     amqp_url: str, topology: Topology
 ) -> AsyncIterator[Callable[..., Awaitable[Tap]]]:
-    """`await open_tap(routing_key, topology=...)`: a Tap on `khala.runtime.events`."""
+    """`await open_tap(routing_key, topology=..., org=...)`: a Tap on `khala.runtime.events`."""
     connection = await aio_pika.connect(amqp_url)
 
-    async def open_one(routing_key: str, topo: Topology = topology) -> Tap:
+    async def open_one(
+        routing_key: str, topo: Topology = topology, org: str | None = None
+    ) -> Tap:
         channel = await connection.channel()
         exchange = await channel.declare_exchange(
             topo.runtime_events, aio_pika.ExchangeType.TOPIC, durable=True
         )
         queue = await channel.declare_queue(exclusive=True)
         await queue.bind(exchange, routing_key=routing_key)
-        tap = Tap()
+        tap = Tap(org)
         await queue.consume(tap.on_message)
         return tap
 

@@ -232,14 +232,22 @@ async def test_auth(api: Any, identity: Any, unique: str) -> None:
 
     outsider = identity.login({f"else{unique}": "owner"})
     for method, sub, payload in [
-        ("GET", path, None),
-        ("GET", f"{path}/events", None),
-        ("POST", f"{path}/events", body),
         ("GET", f"/api/v1/runs?org_id={org}", None),
         ("POST", "/api/v1/runs", {"org_id": org}),
     ]:
         status, err, _ = await api.call(method, sub, outsider, payload)
         assert (status, err["error"]["code"]) == (403, "forbidden"), (method, sub)
+    # Another org's run answers exactly like a run that does not exist (no probing).
+    missing = f"/api/v1/runs/nosuch{unique}"
+    for method, suffix, payload in [("GET", "", None), ("GET", "/events", None),
+                                    ("POST", "/events", body)]:
+        foreign = await api.call(method, f"{path}{suffix}", outsider, payload)
+        unknown = await api.call(method, f"{missing}{suffix}", outsider, payload)
+        assert foreign[0] == unknown[0] == 404, (method, suffix)
+        assert foreign[1]["error"]["code"] == unknown[1]["error"]["code"] == "run_not_found"
+        assert foreign[1]["error"]["message"] == unknown[1]["error"]["message"].replace(
+            f"nosuch{unique}", run_id
+        )
 
     viewer = identity.login({org: "viewer"})
     assert (await api.call("GET", path, viewer))[0] == 200

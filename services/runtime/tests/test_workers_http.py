@@ -7,6 +7,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from khala_common.settings import DEFAULT_PARTITIONS
+from khala_common.topology import partition_of
 from openagents.runtime.v1.events_pb2 import STREAM_KIND_WORKER
 
 pytestmark = pytest.mark.integration
@@ -200,7 +202,12 @@ async def test_worker_authorization(api: Any, identity: Any, unique: str) -> Non
     outsider = identity.login({f"else{unique}": "owner"})
     for method, path, body in writes + reads:
         status, err, _ = await api.call(method, path, outsider, body)
-        assert (status, err["error"]["code"]) == (403, "forbidden"), path
+        # Another org's worker answers exactly like one that does not exist.
+        expected = (404, "worker_not_found") if path.startswith(base) else (403, "forbidden")
+        assert (status, err["error"]["code"]) == expected, path
+        if path.startswith(base):
+            unknown = await api.call(method, path.replace(wid, f"nosuch{unique}"), outsider, body)
+            assert (unknown[0], unknown[1]["error"]["code"]) == expected, path
     viewer = identity.login({org: "viewer"})
     for method, path, body in writes:
         status, err, _ = await api.call(method, path, viewer, body)
@@ -262,7 +269,7 @@ async def test_worker_events_are_published_in_order(
     api: Any, identity: Any, unique: str, open_tap: Any
 ) -> None:
     org, wid = f"org{unique}", f"w{unique}"
-    tap = await open_tap(f"{org}.worker")
+    tap = await open_tap("partition.*", org=org)
     token = identity.login({org: "member"})
     await make_worker(api, token, org, wid)
     base = f"/api/v1/workers/{wid}"
@@ -279,4 +286,5 @@ async def test_worker_events_are_published_in_order(
     assert [e.type for e in received[-4:]] == [
         "worker.event", "worker.heartbeat", "worker.stopped", "worker.resumed"]
     assert received[0].type == "worker.registered"
-    assert tap.messages[0].routing_key == f"{org}.worker"
+    partition = partition_of(f"worker:{wid}", DEFAULT_PARTITIONS)
+    assert tap.carriers[0].routing_key == f"partition.{partition}"

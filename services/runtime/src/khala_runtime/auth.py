@@ -3,7 +3,8 @@
 A request is authenticated when its `Authorization: Bearer` access token
 verifies against control's JWKS (alg, kid, iss, aud `khala-api`, exp, nbf)
 and control reports its session (`sid`) active for the token's user. The
-caller's org roles come from that introspection, not from the token.
+caller's org roles come from that introspection, not from the token; the
+client surface (`surface`, the session's) from the token, which control signs.
 """
 
 from __future__ import annotations
@@ -51,7 +52,13 @@ class Authenticator:
         for membership in session.memberships:
             if membership.role in Role._value2member_map_:
                 roles[membership.org_id] = Role(membership.role)
-        return Principal(user_id=user_id, session_id=session_id, roles=roles)
+        surface = claims.get("surface")
+        return Principal(
+            user_id=user_id,
+            session_id=session_id,
+            roles=roles,
+            surface=surface if isinstance(surface, str) else "",
+        )
 
 
 __all__ = ["AuthError", "Authenticator", "ControlUnavailable"]

@@ -57,7 +57,7 @@ class RunView:
     projection: Projection
 
 
-def _not_found(run_id: str) -> DomainError:
+def run_not_found(run_id: str) -> DomainError:
     return DomainError("run_not_found", f"run {run_id!r} does not exist")
 
 
@@ -67,7 +67,7 @@ _RUNS = AppendTarget(
     plan=plan_append,
     head_write=run_sql.head_write,
     routing_key=run_routing_key,
-    not_found=_not_found,
+    not_found=run_not_found,
 )
 
 
@@ -123,7 +123,7 @@ class RunService:
         """A run's current head."""
         head = await run_sql.get_run(self._pool, run_id)
         if head is None:
-            raise _not_found(run_id)
+            raise run_not_found(run_id)
         authorize(head.org_id)
         return head
 

@@ -45,7 +45,7 @@ class WorkerView:
     projection: Projection
 
 
-def _not_found(worker_id: str) -> DomainError:
+def worker_not_found(worker_id: str) -> DomainError:
     return DomainError("worker_not_found", f"worker {worker_id!r} does not exist")
 
 
@@ -55,7 +55,7 @@ _WORKERS = AppendTarget(
     plan=plan_worker_append,
     head_write=worker_sql.head_write,
     routing_key=worker_routing_key,
-    not_found=_not_found,
+    not_found=worker_not_found,
 )
 
 
@@ -119,7 +119,7 @@ class WorkerService:
         """A worker's current head."""
         found = await worker_sql.get_worker(self._pool, worker_id)
         if found is None:
-            raise _not_found(worker_id)
+            raise worker_not_found(worker_id)
         authorize(found[0].org_id)
         return found[0]
 
@@ -127,7 +127,7 @@ class WorkerService:
         """A worker's snapshot (heartbeat judged against the database clock)."""
         found = await worker_sql.get_worker(self._pool, worker_id)
         if found is None:
-            raise _not_found(worker_id)
+            raise worker_not_found(worker_id)
         head, now = found
         authorize(head.org_id)
         return (await self._views([head], now))[0]

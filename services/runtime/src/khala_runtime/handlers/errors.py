@@ -18,6 +18,7 @@ HTTP_STATUS = {
     "validation_error": 422,
     "unknown_event_type": 422,
     "forbidden": 403,
+    "forbidden_surface": 403,
     "run_not_found": 404,
     "worker_not_found": 404,
     "stream_not_found": 404,
@@ -28,12 +29,14 @@ HTTP_STATUS = {
     "idempotency_conflict": 409,
     "invalid_transition": 409,
     "terminal_state": 409,
+    "frame_too_large": 413,
 }
 
 GRPC_STATUS = {
     "validation_error": grpc.StatusCode.INVALID_ARGUMENT,
     "unknown_event_type": grpc.StatusCode.INVALID_ARGUMENT,
     "forbidden": grpc.StatusCode.PERMISSION_DENIED,
+    "forbidden_surface": grpc.StatusCode.PERMISSION_DENIED,
     "run_not_found": grpc.StatusCode.NOT_FOUND,
     "worker_not_found": grpc.StatusCode.NOT_FOUND,
     "stream_not_found": grpc.StatusCode.NOT_FOUND,
@@ -44,6 +47,7 @@ GRPC_STATUS = {
     "idempotency_conflict": grpc.StatusCode.ALREADY_EXISTS,
     "invalid_transition": grpc.StatusCode.FAILED_PRECONDITION,
     "terminal_state": grpc.StatusCode.FAILED_PRECONDITION,
+    "frame_too_large": grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

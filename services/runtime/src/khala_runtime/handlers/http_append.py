@@ -9,7 +9,8 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from khala_runtime.domain.access import require_access
+from khala_runtime.domain.access import Action, require_surface, subject_guard
+from khala_runtime.domain.errors import DomainError
 from khala_runtime.handlers.context import path_id, principal, receipt_response
 from khala_runtime.handlers.encoding import receipt_json
 from khala_runtime.write_path import Authorize
@@ -37,19 +38,29 @@ class Appender(Protocol):
 A = TypeVar("A", bound=Appender)
 
 
-def append_route(service: web.AppKey[A], id_name: str, read: ReadBody, parse: ParseBody) -> Handler:
+def append_route(
+    service: web.AppKey[A],
+    id_name: str,
+    read: ReadBody,
+    parse: ParseBody,
+    *,
+    unknown: Callable[[str], DomainError],
+    action: Action = Action.WRITE,
+) -> Handler:
     """A handler that appends the events `parse` makes of the body (read by `read`) to
-    the stream whose subject id is the path segment `id_name`."""
+    the stream whose subject id is the path segment `id_name`; `unknown(id)` is the
+    answer for an id that does not exist, and for one in an org the caller is not in."""
 
     async def handle(request: web.Request) -> web.Response:
         caller = await principal(request)
+        require_surface(caller, action)
         subject_id = path_id(request, id_name)
         inputs, expected_seq = parse(await read(request))
         receipt, replayed = await request.app[service].append(
             subject_id,
             inputs,
             expected_seq=expected_seq,
-            authorize=lambda org: require_access(caller, org, write=True),
+            authorize=subject_guard(caller, action, lambda: unknown(subject_id)),
         )
         return receipt_response(receipt_json(receipt), replayed)
 

@@ -8,7 +8,7 @@ import uuid
 from aiohttp import web
 
 from khala_common.http import read_json_object
-from khala_runtime.domain.access import require_access
+from khala_runtime.domain.access import Action, require_access, require_surface, subject_guard
 from khala_runtime.domain.requests import (
     int_param,
     make_cursor,
@@ -25,6 +25,7 @@ from khala_runtime.handlers.context import (
 )
 from khala_runtime.handlers.encoding import event_json, run_view_json
 from khala_runtime.handlers.http_append import append_route
+from khala_runtime.service import run_not_found
 
 
 def new_run_id() -> str:
@@ -36,23 +37,27 @@ async def create_run(request: web.Request) -> web.Response:
     """POST /api/v1/runs: 201 with the new run, 200 for a repeated identical create."""
     caller = await principal(request)
     create = parse_create_run(await read_json_object(request), new_run_id)
-    require_access(caller, create.org_id, write=True)
+    require_access(caller, create.org_id, Action.WRITE)
     service = request.app[service_key]
     head, created = await service.create_run(create)
     view = await service.view_of(head)
     return web.json_response(run_view_json(view), status=201 if created else 200)
 
 
-append_events = append_route(service_key, "run_id", read_json_object, parse_append)
+append_events = append_route(
+    service_key, "run_id", read_json_object, parse_append, unknown=run_not_found
+)
 """POST /api/v1/runs/{run_id}/events: 201 with a receipt, 200 for a replay."""
 
 
 async def get_run(request: web.Request) -> web.Response:
     """GET /api/v1/runs/{run_id}: the run snapshot with its projection status."""
     caller = await principal(request)
+    require_surface(caller, Action.READ_RUNS)
+    run_id = path_id(request, "run_id")
     view = await request.app[service_key].snapshot(
-        path_id(request, "run_id"),
-        authorize=lambda org: require_access(caller, org, write=False),
+        run_id,
+        authorize=subject_guard(caller, Action.READ_RUNS, lambda: run_not_found(run_id)),
     )
     return web.json_response(run_view_json(view))
 
@@ -60,6 +65,7 @@ async def get_run(request: web.Request) -> web.Response:
 async def read_events(request: web.Request) -> web.Response:
     """GET /api/v1/runs/{run_id}/events?after_seq=&limit=: events in order."""
     caller = await principal(request)
+    require_surface(caller, Action.READ_RUN_EVENTS)
     run_id = path_id(request, "run_id")
     query = request.query
     after_seq = int_param(query.get("after_seq"), "after_seq", default=0, minimum=0,
@@ -69,7 +75,7 @@ async def read_events(request: web.Request) -> web.Response:
         run_id,
         after_seq=after_seq,
         limit=limit,
-        authorize=lambda org: require_access(caller, org, write=False),
+        authorize=subject_guard(caller, Action.READ_RUN_EVENTS, lambda: run_not_found(run_id)),
     )
     next_after = events[-1].stream_seq if events else after_seq
     return web.json_response(
@@ -87,7 +93,7 @@ async def list_runs(request: web.Request) -> web.Response:
     """GET /api/v1/runs?org_id=&limit=&cursor=: an org's runs, newest first."""
     caller = await principal(request)
     org_id = query_org(request)
-    require_access(caller, org_id, write=False)
+    require_access(caller, org_id, Action.READ_RUNS)
     limit = int_param(request.query.get("limit"), "limit", default=100, minimum=1,
                       maximum=MAX_PAGE)
     before = parse_cursor(request.query.get("cursor"))

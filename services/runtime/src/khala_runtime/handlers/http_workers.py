@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from khala_common.http import read_json_object
-from khala_runtime.domain.access import require_access
+from khala_runtime.domain.access import Action, require_access, require_surface, subject_guard
 from khala_runtime.domain.requests import (
     int_param,
     make_cursor,
@@ -26,6 +26,7 @@ from khala_runtime.handlers.context import (
 )
 from khala_runtime.handlers.encoding import worker_json
 from khala_runtime.handlers.http_append import Handler, append_route
+from khala_runtime.workers import worker_not_found
 
 _COMMANDS = {"heartbeat": WORKER_HEARTBEAT, "stop": WORKER_STOPPED, "resume": WORKER_RESUMED}
 
@@ -34,12 +35,18 @@ async def create_worker(request: web.Request) -> web.Response:
     """POST /api/v1/workers: 201 with a new worker, 200 when reattaching to it."""
     caller = await principal(request)
     create = parse_create_worker(await read_json_object(request))
-    require_access(caller, create.org_id, write=True)
+    require_access(caller, create.org_id, Action.WRITE)
     view, created = await request.app[worker_service_key].create_or_reattach(create)
     return web.json_response(worker_json(view), status=201 if created else 200)
 
 
-append_events = append_route(worker_service_key, "worker_id", read_json_object, parse_worker_append)
+append_events = append_route(
+    worker_service_key,
+    "worker_id",
+    read_json_object,
+    parse_worker_append,
+    unknown=worker_not_found,
+)
 """POST /api/v1/workers/{worker_id}/events: 201 with a receipt, 200 for a replay."""
 
 
@@ -50,15 +57,19 @@ def command(event_type: str) -> Handler:
         "worker_id",
         optional_json_object,
         lambda body: parse_command(body, event_type),
+        unknown=worker_not_found,
+        action=Action.WRITE if event_type == WORKER_HEARTBEAT else Action.STOP,
     )
 
 
 async def get_worker(request: web.Request) -> web.Response:
     """GET /api/v1/workers/{worker_id}: the worker snapshot."""
     caller = await principal(request)
+    require_surface(caller, Action.READ_WORKERS)
+    worker_id = path_id(request, "worker_id")
     view = await request.app[worker_service_key].snapshot(
-        path_id(request, "worker_id"),
-        authorize=lambda org: require_access(caller, org, write=False),
+        worker_id,
+        authorize=subject_guard(caller, Action.READ_WORKERS, lambda: worker_not_found(worker_id)),
     )
     return web.json_response(worker_json(view))
 
@@ -67,7 +78,7 @@ async def list_workers(request: web.Request) -> web.Response:
     """GET /api/v1/workers?org_id=&limit=&cursor=: an org's workers, newest first."""
     caller = await principal(request)
     org_id = query_org(request)
-    require_access(caller, org_id, write=False)
+    require_access(caller, org_id, Action.READ_WORKERS)
     limit = int_param(request.query.get("limit"), "limit", default=100, minimum=1,
                       maximum=MAX_PAGE)
     before = parse_cursor(request.query.get("cursor"))
