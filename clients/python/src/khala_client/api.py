@@ -202,17 +202,19 @@ class KhalaApi:
         return await self._call("POST", f"{self.control_url}/api/orgs", {"org_id": org_id, "name": name})
 
     async def sync_token(
-        self, topics: list[str] | None = None, *, surface: str = "desktop", client_version: str = "1.0.0"
+        self, topics: list[str] | None = None, *, surface: str = "", client_version: str = "1.0.0"
     ) -> Any:
         """Mint a sync token for the WebSocket lane: `{token, expires_at, expires_at_ms, scope, kid}`.
 
-        `topics` None or empty asks for everything the memberships and surface allow.
+        `topics` None or empty asks for everything the memberships and surface allow. The
+        token's surface is always the session's (control refuses another with 403
+        `surface_mismatch`); `surface` empty means the signed-in session's.
         """
-        return await self._call(
-            "POST",
-            f"{self.control_url}/api/sync/token",
-            {"topics": list(topics or []), "surface": surface, "client_version": client_version},
-        )
+        body: dict[str, Any] = {"topics": list(topics or []), "client_version": client_version}
+        surface = surface or (self.session.surface if self.session is not None else "")
+        if surface:
+            body["surface"] = surface
+        return await self._call("POST", f"{self.control_url}/api/sync/token", body)
 
     # -- runtime: runs ----------------------------------------------------
 

@@ -46,7 +46,7 @@ class ApiTokenSource:
         api: KhalaApi,
         topics: Sequence[str] | Callable[[], Sequence[str]] | None = None,
         *,
-        surface: str = "desktop",
+        surface: str = "",
         client_version: str = "1.0.0",
     ) -> None:
         self.api = api
