@@ -86,3 +86,58 @@ def test_discarded_lane_releases_its_budget_and_ignores_pushes() -> None:
     box.push(a, frame(3))
     assert box.frames == 1
     assert seqs(box.take_round(10, 10_000)) == [[2]]
+
+
+def _event_frame(seq: int, payload_bytes: int) -> WireFrame:
+    from openagents.sync.v1 import frames_pb2
+
+    data = frames_pb2.KhalaFrame(
+        topic="org.acme.run.r1",
+        seq=seq,
+        kind=frames_pb2.FRAME_KIND_EVENT,
+        key=f"evt-{seq}",
+        payload_bytes=bytes(i % 256 for i in range(payload_bytes)),
+        schema_version="openagents.runtime.v1.RuntimeEvent@1",
+        epoch="1733390000000123456",
+        published_at_ms=1733390000000,
+    ).SerializeToString()
+    return WireFrame.decode(data)
+
+
+def test_no_message_exceeds_max_frame_bytes_in_either_codec() -> None:
+    """Regression: batches were sized by proto bytes, so on khala.v1+json (payload in
+    base64) a batch reached ~4/3 of the max_frame_bytes the Welcome advertises."""
+    from khala_gateway.domain.wire import JsonCodec, ProtoCodec
+
+    limit = 1024 * 1024
+    for codec in (JsonCodec(), ProtoCodec()):
+        box = Outbox(1000, 100 * limit)
+        lane = Lane("org.acme.run.r1")
+        frames = [_event_frame(s, 150_000 + 7 * s) for s in range(1, 31)]
+        for f in frames:
+            box.push(lane, f)
+        sent: list[int] = []
+        sizes: list[int] = []
+        while box:
+            for item in box.take_round(1000, limit, codec.frame_cost, codec.batch_overhead):
+                assert isinstance(item, list)
+                sizes.append(
+                    len(
+                        codec.encode_frames(item).encode()
+                        if not codec.binary
+                        else codec.encode_frames(item)
+                    )
+                )
+                sent.extend(f.seq for f in item)
+        assert sent == list(range(1, 31))  # nothing lost or reordered by the split
+        assert max(sizes) <= limit, (type(codec).__name__, max(sizes))
+        assert len(sizes) > 1
+
+
+def test_json_cost_is_exact_for_a_batch() -> None:
+    from khala_gateway.domain.wire import JsonCodec
+
+    codec = JsonCodec()
+    frames = [_event_frame(s, 1000 + s) for s in range(1, 5)]
+    encoded = codec.encode_frames(frames).encode()
+    assert len(encoded) == codec.batch_overhead + sum(codec.frame_cost(f) for f in frames) - 1

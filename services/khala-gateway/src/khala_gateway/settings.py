@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from khala_common.frame_limits import DEFAULT_MAX_FRAME_BYTES
 from khala_common.settings import LOG_LEVELS, CommonSettings, Env, SettingsError
 from khala_gateway.domain.limits import parse_version
 
@@ -44,8 +45,9 @@ class Settings(CommonSettings):
     # KHALA_GATEWAY_IDLE_TIMEOUT_S: close (4002) a socket that sent no message (Ping counts)
     # for this long; 0 disables it (clients must Ping at least this often when it is on).
     idle_timeout_s: float = 0.0
-    # KHALA_GATEWAY_MAX_FRAME_BYTES: largest WebSocket message either side sends (Welcome).
-    max_frame_bytes: int = 1024 * 1024
+    # KHALA_GATEWAY_MAX_FRAME_BYTES: largest WebSocket message either side sends (Welcome);
+    # at least runtime's limit (khala_common.frame_limits), so every accepted event fits.
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     # KHALA_GATEWAY_MAX_SUBSCRIPTIONS: topics one connection may hold at once.
     max_subscriptions: int = 200
     # KHALA_GATEWAY_SEND_QUEUE_FRAMES: send buffer bound per connection, in frames.
@@ -106,7 +108,11 @@ class Settings(CommonSettings):
             ),
             hello_timeout_s=env.number("KHALA_GATEWAY_HELLO_TIMEOUT_S", 5.0, minimum=0.05),
             idle_timeout_s=env.number("KHALA_GATEWAY_IDLE_TIMEOUT_S", 0.0, minimum=0.0),
-            max_frame_bytes=env.integer("KHALA_GATEWAY_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024),
+            max_frame_bytes=env.integer(
+                "KHALA_GATEWAY_MAX_FRAME_BYTES",
+                DEFAULT_MAX_FRAME_BYTES,
+                minimum=DEFAULT_MAX_FRAME_BYTES,
+            ),
             max_subscriptions=env.integer("KHALA_GATEWAY_MAX_SUBSCRIPTIONS", 200, minimum=1),
             send_queue_frames=env.integer("KHALA_GATEWAY_SEND_QUEUE_FRAMES", 10_000, minimum=1),
             send_queue_bytes=env.integer(

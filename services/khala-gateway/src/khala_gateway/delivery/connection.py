@@ -38,6 +38,7 @@ from khala_gateway import metrics
 from khala_gateway.delivery.subscribe import start_subscription
 from khala_gateway.delivery.subscription import ReplayGate, State, Subscription
 from khala_gateway.domain import codes
+from khala_gateway.domain.limits import hard_cap
 from khala_gateway.domain.outbox import Lane, Outbox
 from khala_gateway.domain.principal import Principal
 from khala_gateway.domain.wire import Codec, WireFrame, error_message
@@ -364,10 +365,12 @@ class Connection:
 
     def _encode_round(self, parts: list[bytes]) -> None:
         """Take one outbox round and append it to `parts` as complete WebSocket messages."""
-        batch = self.outbox.take_round(SEND_QUANTUM, self.limits.max_frame_bytes)
+        codec = self.codec
+        batch = self.outbox.take_round(
+            SEND_QUANTUM, self.limits.max_frame_bytes, codec.frame_cost, codec.batch_overhead
+        )
         if self.behind:
             self._wake_feeder()
-        codec = self.codec
         hot = metrics.HOT
         for item in batch:
             if isinstance(item, list):
@@ -411,10 +414,21 @@ class Connection:
             self.outbox.push_front(lane, frames)
 
     def push_control(self, message: ws_pb2.ServerMessage) -> None:
-        """Queue a connection-level message (Pong, Heartbeat, errors)."""
+        """Queue a connection-level message (Pong, Heartbeat, errors); past the send
+        buffer's hard cap (replies piling up for a client that does not read) the
+        socket is evicted as a slow consumer at once, so its memory stays bounded."""
         if message.HasField("error"):
             metrics.ERRORS_SENT.labels(message.error.code).inc()
         self.outbox.push_control(message)
+        if self.outbox.bytes > hard_cap(self.limits.send_queue_bytes):
+            metrics.SLOW_CONSUMER_EVICTIONS.inc()
+            self.request_close(
+                codes.CLOSE_SLOW_CONSUMER,
+                [error_message(codes.SLOW_CONSUMER, "replies piled up unread over the send buffer")],
+                reason="slow consumer",
+                flush=False,
+            )
+            return
         self._send_ready.set()
 
     # -- sender and feeder -----------------------------------------------------
@@ -461,7 +475,9 @@ class Connection:
                     self._write(direct, parts)
                     await direct.drain()
                 continue
-            batch = self.outbox.take_round(SEND_QUANTUM, self.limits.max_frame_bytes)
+            batch = self.outbox.take_round(
+                SEND_QUANTUM, self.limits.max_frame_bytes, codec.frame_cost, codec.batch_overhead
+            )
             if self.behind:
                 self._wake_feeder()
             for item in batch:

@@ -5,8 +5,11 @@ leave in the order they were queued; connection-level messages (Subscribed,
 errors, heartbeats) leave before any lane content queued after them. The bound
 counts frames and frame bytes; producers ask `room()` first and leave frames in
 Postgres when it is zero (they are read again later), so the queue itself never
-holds more than its bound. Being at the bound longer than a grace makes the
-socket a slow consumer.
+holds more than its bound. Connection-level messages count against the byte
+bound too (`control_bytes`): they cannot be left in Postgres, so a client that
+provokes replies and never reads reaches the bound like one that reads frames
+too slowly. Being at the bound longer than a grace makes the socket a slow
+consumer (the connection evicts at once past a hard cap, see connection.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ from khala_gateway.domain.wire import WireFrame
 from openagents.sync.v1 import ws_pb2
 
 Item = WireFrame | ws_pb2.ServerMessage
+
+
+def _proto_cost(frame: WireFrame) -> int:
+    """Bytes a frame adds to a `khala.v1+proto` batch (tag, varint length, data)."""
+    return len(frame.data) + 6
+
 Outgoing = ws_pb2.ServerMessage | list[WireFrame]
 
 
@@ -48,6 +57,7 @@ class Outbox:
         self.frames = 0
         self.bytes = 0
         self.saturated_since: float | None = None
+        self.control_bytes = 0  # encoded size of the queued connection-level messages
         self._clock = clock
         self._control: deque[ws_pb2.ServerMessage] = deque()
         self._ring: deque[Lane] = deque()
@@ -62,8 +72,13 @@ class Outbox:
         return max(0, self.max_frames - self.frames)
 
     def push_control(self, message: ws_pb2.ServerMessage) -> None:
-        """Queue a connection-level message (not counted against the bound)."""
+        """Queue a connection-level message; its size counts against the byte bound."""
         self._control.append(message)
+        size = message.ByteSize() + 8  # + WebSocket and oneof framing
+        self.control_bytes += size
+        self.bytes += size
+        if self.saturated_since is None and self.bytes >= self.max_bytes:
+            self.saturated_since = self._clock()
 
     def push(self, lane: Lane, item: Item) -> None:
         """Queue a frame or in-band marker on a topic's lane."""
@@ -109,12 +124,23 @@ class Outbox:
             return 0.0
         return self._clock() - self.saturated_since
 
-    def take_round(self, quantum: int, max_message_bytes: int) -> list[Outgoing]:
+    def take_round(
+        self,
+        quantum: int,
+        max_message_bytes: int,
+        cost: Callable[[WireFrame], int] = _proto_cost,
+        overhead: int = 0,
+    ) -> list[Outgoing]:
         """Everything to send next, in order: control messages, then up to
         `quantum` items per topic in round-robin order, frames coalesced into
-        batches of at most `max_message_bytes` (a larger single frame goes alone)."""
+        batches whose encoding is at most `max_message_bytes`: a batch costs
+        `overhead` plus `cost(frame)` per frame (the codec's bounds; a single
+        frame larger than the limit goes alone)."""
         out: list[Outgoing] = list(self._control)
         self._control.clear()
+        self.bytes -= self.control_bytes
+        self.control_bytes = 0
+        budget = max_message_bytes - overhead
         batch: list[WireFrame] = []
         batch_bytes = 0
         for _ in range(len(self._ring)):
@@ -123,8 +149,8 @@ class Outbox:
             while lane.items and taken < quantum:
                 item = lane.items[0]
                 if isinstance(item, WireFrame):
-                    size = len(item.data) + 6
-                    if batch and batch_bytes + size > max_message_bytes:
+                    size = cost(item)
+                    if batch and batch_bytes + size > budget:
                         out.append(batch)
                         batch, batch_bytes = [], 0
                     batch.append(item)

@@ -69,7 +69,16 @@ WIRE_STATS = WireStats()
 class WireFrame:
     """One KhalaFrame as stored bytes plus the fields delivery needs."""
 
-    __slots__ = ("_json", "_parsed", "_wire_json", "_wire_proto", "data", "epoch", "seq")
+    __slots__ = (
+        "_json",
+        "_json_text",
+        "_parsed",
+        "_wire_json",
+        "_wire_proto",
+        "data",
+        "epoch",
+        "seq",
+    )
 
     def __init__(
         self, seq: int, epoch: str, data: bytes, parsed: frames_pb2.KhalaFrame | None = None
@@ -79,6 +88,7 @@ class WireFrame:
         self.data = data
         self._parsed = parsed
         self._json: dict[str, Any] | None = None
+        self._json_text: str | None = None
         self._wire_proto: bytes | None = None
         self._wire_json: bytes | None = None
 
@@ -115,6 +125,12 @@ class WireFrame:
             WIRE_STATS.json_encodes += 1
             self._json = json_format.MessageToDict(self.parsed())
         return self._json
+
+    def json_text(self) -> str:
+        """The frame's compact canonical JSON text (computed once)."""
+        if self._json_text is None:
+            self._json_text = _dumps(self.json_dict())
+        return self._json_text
 
 
 def ws_message(payload: bytes, *, binary: bool) -> bytes:
@@ -155,9 +171,19 @@ def _dumps(obj: dict[str, Any]) -> str:
 
 
 class Codec:
-    """Encoding of one subprotocol; `binary` tells which WebSocket message type it uses."""
+    """Encoding of one subprotocol; `binary` tells which WebSocket message type it uses.
+
+    `frame_cost` and `batch_overhead` bound the size of a `frames` message:
+    a batch of frames is at most `batch_overhead + sum(frame_cost(f))` bytes,
+    which is how Outbox.take_round keeps every message within max_frame_bytes.
+    """
 
     binary: bool = True
+    batch_overhead: int = 0
+
+    def frame_cost(self, frame: WireFrame) -> int:
+        """Upper bound of the bytes one frame adds to a batch message."""
+        raise NotImplementedError
 
     def encode(self, message: ws_pb2.ServerMessage) -> bytes | str:
         """One ServerMessage."""
@@ -203,6 +229,12 @@ class ProtoCodec(Codec):
     """`khala.v1+proto`: binary messages, frames embedded as stored."""
 
     binary = True
+    # Tag and varint length of FrameBatch inside ServerMessage (lengths < 2^35).
+    batch_overhead = 6
+
+    def frame_cost(self, frame: WireFrame) -> int:
+        """Tag, varint length (< 2^35) and bytes of one batch entry."""
+        return len(frame.data) + 6
 
     def encode(self, message: ws_pb2.ServerMessage) -> bytes:
         """Serialized ServerMessage."""
@@ -230,6 +262,12 @@ class JsonCodec(Codec):
     """`khala.v1+json`: text messages holding proto3 canonical JSON."""
 
     binary = False
+    batch_overhead = len('{"frames":{"frames":[]}}')
+
+    def frame_cost(self, frame: WireFrame) -> int:
+        """The frame's UTF-8 JSON text and its separating comma."""
+        text = frame.json_text()
+        return (len(text) if text.isascii() else len(text.encode())) + 1
 
     def encode(self, message: ws_pb2.ServerMessage) -> str:
         """Canonical JSON of a ServerMessage."""
@@ -238,8 +276,8 @@ class JsonCodec(Codec):
     def encode_frames(self, frames: Sequence[WireFrame]) -> str:
         """Canonical JSON of `frame` or `frames` (each frame's JSON computed once)."""
         if len(frames) == 1:
-            return _dumps({"frame": frames[0].json_dict()})
-        return _dumps({"frames": {"frames": [f.json_dict() for f in frames]}})
+            return '{"frame":' + frames[0].json_text() + "}"
+        return '{"frames":{"frames":[' + ",".join(f.json_text() for f in frames) + "]}}"
 
     def decode(self, data: bytes | str) -> ws_pb2.ClientMessage:
         """A ClientMessage from canonical JSON (snake_case names accepted)."""

@@ -3,7 +3,9 @@ checked domain inputs, or a `ValidationError` naming the offending field (422).
 
 Rules: unknown fields are refused; `payload` must be a JSON object (absent
 means `{}`) representable as canonical JSON; `idempotency_key` is optional,
-1-255 characters without control characters, unique within a request.
+1-255 characters without control characters, unique within a request; an
+event whose frame could not fit in one gateway message is refused (413
+`frame_too_large`, see frame_size.py) before anything is written.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from khala_runtime.domain.canonical import canonical_json
 from khala_runtime.domain.errors import DomainError, ValidationError
+from khala_runtime.domain.frame_size import frame_fits
 from khala_runtime.domain.ids import is_valid_segment
 from khala_runtime.domain.model import CreateRun, CreateWorker
 from khala_runtime.domain.run_state import is_run_event_type
@@ -184,6 +187,15 @@ def check_event(
         value = payload_value.get(name)
         if value is not None and not isinstance(value, str):
             raise ValidationError(f"{prefix}payload.{name}", "must be a string")
+    fits, frame_bytes = frame_fits(event_type, payload_json, key)
+    if not fits:
+        raise DomainError(
+            "frame_too_large",
+            f"{prefix}payload: the event's frame could reach {frame_bytes} bytes on "
+            "khala.v1+json (payload in base64), over the gateway's max_frame_bytes",
+            field=f"{prefix}payload",
+            frame_bytes=frame_bytes,
+        )
     return EventInput(type=event_type, payload_json=payload_json, idempotency_key=key)
 
 
