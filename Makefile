@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Tests use the machine's servers when reachable, else testcontainers (Docker).
 TEST_ENV = source scripts/test-env.sh &&
 
-.PHONY: help install proto proto-check lint typecheck deploy-check drill-rebuild drill-backup-restore drill-rollback test-chaos test-fuzz bench bench-full test-web test test-unit test-integration test-e2e run demo clean
+.PHONY: help install proto proto-check lint typecheck deploy-check drill-rebuild drill-backup-restore drill-rollback test-chaos test-fuzz bench bench-full bench-pipeline bench-readme test-web test test-unit test-integration test-e2e run demo clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -46,16 +46,30 @@ deploy-check: install ## Render and validate k8s overlays, promtool rules, compo
 test-chaos: install ## Long chaos run: SIGKILL every service, restart RabbitMQ and Postgres under load (disturbs other users of those servers)
 	$(TEST_ENV) $(RUN) pytest -m chaos tests/chaos $(PYTEST_ARGS)
 
+.PHONY: test-chaos-ci
+test-chaos-ci: install ## Chaos in CI (~3 min): SIGKILL every service, RabbitMQ and Postgres (private servers) at seeded random moments under load
+	$(TEST_ENV) $(RUN) pytest -m chaos_ci tests/chaos -rP $(PYTEST_ARGS)
+
 test-fuzz: install ## Long fuzz run of mutated WebSocket messages against a live gateway
 	$(TEST_ENV) $(RUN) pytest -m fuzz tests/fuzz $(PYTEST_ARGS)
 
-bench: install ## Benchmarks, quick version (a few minutes): Khala vs NATS vs Socket.IO; writes bench/results/
+bench: install ## Benchmarks, quick version: the pipeline benchmark, then Khala vs NATS vs Socket.IO; writes bench/results/ and README's table
+	$(TEST_ENV) $(RUN) python bench/pipeline.py --quick
 	cd bench/peers/socketio && npm ci --silent --no-audit --no-fund
-	$(RUN) python bench/run.py --quick
+	$(TEST_ENV) $(RUN) python bench/run.py --quick
+	$(RUN) python bench/readme_table.py --mode quick
 
-bench-full: install ## Benchmarks, full version (50k idle sockets and larger loads)
+bench-full: install ## Benchmarks, full version (60 s per pipeline rate, 50k idle sockets, larger loads)
+	$(TEST_ENV) $(RUN) python bench/pipeline.py --full
 	cd bench/peers/socketio && npm ci --silent --no-audit --no-fund
-	$(RUN) python bench/run.py --full
+	$(TEST_ENV) $(RUN) python bench/run.py --full
+	$(RUN) python bench/readme_table.py --mode full
+
+bench-pipeline: install ## Pipeline benchmark only (quick; BENCH_ARGS="--full" or "--projectors 2 --gateways 2")
+	$(TEST_ENV) $(RUN) python bench/pipeline.py $(if $(BENCH_ARGS),$(BENCH_ARGS),--quick)
+
+bench-readme: install ## Regenerate README's performance table from bench/results/*.json (MODE=quick|full)
+	$(RUN) python bench/readme_table.py --mode $(if $(MODE),$(MODE),quick)
 
 test-web: install ## Browser client module unit tests (node --test)
 	node --test clients/web/tests/

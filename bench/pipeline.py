@@ -222,7 +222,7 @@ class Bench:
         after = self.meter.snapshot()
         ok = sum(load.ok for load in loads)
         result: dict[str, Any] = {
-            "case": name, "seconds": seconds, "window_seconds": round(window, 2),
+            "case": name, "seconds": seconds, "window_seconds": round(window, 2), "stall_s": STALL_S,
             "streams": {group: load.summary() for (group, _r, _rate), load in zip(streams, loads, strict=True)},
             **_merge_deliveries(replies),
             "cpu": CpuMeter.table(before, after, ok),
@@ -280,6 +280,8 @@ def _merge_deliveries(replies: list[dict[str, Any]]) -> dict[str, Any]:
             errors[name] = errors.get(name, 0) + n
     merged["subscriber_errors"] = errors
     merged["drain_wait_s"] = max(r["drain_wait_s"] for r in replies)
+    ends = {r["drain_ended"] for r in replies}
+    merged["drain_ended"] = next(e for e in ("stalled", "deadline", "complete") if e in ends)
     groups: dict[str, list[bytes]] = {}
     for reply in replies:
         for group, raw in reply["latency_ms"].items():

@@ -193,13 +193,19 @@ class Receiver:
         if self.incomplete == 0:
             self.complete.set()
         started = time.monotonic()
+        ended = "complete"
         while not self.complete.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.complete.wait(), 0.5)
-            stalled = (time.monotonic_ns() - self.last_frame_ns) / 1e9 > stall_s
-            if stalled or time.monotonic() - started > max_s:
+            if (time.monotonic_ns() - self.last_frame_ns) / 1e9 > stall_s:
+                ended = "stalled"  # nothing arrived for stall_s: what is missing is not coming
                 break
-        return self.report(expected, time.monotonic() - started)
+            if time.monotonic() - started > max_s:
+                ended = "deadline"  # frames still arriving: what is missing is late (or lost)
+                break
+        report = self.report(expected, time.monotonic() - started)
+        report["drain_ended"] = "complete" if self.complete.is_set() else ended
+        return report
 
     def report(self, expected: dict[str, list[int]], waited_s: float) -> dict[str, Any]:
         unexpected = 0

@@ -44,7 +44,11 @@ def case_verdict(case: dict[str, Any]) -> tuple[str, list[str]]:
             reasons.append(f"{stream['error_count']} errors of {group} ({shown})")
         if stream["achieved_rate"] < GOALS["achieved_fraction"] * stream["rate"]:
             reasons.append(f"{group} achieved {stream['achieved_rate']}/s of {stream['rate']:g}/s")
-    for key in ("missing", "duplicates", "reorders", "closed"):
+    if case["missing"]:
+        why = {"stalled": f"none arrived for {case.get('stall_s', 20):g} s",
+               "deadline": f"drain cut at {case['drain_wait_s']:g} s while frames still arrived"}
+        reasons.append(f"{case['missing']} deliveries missing ({why.get(case.get('drain_ended', ''), '')})")
+    for key in ("duplicates", "reorders", "closed"):
         if case[key]:
             reasons.append(f"{case[key]} {key if key != 'closed' else 'sockets closed'}")
     if case["subscriber_errors"]:
