@@ -4,6 +4,8 @@ sockets are noticed quickly and many sockets may share one user.
 
 Tests marked `chaos` (broker and Postgres restarts, which disturb everything else
 using those shared servers) run only when selected explicitly with `-m chaos`.
+`private_stack` runs the services on a Postgres and a RabbitMQ of the test's own
+(scripts/servers.py), which the test may SIGKILL and restart freely.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from servers import PrivatePostgres, PrivateRabbitMQ  # noqa: E402
 from stack import Stack  # noqa: E402
 
 from khala_common.broker import delete_prefixed  # noqa: E402
@@ -43,20 +47,31 @@ CHAOS_ENV = {
 def explicitly_selected(config: pytest.Config, marker: str) -> bool:
     """Whether `-m` names `marker` positively (e.g. `-m chaos`, not `-m "not chaos"`)."""
     expr = str(config.getoption("markexpr") or "")
-    return marker in expr.replace(f"not {marker}", "")
+    words = expr.replace("(", " ").replace(")", " ").split()
+    return any(w == marker and (i == 0 or words[i - 1] != "not") for i, w in enumerate(words))
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "chaos: long chaos test; restarts the shared broker and Postgres")
+    config.addinivalue_line(
+        "markers", "chaos_ci: chaos on private servers (make test-chaos-ci, part of .ci/run)"
+    )
+
+
+SKIP_REASONS = {
+    "chaos": "restarts shared servers: run with -m chaos (make test-chaos)",
+    "chaos_ci": "a few minutes of chaos on private servers: run with -m chaos_ci (make test-chaos-ci)",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if explicitly_selected(config, "chaos"):
-        return
-    skip = pytest.mark.skip(reason="restarts shared servers: run with -m chaos (make test-chaos)")
-    for item in items:
-        if item.get_closest_marker("chaos"):
-            item.add_marker(skip)
+    for marker, reason in SKIP_REASONS.items():
+        if explicitly_selected(config, marker):
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker(marker):
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +116,48 @@ async def chaos_stack(
     finally:
         running.stop_all()
         await delete_prefixed(amqp_url, Topology(prefix))
+
+
+@dataclass
+class PrivateServers:
+    """A Postgres and a RabbitMQ only this test uses: `crash` faults SIGKILL and restart them."""
+
+    postgres: PrivatePostgres
+    rabbitmq: PrivateRabbitMQ
+
+
+@pytest.fixture(scope="module")
+def private_servers() -> Iterator[PrivateServers]:
+    """Private Postgres and RabbitMQ, started now, killed and removed at the end."""
+    postgres, rabbitmq = PrivatePostgres(), PrivateRabbitMQ()
+    try:
+        postgres.start()
+        rabbitmq.start()
+        yield PrivateServers(postgres, rabbitmq)
+    finally:
+        postgres.close()
+        rabbitmq.close()
+
+
+@pytest.fixture(scope="module")
+async def private_stack(
+    private_servers: PrivateServers, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
+    """The four services on the private servers; stopped afterwards (the servers go with them)."""
+    conn = await asyncpg.connect(private_servers.postgres.url)
+    await conn.execute('CREATE DATABASE "khala"')
+    await conn.close()
+    base, _, _ = private_servers.postgres.url.rpartition("/")
+    log_dir = ARTIFACTS / request.module.__name__.rsplit(".", 1)[-1]
+    running = Stack.with_free_ports(
+        database_url=f"{base}/khala",
+        amqp_url=private_servers.rabbitmq.url,
+        amqp_prefix="chaos.",
+        log_dir=log_dir,
+        extra_env=dict(CHAOS_ENV),
+    )
+    try:
+        running.start_all()
+        yield running
+    finally:
+        running.stop_all()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import signal
 import subprocess
 import time
@@ -40,8 +41,14 @@ from .support import (
 )
 
 # A fault is (kind, target): ("kill", service) SIGKILL + restart, ("term", service)
-# SIGTERM (graceful drain) + restart, ("rabbitmq", "") stop_app/start_app,
-# ("postgres", "") cluster restart.
+# SIGTERM (graceful drain) + restart, ("rabbitmq", "") stop_app/start_app and
+# ("postgres", "") cluster restart of the machine's servers (long test only);
+# on private servers (`servers` given): ("crash", "rabbitmq") / ("crash", "postgres")
+# SIGKILL the whole server and start it again on the same data, ("commit-window",
+# "projector") restarts the projector with KHALA_PROJECTOR_TEST_CRASH_IN_COMMIT so it
+# SIGKILLs itself inside a projection transaction, and ("before-confirm", "runtime")
+# restarts runtime with KHALA_RUNTIME_TEST_CRASH_BEFORE_CONFIRM so it SIGKILLs itself
+# between outbox commit and publish confirm; both are then started normally again.
 Fault = tuple[str, str]
 
 
@@ -57,6 +64,7 @@ class Scenario:
     steady_s: float = 4.0
     settle_timeout_s: float = 90.0  # cap on waiting for clients after the writes stop
     stall_s: float = 30.0  # ... and on waiting while no client receives anything
+    seed: int | None = None  # set: each pause before a fault is random in [0.5, 1.5] x steady_s
 
 
 @dataclass
@@ -65,14 +73,19 @@ class Outcome:
     report: dict[str, Any]
 
 
-async def run_scenario(stack: Any, scenario: Scenario, report_path: Path) -> Outcome:
-    """Run `scenario` against `stack`; returns the checker's verdict and a report (also written)."""
+async def run_scenario(
+    stack: Any, scenario: Scenario, report_path: Path, servers: Any = None
+) -> Outcome:
+    """Run `scenario` against `stack` (whose private Postgres and RabbitMQ are `servers`, if
+    any); returns the checker's verdict and a report (also written)."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        return await _run(stack, scenario, report_path, http)
+        return await _run(stack, scenario, report_path, http, servers)
 
 
-async def _run(stack: Any, scenario: Scenario, report_path: Path, http: aiohttp.ClientSession) -> Outcome:
+async def _run(
+    stack: Any, scenario: Scenario, report_path: Path, http: aiohttp.ClientSession, servers: Any
+) -> Outcome:
     tag = uuid.uuid4().hex[:8]
     stats = WriterStats()
     api = KhalaApi(stack.url("control"), stack.url("runtime"), http)
@@ -124,12 +137,17 @@ async def _run(stack: Any, scenario: Scenario, report_path: Path, http: aiohttp.
             )
             for run_id in run_ids
         ]
+        rng = random.Random(scenario.seed)
         for kind, target in scenario.faults:
-            await asyncio.sleep(scenario.steady_s)
+            pause = scenario.steady_s
+            if scenario.seed is not None:
+                pause *= rng.uniform(0.5, 1.5)
+            await asyncio.sleep(pause)
             _raise_if_failed(writer_tasks)
             at = round(time.monotonic() - started, 1)
-            took = await _inject(stack, kind, target)
-            timeline.append({"at_s": at, "fault": kind, "target": target, "took_s": round(took, 2)})
+            took, detail = await _inject(stack, kind, target, servers, rng)
+            timeline.append({"at_s": at, "fault": kind, "target": target, "took_s": round(took, 2),
+                             **detail})
         await asyncio.sleep(scenario.steady_s)
         stop_writers.set()
         await asyncio.gather(*writer_tasks)
@@ -159,6 +177,10 @@ async def _run(stack: Any, scenario: Scenario, report_path: Path, http: aiohttp.
     crashed = dict(stack.exited())
     if crashed:
         verdict.problems.append(f"services exited on their own: {crashed}")
+    if stats.server_errors:
+        verdict.problems.append(
+            f"HTTP 500 answers: {len(stats.server_errors)}, first {stats.server_errors[:3]}"
+        )
     latencies = sorted(stats.latencies)
     report = {
         "scenario": asdict(scenario),
@@ -172,6 +194,9 @@ async def _run(stack: Any, scenario: Scenario, report_path: Path, http: aiohttp.
         "write_latency_ms_p50": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
         "write_latency_ms_max": round(latencies[-1] * 1000, 1) if latencies else None,
         "token_mints": tokens.mints,
+        "seed": scenario.seed,
+        "faults_injected": len(timeline),
+        "http_500": len(stats.server_errors),
         "timeline": timeline,
         "clients": summarize(subscribers),
         "diagnostics": diagnostics,
@@ -297,13 +322,57 @@ def _raise_if_failed(tasks: list[asyncio.Task[None]]) -> None:
             raise task.exception()  # type: ignore[misc]
 
 
-async def _inject(stack: Any, kind: str, target: str) -> float:
+async def _inject(
+    stack: Any, kind: str, target: str, servers: Any, rng: random.Random
+) -> tuple[float, dict[str, Any]]:
+    """Inject one fault; seconds it took and what was done."""
     if kind == "kill":
-        return await restart_service(stack, target, signal.SIGKILL)
+        return await restart_service(stack, target, signal.SIGKILL), {}
     if kind == "term":
-        return await restart_service(stack, target, signal.SIGTERM)
+        return await restart_service(stack, target, signal.SIGTERM), {}
     if kind == "rabbitmq":
-        return await restart_rabbitmq_app()
+        return await restart_rabbitmq_app(), {}
     if kind == "postgres":
-        return await restart_postgres()
+        return await restart_postgres(), {}
+    if kind == "crash":
+        started = time.monotonic()
+        await asyncio.to_thread(getattr(servers, target).restart)
+        return time.monotonic() - started, {}
+    if kind in SELF_CRASHES:
+        service, variable = SELF_CRASHES[kind]
+        nth = rng.randint(1, 5)
+        took, crashed = await self_crash(stack, service, {variable: str(nth)})
+        return took, {"nth": nth, "crashed_itself": crashed}
     raise ValueError(f"unknown fault {kind}")
+
+
+# Test-only fault hooks: the fault kind -> (service, setting whose value n picks the nth
+# projection transaction / relay publish to die in).
+SELF_CRASHES = {
+    "commit-window": ("projector", "KHALA_PROJECTOR_TEST_CRASH_IN_COMMIT"),
+    "before-confirm": ("runtime", "KHALA_RUNTIME_TEST_CRASH_BEFORE_CONFIRM"),
+}
+
+
+async def self_crash(
+    stack: Any, service: str, fault_env: dict[str, str], timeout_s: float = 30.0
+) -> tuple[float, bool]:
+    """Restart `service` with a fault hook set, wait until it SIGKILLs itself (or `timeout_s`,
+    then SIGKILL it), and start it again without the hook; (seconds, whether it crashed itself)."""
+    started = time.monotonic()
+    await asyncio.to_thread(stack.kill, service, signal.SIGKILL)
+    stack.extra_env.update(fault_env)
+    try:
+        await asyncio.to_thread(stack.start, service)
+    finally:
+        for name in fault_env:
+            stack.extra_env.pop(name, None)
+    proc = stack.procs[service]
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    crashed = proc.poll() == -signal.SIGKILL
+    await asyncio.to_thread(stack.kill, service, signal.SIGKILL)
+    await asyncio.to_thread(stack.start, service)
+    await asyncio.to_thread(stack.wait_ready, service, 60.0)
+    return time.monotonic() - started, crashed

@@ -33,13 +33,19 @@ import aiohttp
 
 from khala_client import ApiError, KhalaApi, connect
 from khala_common.topics import run_topic
+from khala_runtime.domain.canonical import canonical_json
+from khala_runtime.domain.chain import GENESIS, event_content, link
 from openagents.runtime.v1 import events_pb2
 
 
-def canonical_digest(event_id: str, stream_seq: int, event_type: str, payload: Any) -> str:
-    """One event's identity: sha256 of id, position, type and canonical payload JSON."""
+def canonical_digest(
+    event_id: str, stream_seq: int, event_type: str, payload: Any, chain_hash: str = ""
+) -> str:
+    """One event's identity: sha256 of id, position, type, canonical payload JSON and chain link."""
     body = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{event_id}|{stream_seq}|{event_type}|{body}".encode()).hexdigest()
+    return hashlib.sha256(
+        f"{event_id}|{stream_seq}|{event_type}|{body}|{chain_hash}".encode()
+    ).hexdigest()
 
 
 _FRAME_DIGESTS: dict[bytes, str] = {}
@@ -51,7 +57,8 @@ def frame_digest(payload_bytes: bytes) -> str:
     if digest is None:
         event = events_pb2.RuntimeEvent.FromString(payload_bytes)
         digest = canonical_digest(
-            event.event_id, event.stream_seq, event.type, json.loads(event.payload_json or b"{}")
+            event.event_id, event.stream_seq, event.type, json.loads(event.payload_json or b"{}"),
+            event.chain_hash,
         )
         _FRAME_DIGESTS[payload_bytes] = digest
     return digest
@@ -68,6 +75,8 @@ class WriterStats:
     retries: dict[str, int] = field(default_factory=dict)  # error kind -> count
     latencies: list[float] = field(default_factory=list)
     accepted_at: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # run -> (t, last seq)
+    receipt_chain: dict[str, dict[int, str]] = field(default_factory=dict)  # run -> last_seq -> chain_hash
+    server_errors: list[str] = field(default_factory=list)  # every HTTP 500 answer (a failure)
 
     def retry(self, kind: str) -> None:
         self.retries[kind] = self.retries.get(kind, 0) + 1
@@ -94,6 +103,8 @@ async def call_with_retry(
                     await on_unauthorized()
             elif exc.status == 0 or exc.status >= 500 or exc.status == 429:  # 0: unreachable
                 stats.retry(str(exc.status))
+                if exc.status == 500:  # an outage must answer 503, never an internal error
+                    stats.server_errors.append(str(exc)[:200])
             else:
                 raise
         except (aiohttp.ClientError, TimeoutError, OSError, json.JSONDecodeError) as exc:
@@ -142,6 +153,7 @@ async def writer(
         first = int(receipt["first_seq"])
         for i, key in enumerate(keys):
             accepted[key] = first + i
+        stats.receipt_chain.setdefault(run_id, {})[int(receipt["last_seq"])] = receipt["chain_hash"]
         stats.accepted_at.setdefault(run_id, []).append((time.monotonic(), first + batch - 1))
         n += batch
         next_at += period
@@ -370,8 +382,10 @@ def check(
                 verdict.problems.append(
                     f"accepted write {run_id}/{key} (receipt seq {seq}) is at {by_key.get(key)} in the log"
                 )
+        verdict.problems.extend(check_chain(run_id, events, stats.receipt_chain.get(run_id, {})))
         expected[run_topic(org_id, run_id)] = [
-            canonical_digest(e["event_id"], e["stream_seq"], e["type"], e["payload"]) for e in events
+            canonical_digest(e["event_id"], e["stream_seq"], e["type"], e["payload"], e["chain_hash"])
+            for e in events
         ]
     for sub in subscribers:
         for topic in sub.topics:
@@ -388,6 +402,30 @@ def check(
                     f"subscriber {sub.index} {topic}: payload differs from runtime's log at {wrong[:5]}"
                 )
     return verdict
+
+
+def check_chain(run_id: str, events: list[dict[str, Any]], receipts: dict[int, str]) -> list[str]:
+    """Problems with `run_id`'s hash chain: every link recomputed from the log, and every
+    append receipt's chain_hash equal to the log's link at the receipt's last_seq."""
+    problems: list[str] = []
+    prev = GENESIS
+    links: dict[int, str] = {}
+    for e in events:
+        event = events_pb2.RuntimeEvent(
+            event_id=e["event_id"], idempotency_key=e["idempotency_key"] or "",
+            occurred_at_ms=e["occurred_at_ms"], org_id=e["org_id"],
+            payload_json=canonical_json(e["payload"]), stream_id=e["stream_id"],
+            stream_seq=e["stream_seq"], type=e["type"],
+        )
+        prev = link(prev, event_content(event))
+        if e["chain_hash"] != prev:
+            problems.append(f"runtime log of {run_id}: chain broken at seq {e['stream_seq']}")
+            break
+        links[e["stream_seq"]] = prev
+    for seq, chain_hash in sorted(receipts.items()):
+        if links.get(seq, chain_hash) != chain_hash:
+            problems.append(f"receipt of {run_id} at seq {seq}: chain_hash differs from the log")
+    return problems
 
 
 def describe(seqs: list[int], head: int) -> str:

@@ -103,7 +103,11 @@ async def _start(
     log.info("republished frames above the publish cursor", frames=republished)
     services.publisher = publisher
 
-    store = ProjectionStore(pool)
+    store = ProjectionStore(pool, crash_in_commit=settings.test_crash_in_commit)
+    if settings.test_crash_in_commit:
+        log.warning(
+            "FAULT INJECTION enabled: SIGKILL inside a commit", commit=settings.test_crash_in_commit
+        )
     projector = Projector(
         store, reader, publisher, clock, crash_after_commit=settings.test_crash_after_commit
     )

@@ -96,6 +96,10 @@ class Settings(CommonSettings):
     # n > 0 makes `serve` SIGKILL itself right after its nth projection commit,
     # before publishing it. 0 (default) = off. Never set it in a deployment.
     test_crash_after_commit: int = 0
+    # KHALA_PROJECTOR_TEST_CRASH_IN_COMMIT: FAULT INJECTION FOR TESTS ONLY.
+    # n > 0 makes `serve` SIGKILL itself inside its nth projection transaction,
+    # after every write and before COMMIT. 0 (default) = off. Never set it in a deployment.
+    test_crash_in_commit: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -132,4 +136,5 @@ class Settings(CommonSettings):
             test_crash_after_commit=env.integer(
                 "KHALA_PROJECTOR_TEST_CRASH_AFTER_COMMIT", 0, minimum=0
             ),
+            test_crash_in_commit=env.integer("KHALA_PROJECTOR_TEST_CRASH_IN_COMMIT", 0, minimum=0),
         )

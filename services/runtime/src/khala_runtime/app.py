@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
 
@@ -26,6 +27,7 @@ from khala_common.logs import get_logger
 from khala_common.topology import Topology
 from khala_runtime.auth import ACCESS_AUDIENCE, Authenticator
 from khala_runtime.control_client import ControlClient
+from khala_runtime.fault_injection import CrashBeforeConfirm
 from khala_runtime.handlers import http_runs, http_workers, openapi
 from khala_runtime.handlers.context import auth_key, service_key, worker_service_key
 from khala_runtime.handlers.errors import domain_error_middleware
@@ -71,8 +73,13 @@ async def build_app(settings: Settings) -> web.Application:
         RuntimeServicer(service, workers),
         [SERVICE_NAME],
     )
+    relay_broker = broker
+    if settings.test_crash_before_confirm:
+        log.warning("FAULT INJECTION enabled: SIGKILL before a publish confirm",
+                    publish=settings.test_crash_before_confirm)
+        relay_broker = cast(Broker, CrashBeforeConfirm(broker, settings.test_crash_before_confirm))
     relay = OutboxRelay(
-        settings.database_url, broker, poll_interval_s=settings.outbox_poll_interval_s
+        settings.database_url, relay_broker, poll_interval_s=settings.outbox_poll_interval_s
     )
 
     readiness = Readiness()

@@ -56,6 +56,10 @@ class Settings(CommonSettings):
     """KHALA_HEARTBEAT_STALE_AFTER_MS: a worker heartbeat older than this is `stale` (30000)."""
     db_pool_size: int
     """KHALA_DB_POOL_SIZE: largest number of Postgres connections of the request pool (10)."""
+    test_crash_before_confirm: int = 0
+    """KHALA_RUNTIME_TEST_CRASH_BEFORE_CONFIRM: FAULT INJECTION FOR TESTS ONLY. n > 0 makes
+    `serve` SIGKILL itself while its outbox relay's nth publish awaits the broker's confirm
+    (rows committed, not marked published). 0 (default) = off; never set it in a deployment."""
 
     @property
     def jwks_url(self) -> str:
@@ -85,4 +89,7 @@ class Settings(CommonSettings):
                 "KHALA_HEARTBEAT_STALE_AFTER_MS", 30_000, minimum=1
             ),
             db_pool_size=env.integer("KHALA_DB_POOL_SIZE", 10, minimum=1),
+            test_crash_before_confirm=env.integer(
+                "KHALA_RUNTIME_TEST_CRASH_BEFORE_CONFIRM", 0, minimum=0
+            ),
         )

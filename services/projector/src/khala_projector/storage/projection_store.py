@@ -14,6 +14,8 @@ oracle: `frames` holds the truth and the fanout only carries copies of its rows.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -121,8 +123,12 @@ _SOME = _CHECKPOINT_ROWS + "WHERE c.stream_id = ANY($1::text[]) ORDER BY c.strea
 class ProjectionStore:
     """Reads stream state and commits folded batches."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, crash_in_commit: int = 0) -> None:
         self._pool = pool
+        # Fault injection (tests only, 0 = off): SIGKILL inside the nth commit_many
+        # transaction, every write done, COMMIT not sent.
+        self._crash_in_commit = crash_in_commit
+        self._commits = 0
 
     async def load(self, stream: StreamRef) -> StreamState:
         """The stream's checkpoint (seq 0 if none) and current document."""
@@ -179,6 +185,9 @@ class ProjectionStore:
             await take_writer_lock(conn)
             stored = await insert_frames(conn, rows, now_ms)
             await move_heads(conn, new_heads(rows))
+            self._commits += 1
+            if self._commits == self._crash_in_commit:
+                os.kill(os.getpid(), signal.SIGKILL)
             return stored
 
     async def checkpoints(self, stream_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
