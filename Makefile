@@ -50,10 +50,6 @@ test-chaos: install ## Long chaos run: SIGKILL every service, restart RabbitMQ a
 test-chaos-ci: install ## Chaos in CI (~3 min): SIGKILL every service, RabbitMQ and Postgres (private servers) at seeded random moments under load
 	$(TEST_ENV) $(RUN) pytest -m chaos_ci tests/chaos -rP $(PYTEST_ARGS)
 
-.PHONY: test-chaos-ci
-test-chaos-ci: install ## Chaos in CI (~3 min): SIGKILL every service, RabbitMQ and Postgres (private servers) at seeded random moments under load
-	$(TEST_ENV) $(RUN) pytest -m chaos_ci tests/chaos -rP $(PYTEST_ARGS)
-
 test-fuzz: install ## Long fuzz run of mutated WebSocket messages against a live gateway
 	$(TEST_ENV) $(RUN) pytest -m fuzz tests/fuzz $(PYTEST_ARGS)
 
