@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Deployment checks that need no cluster and no Docker engine (issue 8):
-#   1. every kustomize overlay renders (kubectl kustomize) and validates against
-#      the Kubernetes schemas (kubernetes-validate, offline, strict), plus policy
-#      checks on the rendered objects (deploy/checks.py k8s)
-#   2. the Prometheus rules pass `promtool check rules` and their unit tests
-#      (`promtool test rules`); the dashboard's queries parse; every alert links
-#      an existing runbook section
+#   1. every kustomize overlay renders (kubectl kustomize); its core kinds validate
+#      against the Kubernetes schemas (kubernetes-validate, offline, strict) and its
+#      CRD kinds (ServiceMonitor, PrometheusRule) against deploy/schemas/ (strict;
+#      any other custom kind fails), plus policy checks on the rendered objects
+#      (deploy/checks.py k8s: no replicas under an HPA, HPA metrics, PDBs that let
+#      drains proceed, Ingress + TLS + WebSocket timeouts, admin ports only for
+#      Prometheus, bootstrap/migration Jobs ordered as Argo CD PreSync hooks);
+#      generated manifests are up to date
+#   2. the Prometheus rules (alerts, SLOs) pass `promtool check rules` and their
+#      unit tests (`promtool test rules`); the dashboard's queries parse; every
+#      alert links an existing runbook section; absent() per scrape target; every
+#      khala_* metric the rules and the dashboard name is registered by a service
 #   3. the compose file resolves (`docker compose config`) and is wired as intended
 #   4. the Dockerfiles parse (BuildKit's parser) and follow the image rules
 #   5. the RabbitMQ definitions allow exactly what each service does
@@ -53,12 +59,12 @@ else
 fi
 py=""
 for candidate in ${KHALA_DEPLOY_PYTHON:-} "$ROOT/.venv/bin/python" python3; do
-  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "import yaml, dockerfile" 2>/dev/null; then
+  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "import yaml, dockerfile, jsonschema, khala_gateway" 2>/dev/null; then
     py=$candidate
     break
   fi
 done
-[[ -n "$py" ]] || missing+=("python3 with PyYAML and dockerfile (PyPI pyyaml, dockerfile)")
+[[ -n "$py" ]] || missing+=("the workspace python with PyYAML, dockerfile, jsonschema and the services (make install)")
 if [[ ${#missing[@]} -gt 0 ]]; then
   printf 'deploy-check: missing tools (install them with the project install step):\n' >&2
   printf '  - %s\n' "${missing[@]}" >&2
@@ -83,25 +89,33 @@ step() {  # step NAME COMMAND...: run, keep the output, count the result
 }
 
 # 1. Kubernetes
+step "k8s: generated manifests are up to date (bootstrap files, PrometheusRule)" "$py" deploy/checks.py generated
 for overlay in "$ROOT"/deploy/k8s/overlays/*/; do
   name=$(basename "$overlay")
   step "k8s/$name: kubectl kustomize renders" sh -c "kubectl kustomize '$overlay' > '$work/$name.yaml'"
   [[ -s "$work/$name.yaml" ]] || continue
+  step "k8s/$name: CRD kinds against deploy/schemas/ (strict), core kinds split out" \
+    "$py" deploy/checks.py crds "$work/$name.yaml" "$work/$name.core.yaml"
+  [[ -s "$work/$name.core.yaml" ]] || continue
   for version in "${k8s_versions[@]}"; do
     args=(--strict --quiet)
     [[ -n "$version" ]] && args+=(--kubernetes-version "$version")
     step "k8s/$name: kubernetes-validate --strict ${version:-(newest schemas)}" \
-      kubernetes-validate "${args[@]}" "$work/$name.yaml"
+      kubernetes-validate "${args[@]}" "$work/$name.core.yaml"
   done
-  step "k8s/$name: policy checks (security context, probes, drain, PDB, HPA, NetworkPolicies)" \
+  step "k8s/$name: policy checks (security, probes, drain, PDB, HPA, Ingress, admin ports, Jobs order)" \
     "$py" deploy/checks.py k8s "$work/$name.yaml" "$name"
+  if grep -q '^kind: ServiceMonitor' "$work/$name.yaml"; then
+    step "k8s/$name: ServiceMonitors and PrometheusRule" "$py" deploy/checks.py monitoring "$work/$name.yaml"
+  fi
 done
 step "k8s: rollout.sh is valid bash" bash -n deploy/k8s/rollout.sh
 
 # 2. Monitoring
-step "monitoring: promtool check rules" promtool check rules deploy/monitoring/prometheus/khala-alerts.yaml
-step "monitoring: promtool test rules (alert unit tests)" \
-  promtool test rules deploy/monitoring/prometheus/khala-alerts.test.yaml
+step "monitoring: promtool check rules" promtool check rules \
+  deploy/monitoring/prometheus/khala-alerts.yaml deploy/monitoring/prometheus/khala-slo.yaml
+step "monitoring: promtool test rules (alert and SLO unit tests)" promtool test rules \
+  deploy/monitoring/prometheus/khala-alerts.test.yaml deploy/monitoring/prometheus/khala-slo.test.yaml
 step "monitoring: runbook links, dashboard JSON" "$py" deploy/checks.py alerts "$work/dashboard-rules.yaml"
 step "monitoring: every dashboard query parses (promtool)" promtool check rules "$work/dashboard-rules.yaml"
 
@@ -116,7 +130,8 @@ step "docker: Dockerfiles parse and follow the image rules" "$py" deploy/checks.
 step "rabbitmq: definitions.json permissions and policy" "$py" deploy/checks.py rabbitmq
 step "rabbitmq: apply_definitions.py renders" sh -c \
   "'$py' deploy/rabbitmq/apply_definitions.py --dev --render - | '$py' -c 'import json,sys; d=json.load(sys.stdin); assert all(u[\"password_hash\"] for u in d[\"users\"])'"
-"$py" deploy/checks.py metrics || true
+step "metrics: every metric the rules and dashboard name is registered by a service" \
+  "$py" deploy/checks.py metrics
 
 # 6. Live privilege checks
 if [[ $live == 1 ]]; then
