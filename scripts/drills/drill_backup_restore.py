@@ -15,6 +15,10 @@
    * cursor beyond the restored head ("ahead"): `stale_cursor(cursor_ahead)`
      with head_seq = the restored head, on every topic, on two separate
      connections (deterministic); re-subscribing from 0 then yields 1..head.
+6. No epoch reuse: a rebuild (workers projection of the drill's org, which no
+   client follows) runs after the dump and again after the restore; the
+   restore rewound `rebuild_id`, yet the second epoch is new: it differs from
+   every epoch the database held before the restore.
 
 Usage: `make drill-backup-restore`.
 """
@@ -22,13 +26,16 @@ Usage: `make drill-backup-restore`.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -71,6 +78,33 @@ async def runtime_heads(api: KhalaApi, run_ids: list[str], run_topics: dict[str,
     return {run_topics[rid]: (await api.get_run(rid))["last_seq"] for rid in run_ids}
 
 
+async def rebuild_epoch(stack: Any, org: str) -> tuple[str, int]:
+    """(epoch, rebuild_id) of `khala_projector rebuild --projection workers --org <org>`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "khala_projector", "rebuild", "--projection", "workers", "--org", org,
+        env=stack.env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    if proc.returncode != 0:
+        log(f"rebuild failed: {err.decode()[-400:]}")
+        return "", 0
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    return str(report["epoch"]), int(report["rebuild_id"])
+
+
+async def all_epochs(db_url: str) -> set[str]:
+    """Every epoch the khala schema knows (topics, frames, rebuilds)."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT epoch FROM khala.topics UNION SELECT epoch FROM khala.frames"
+            " UNION SELECT epoch FROM khala.rebuilds"
+        )
+    finally:
+        await conn.close()
+    return {r["epoch"] for r in rows}
+
+
 async def drill() -> int:
     async with drill_env("backup-restore") as env, aiohttp.ClientSession() as http:
         stack = env.stack
@@ -105,6 +139,10 @@ async def drill() -> int:
             await follower.wait_for({t: h for t, (_, h) in later.items()}, 30)
             await follower.stop()
             ahead = {t: (s.epoch, s.last) for t, s in follower.state.items()}
+            # a rebuild after the backup point: its epoch and rebuild_id are lost by the restore
+            lost_epoch, lost_rebuild_id = await rebuild_epoch(stack, org)
+            seen_epochs = await all_epochs(stack.database_url) | {e for e, _ in ahead.values()}
+            log(f"rebuild after the dump: rebuild_id {lost_rebuild_id}, epoch {lost_epoch}")
             log(f"cursors beyond the dump: {sorted((t.rsplit('.', 1)[-1], c[1]) for t, c in ahead.items())}")
 
             # restore into a fresh database and restart the stack on it
@@ -155,7 +193,15 @@ async def drill() -> int:
             caught[f.name] = await f.wait_for({t: final_heads[t] for t in f.topics}, 30)
             await f.stop()
 
+        new_epoch, new_rebuild_id = await rebuild_epoch(stack, org)
+        log(f"rebuild after the restore: rebuild_id {new_rebuild_id}, epoch {new_epoch}")
+
         checks: list[tuple[str, bool, str]] = []
+        checks.append(("no epoch reuse: a rebuild after the restore mints an epoch never seen before",
+                       bool(lost_epoch) and bool(new_epoch) and new_epoch not in seen_epochs,
+                       f"rebuild_id {lost_rebuild_id} → {new_rebuild_id} after the restore "
+                       f"({'rewound' if new_rebuild_id <= lost_rebuild_id else 'not rewound'}), "
+                       f"epoch {lost_epoch} then {new_epoch}; {len(seen_epochs)} epochs known before"))
         checks.append(("restored heads == heads at the dump", restored == dumped,
                        f"dump {sorted(h for _, h in dumped.values())}, restored {sorted(h for _, h in restored.values())}, "
                        f"lost after the backup point: {AFTER_DUMP} events per run"))

@@ -13,16 +13,24 @@ from projector_testkit import make_event
 from khala_common.topology import TYPE_HEADER
 from khala_projector.__main__ import _parse_args
 from khala_projector.dlq import describe, original_routing_key, replay_headers
+from khala_projector.domain.epochs import epoch_from, new_epoch
 from khala_projector.domain.projection import Projection
-from khala_projector.domain.rebuild import RebuildScope, epoch_of
+from khala_projector.domain.rebuild import RebuildScope
 from khala_projector.domain.status import stream_status
 from khala_projector.progress import ProgressBar, render
 
 
-def test_rebuild_epochs_are_never_the_initial_one():
-    assert [epoch_of(i) for i in (1, 2, 41)] == ["2", "3", "42"]
+def test_epochs_are_time_ordered_63_bit_and_never_the_legacy_ones():
+    assert epoch_from(1, 5) == str(1 << 20 | 5)
+    assert int(epoch_from(1733390000000, (1 << 20) - 1)) < 2**63
     with pytest.raises(ValueError):
-        epoch_of(0)
+        epoch_from(1 << 43, 0)  # would not fit in 63 bits
+    with pytest.raises(ValueError):
+        epoch_from(1, 1 << 20)
+    minted = [new_epoch() for _ in range(1000)]
+    assert len(set(minted)) == 1000
+    assert all(0 < int(e) < 2**63 and int(e) >> 20 > 1_700_000_000_000 for e in minted)
+    assert not {"1", "2", "3"} & set(minted)  # never an initial or sequence-made epoch
 
 
 def test_scopes_overlap_on_the_same_projection_and_org():

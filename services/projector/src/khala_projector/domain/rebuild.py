@@ -2,9 +2,10 @@
 
 A rebuild of projection P (optionally one org) re-derives every document of P
 and every topic P feeds (`org.<org>.runs` + `org.<org>.run.<id>`, or the worker
-equivalents) from runtime's log into a new topic epoch. Epochs of rebuilds are
-str(rebuild_id + 1): never the initial "1" and never reused, so a client
-cursor of any earlier epoch is recognisably stale.
+equivalents) from runtime's log into a new topic epoch, minted by
+domain/epochs.py (time-ordered and random, never reused even after a backup
+restore rewinds `rebuild_id`), so a client cursor of any earlier epoch is
+recognisably stale.
 """
 
 from __future__ import annotations
@@ -25,13 +26,6 @@ class RebuildStatus(StrEnum):
 
 
 UNFINISHED = (RebuildStatus.STAGING, RebuildStatus.SWITCHED)
-
-
-def epoch_of(rebuild_id: int) -> str:
-    """The topic epoch a rebuild writes."""
-    if rebuild_id < 1:
-        raise ValueError("rebuild ids start at 1")
-    return str(rebuild_id + 1)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from khala_projector.domain.epochs import new_epoch
 from khala_projector.domain.events import StreamRef, stream_ref
 from khala_projector.domain.projection import Folded, Projection
-from khala_projector.domain.rebuild import UNFINISHED, RebuildScope, RebuildStatus, epoch_of
+from khala_projector.domain.rebuild import UNFINISHED, RebuildScope, RebuildStatus
 from khala_projector.storage.rebuild_switch import (
     OrgSwitch,
     Rebuild,
@@ -171,7 +172,7 @@ class RebuildStore:
                 rebuild_id,
                 scope.projection.value,
                 scope.org_id,
-                epoch_of(rebuild_id),
+                new_epoch(),
             )
         return _rebuild(row)
 
