@@ -23,6 +23,7 @@ from khala_runtime.domain.worker_append import check_reattach, plan_register, pl
 from khala_runtime.group_commit import GroupCommitter
 from khala_runtime.ids import uuid4_strings
 from khala_runtime.service import NoProjector, ProjectionSource
+from khala_runtime.storage import events as event_sql
 from khala_runtime.storage import runs as run_sql
 from khala_runtime.storage import workers as worker_sql
 from khala_runtime.write_path import (
@@ -31,7 +32,7 @@ from khala_runtime.write_path import (
     allow_all,
     persist_events,
 )
-from openagents.runtime.v1.events_pb2 import EventInput, Receipt
+from openagents.runtime.v1.events_pb2 import EventInput, Receipt, RuntimeEvent
 
 DEFAULT_STALE_AFTER_MS = 30_000
 
@@ -122,6 +123,16 @@ class WorkerService:
             raise worker_not_found(worker_id)
         authorize(found[0].org_id)
         return found[0]
+
+    async def read_events(
+        self, worker_id: str, *, after_seq: int, limit: int, authorize: Authorize = allow_all
+    ) -> tuple[WorkerHead, list[RuntimeEvent]]:
+        """A worker's head and up to `limit` events after `after_seq`, in order."""
+        head = await self.get_worker(worker_id, authorize=authorize)
+        events = await event_sql.read_events(
+            self._pool, head.stream_id, after_seq=after_seq, up_to_seq=head.last_seq, limit=limit
+        )
+        return head, events
 
     async def snapshot(self, worker_id: str, *, authorize: Authorize = allow_all) -> WorkerView:
         """A worker's snapshot (heartbeat judged against the database clock)."""

@@ -40,6 +40,7 @@ class Action(Enum):
     READ_RUNS = "read runs"
     READ_WORKERS = "read workers"
     READ_RUN_EVENTS = "read run events"
+    READ_WORKER_EVENTS = "read worker events"
     WRITE = "create runs and workers or append events"
     STOP = "stop or resume workers"
 
@@ -47,14 +48,16 @@ class Action(Enum):
 _READS = frozenset({Action.READ_RUNS, Action.READ_WORKERS})
 SURFACE_ACTIONS: Mapping[str, frozenset[Action]] = {
     "web": _READS | {Action.WRITE, Action.STOP},
-    "desktop": _READS | {Action.READ_RUN_EVENTS, Action.WRITE, Action.STOP},
-    "ios": _READS | {Action.READ_RUN_EVENTS, Action.STOP},
+    "desktop": _READS
+    | {Action.READ_RUN_EVENTS, Action.READ_WORKER_EVENTS, Action.WRITE, Action.STOP},
+    "ios": _READS | {Action.READ_RUN_EVENTS, Action.READ_WORKER_EVENTS, Action.STOP},
     "onyx": frozenset({Action.READ_RUNS}),
 }
 ROLE_NEEDED: Mapping[Action, Role] = {
     Action.READ_RUNS: Role.VIEWER,
     Action.READ_WORKERS: Role.VIEWER,
     Action.READ_RUN_EVENTS: Role.VIEWER,
+    Action.READ_WORKER_EVENTS: Role.VIEWER,
     Action.WRITE: Role.MEMBER,
     Action.STOP: Role.MEMBER,
 }

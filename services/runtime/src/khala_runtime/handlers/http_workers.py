@@ -24,7 +24,7 @@ from khala_runtime.handlers.context import (
     query_org,
     worker_service_key,
 )
-from khala_runtime.handlers.encoding import worker_json
+from khala_runtime.handlers.encoding import event_json, worker_json
 from khala_runtime.handlers.http_append import Handler, append_route
 from khala_runtime.workers import worker_not_found
 
@@ -74,6 +74,37 @@ async def get_worker(request: web.Request) -> web.Response:
     return web.json_response(worker_json(view))
 
 
+async def read_events(request: web.Request) -> web.Response:
+    """GET /api/v1/workers/{worker_id}/events?after_seq=&limit=: events in order
+    (the same paging and authorization as a run's events)."""
+    caller = await principal(request)
+    require_surface(caller, Action.READ_WORKER_EVENTS)
+    worker_id = path_id(request, "worker_id")
+    query = request.query
+    after_seq = int_param(
+        query.get("after_seq"), "after_seq", default=0, minimum=0, maximum=2**63 - 1
+    )
+    limit = int_param(query.get("limit"), "limit", default=100, minimum=1, maximum=MAX_PAGE)
+    head, events = await request.app[worker_service_key].read_events(
+        worker_id,
+        after_seq=after_seq,
+        limit=limit,
+        authorize=subject_guard(
+            caller, Action.READ_WORKER_EVENTS, lambda: worker_not_found(worker_id)
+        ),
+    )
+    next_after = events[-1].stream_seq if events else after_seq
+    return web.json_response(
+        {
+            "worker_id": head.worker_id,
+            "stream_id": head.stream_id,
+            "last_seq": head.last_seq,
+            "events": [event_json(event) for event in events],
+            "next_after_seq": next_after if next_after < head.last_seq else None,
+        }
+    )
+
+
 async def list_workers(request: web.Request) -> web.Response:
     """GET /api/v1/workers?org_id=&limit=&cursor=: an org's workers, newest first."""
     caller = await principal(request)
@@ -100,5 +131,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/workers", list_workers)
     app.router.add_get("/api/v1/workers/{worker_id}", get_worker)
     app.router.add_post("/api/v1/workers/{worker_id}/events", append_events)
+    app.router.add_get("/api/v1/workers/{worker_id}/events", read_events)
     for name, event_type in _COMMANDS.items():
         app.router.add_post(f"/api/v1/workers/{{worker_id}}/{name}", command(event_type))

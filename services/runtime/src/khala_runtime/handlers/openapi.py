@@ -234,12 +234,25 @@ _PATHS: dict[str, Any] = {
         "parameters": [_WORKER_ID],
         "responses": {"200": _json(_ref("Worker"), "The worker"), **_errors(403, 404, 422)},
     }},
-    "/api/v1/workers/{worker_id}/events": {"post": {
-        "summary": "Ingest worker events atomically",
-        "parameters": [_WORKER_ID],
-        "requestBody": _body(_append_body("WorkerEventInput")),
-        "responses": {**_receipts(), **_errors(400, 403, 404, 409, 413, 422)},
-    }},
+    "/api/v1/workers/{worker_id}/events": {
+        "post": {
+            "summary": "Ingest worker events atomically",
+            "parameters": [_WORKER_ID],
+            "requestBody": _body(_append_body("WorkerEventInput")),
+            "responses": {**_receipts(), **_errors(400, 403, 404, 409, 413, 422)},
+        },
+        "get": {
+            "summary": "Read a worker's events after a seq",
+            "parameters": [_WORKER_ID, {"name": "after_seq", "in": "query", "schema": _SEQ},
+                           _LIMIT],
+            "responses": {"200": _json(_object(
+                ["worker_id", "stream_id", "last_seq", "events", "next_after_seq"], {
+                    "worker_id": _ID, "stream_id": _STR, "last_seq": _SEQ,
+                    "events": {"type": "array", "items": _ref("Event")},
+                    "next_after_seq": _NULLABLE_INT}), "A page of events"),
+                **_errors(403, 404, 422)},
+        },
+    },
     "/api/v1/workers/{worker_id}/heartbeat": _command("Append worker.heartbeat"),
     "/api/v1/workers/{worker_id}/stop": _command("Stop the worker (worker.stopped)"),
     "/api/v1/workers/{worker_id}/resume": _command("Resume a stopped worker (worker.resumed)"),
