@@ -263,6 +263,11 @@ class KhalaApi:
             body["expected_seq"] = expected_seq
         return await self._call("POST", f"{self.runtime_url}/api/v1/workers/{_seg(worker_id)}/events", body)
 
+    async def read_worker_events(self, worker_id: str, after_seq: int = 0, limit: int = 1000) -> Any:
+        """A page of a worker's events after `after_seq` (backfill beyond the gateway's retention)."""
+        query = urlencode({"after_seq": after_seq, "limit": limit})
+        return await self._call("GET", f"{self.runtime_url}/api/v1/workers/{_seg(worker_id)}/events?{query}")
+
     async def _worker_action(
         self, worker_id: str, action: str, payload: dict[str, Any] | None, idempotency_key: str | None
     ) -> Any:
