@@ -43,15 +43,19 @@ test-e2e: install ## End-to-end tests: the four services as processes
 deploy-check: install ## Render and validate k8s overlays, promtool rules, compose, Dockerfiles, RabbitMQ definitions
 	./scripts/deploy-check.sh
 
-test-chaos: install ## Long chaos run: SIGKILL every service, restart RabbitMQ and Postgres under load (disturbs other users of those servers)
-	$(TEST_ENV) $(RUN) pytest -m chaos tests/chaos $(PYTEST_ARGS)
+test-chaos: install ## Long chaos run (~10 min, >= 1M frames): SIGKILL every service and the private RabbitMQ and Postgres under load
+	$(TEST_ENV) $(RUN) pytest -m chaos tests/chaos -rP $(PYTEST_ARGS)
 
 .PHONY: test-chaos-ci
 test-chaos-ci: install ## Chaos in CI (~3 min): SIGKILL every service, RabbitMQ and Postgres (private servers) at seeded random moments under load
 	$(TEST_ENV) $(RUN) pytest -m chaos_ci tests/chaos -rP $(PYTEST_ARGS)
 
-test-fuzz: install ## Long fuzz run of mutated WebSocket messages against a live gateway
-	$(TEST_ENV) $(RUN) pytest -m fuzz tests/fuzz $(PYTEST_ARGS)
+test-fuzz: install ## Long fuzz run: hypothesis connections, then 1M seeded mutated WebSocket messages against a live gateway
+	$(TEST_ENV) KHALA_FUZZ_MESSAGES=1000000 KHALA_FUZZ_MIN_MESSAGES=1000000 KHALA_FUZZ_SECONDS=3600 $(RUN) pytest -m "fuzz or fuzz_ci" tests/fuzz -rP $(PYTEST_ARGS)
+
+.PHONY: test-fuzz-ci
+test-fuzz-ci: install ## Seeded 90 s live WebSocket fuzz slice (>= 20k messages) beside normal clients whose streams are checked
+	$(TEST_ENV) $(RUN) pytest -m fuzz_ci tests/fuzz -rP $(PYTEST_ARGS)
 
 bench: install ## Benchmarks, quick version: the pipeline benchmark, then Khala vs NATS vs Socket.IO; writes bench/results/ and README's table
 	$(TEST_ENV) $(RUN) python bench/pipeline.py --quick

@@ -2,8 +2,8 @@
 database and broker prefix (as the e2e tests start them), tuned so that dead
 sockets are noticed quickly and many sockets may share one user.
 
-Tests marked `chaos` (broker and Postgres restarts, which disturb everything else
-using those shared servers) run only when selected explicitly with `-m chaos`.
+Tests marked `chaos` (the long run) and `chaos_ci` run only when selected
+explicitly with `-m chaos` / `-m chaos_ci`.
 `private_stack` runs the services on a Postgres and a RabbitMQ of the test's own
 (scripts/servers.py), which the test may SIGKILL and restart freely.
 """
@@ -52,14 +52,14 @@ def explicitly_selected(config: pytest.Config, marker: str) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "chaos: long chaos test; restarts the shared broker and Postgres")
+    config.addinivalue_line("markers", "chaos: long chaos test (private servers; ten minutes)")
     config.addinivalue_line(
         "markers", "chaos_ci: chaos on private servers (make test-chaos-ci, part of .ci/run)"
     )
 
 
 SKIP_REASONS = {
-    "chaos": "restarts shared servers: run with -m chaos (make test-chaos)",
+    "chaos": "ten minutes of chaos: run with -m chaos (make test-chaos)",
     "chaos_ci": "a few minutes of chaos on private servers: run with -m chaos_ci (make test-chaos-ci)",
 }
 
