@@ -87,9 +87,21 @@ async def test_leader_takeover_publishes_everything_in_order(
     tap = await open_tap("#", fresh_topology)
     first = await start(settings)
     second: Started | None = None
+    running: list[Started] = [first]
+    leader_counts: list[int] = []
+    sampling = asyncio.Event()
+
+    async def sample_leaders() -> None:
+        """How many relays lead, every 2 ms for the whole test (never more than one)."""
+        while not sampling.is_set():
+            leader_counts.append(sum(s.app[relay_key].is_leader for s in running))
+            await asyncio.sleep(0.002)
+
+    sampler = asyncio.create_task(sample_leaders())
     try:
         await eventually(lambda: first.app[relay_key].is_leader, "first instance leads")
         second = await start(settings)
+        running.append(second)
         instances = [first, second]
         org = f"org{unique}"
         runs = [f"r{i}{unique}" for i in range(RUNS)]
@@ -138,7 +150,12 @@ async def test_leader_takeover_publishes_everything_in_order(
         for stream_id, seqs in order.items():
             assert seqs == list(range(1, heads[stream_id] + 1)), stream_id
         assert len({e.event_id for e in received}) == expected_total
+        sampling.set()
+        await sampler
+        assert max(leader_counts) == 1, "two relays led at once"
+        assert len(leader_counts) > 100
     finally:
+        sampler.cancel()
         if second is not None:
             await second.stop()
         with contextlib.suppress(Exception):
