@@ -131,10 +131,10 @@ async def test_real_drift_is_detected_and_the_drift_alert_fires(
     await api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}])
     conn = await asyncpg.connect(e2e_database)
     try:
-        for _ in range(600):
+        for _ in range(600):  # both events projected: no later commit rewrites the document
             if await conn.fetchval(
-                "SELECT count(*) FROM khala.documents WHERE projection = 'runs' AND key = $1", run_id
-            ):
+                "SELECT last_seq FROM khala.checkpoints WHERE stream_id = $1", f"run:{run_id}"
+            ) == 2:
                 break
             await asyncio.sleep(0.1)
         else:
@@ -143,10 +143,11 @@ async def test_real_drift_is_detected_and_the_drift_alert_fires(
                               "khala_projector_drift_incidents_total", {"projection": "runs"})
         # a silent bug: a self-consistent but wrong document
         wrong = RunSummary(run_id=run_id, title="tampered").SerializeToString(deterministic=True)
-        await conn.execute(
+        status = await conn.execute(
             "UPDATE khala.documents SET doc = $2, doc_hash = $3 WHERE projection = 'runs' AND key = $1",
             run_id, wrong, hashlib.sha256(wrong).hexdigest(),
         )
+        assert status == "UPDATE 1", status
     finally:
         await conn.close()
     for _ in range(240):  # the detector samples every second
@@ -194,3 +195,31 @@ async def test_real_drift_is_detected_and_the_drift_alert_fires(
     )
     output, _ = await proc.communicate()
     assert proc.returncode == 0, output.decode()
+
+
+async def test_gateway_stays_ready_and_serves_while_control_is_down(
+    stack: Stack, api: KhalaApi, org_id: str, http: aiohttp.ClientSession
+) -> None:
+    """Last in the module: it stops control. The gateway verifies sync tokens with
+    its cached JWKS, so it stays in its load balancer and keeps serving."""
+    from khala_client import JSON, connect
+    from khala_common.topics import run_topic
+
+    from .support import Received, assert_exact_sequence, read_until
+
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    await api.create_run(org_id, run_id, title="control down")
+    topic = run_topic(org_id, run_id)
+    token = (await api.sync_token([topic]))["token"]
+    stack.kill("control")
+    for _ in range(3):
+        async with http.get(f"{stack.url('gateway')}/readyz") as ready:
+            assert ready.status == 200, await ready.text()
+        await asyncio.sleep(0.2)
+    client = await connect(http, stack.ws_url, token, protocol=JSON)
+    try:
+        await client.subscribe([topic])
+        got = await read_until(client, topic, 1, Received())
+        assert_exact_sequence(got.seqs, 1, 1)  # run.created, replayed without control
+    finally:
+        await client.close()

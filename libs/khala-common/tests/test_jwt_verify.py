@@ -169,3 +169,25 @@ async def test_a_tampered_copy_of_a_remembered_token_is_refused() -> None:
     forged = ".".join([header, _b64({**_claims(), "sub": "admin"}), signature])
     with pytest.raises(TokenError):
         await verifier.verify(forged)
+
+
+async def test_ready_on_cached_keys_while_the_issuer_is_down_not_before_the_first_fetch() -> None:
+    import aiohttp
+
+    now = [0.0]
+    up = [False]
+
+    async def fetcher() -> dict[str, Any]:
+        if not up[0]:
+            raise aiohttp.ClientConnectionError("issuer down")
+        return {"keys": [JWK]}
+
+    cache = JwksCache(fetcher, ttl_s=300.0, clock=lambda: now[0])
+    with pytest.raises(Exception, match="issuer down"):
+        await cache.ready()  # never fetched: cannot verify anything, not ready
+    up[0] = True
+    await cache.ready()
+    up[0] = False
+    now[0] = 10_000.0  # TTL long expired, issuer down: the cached key still verifies
+    await cache.ready()
+    assert list(cache.kids()) == ["k1"]

@@ -112,6 +112,15 @@ class JwksCache:
     def kids(self) -> Iterable[str]:
         return tuple(self._keys)
 
+    async def ready(self) -> None:
+        """Readiness: keys can be verified. Refreshes when the TTL expired; an issuer
+        that is down keeps the cached keys (ready), so a control outage does not take
+        every verifier out of its load balancer. Raises only while no key was ever
+        fetched (or the issuer publishes none)."""
+        await self._refresh(force=False)
+        if not self._keys:
+            raise RuntimeError("no usable signing key fetched from the issuer yet")
+
 
 # Tokens whose signature and claims were verified, per verifier (LRU).
 VERIFIED_CACHE_SIZE = 4096

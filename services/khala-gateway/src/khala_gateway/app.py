@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import time
 from collections.abc import AsyncIterator
 from importlib import metadata
 
@@ -23,7 +22,7 @@ from khala_common.broker import Broker
 from khala_common.db import check_pool, create_pool
 from khala_common.grpc_server import GrpcServer
 from khala_common.http import Readiness, admin_router, make_app
-from khala_common.jwt_verify import JwksCache, JwksFetcher, TokenVerifier, http_jwks_fetcher
+from khala_common.jwt_verify import JwksCache, TokenVerifier, http_jwks_fetcher
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
 from khala_gateway.delivery.admission import Admission
@@ -42,7 +41,6 @@ from openagents.sync.v1 import gateway_admin_pb2_grpc
 log = get_logger("khala_gateway.app")
 
 TOKEN_LEEWAY_S = 30
-JWKS_PROBE_TTL_S = 10.0
 ADMIN_SERVICE = "openagents.sync.v1.GatewayAdmin"
 # Start-up waits this long for the first revoked-session load (then goes on, not ready).
 REVOCATION_LOAD_S = 5.0
@@ -54,22 +52,6 @@ def server_version() -> str:
         return metadata.version("khala-gateway")
     except metadata.PackageNotFoundError:
         return "0.0.0"
-
-
-class JwksProbe:
-    """Readiness check: control's JWKS answered with at least one key recently."""
-
-    def __init__(self, fetcher: JwksFetcher) -> None:
-        self._fetcher = fetcher
-        self._ok_at = -1e9
-
-    async def __call__(self) -> None:
-        if time.monotonic() - self._ok_at < JWKS_PROBE_TTL_S:
-            return
-        document = await self._fetcher()
-        if not JwksCache.parse(document):
-            raise RuntimeError("JWKS has no usable key")
-        self._ok_at = time.monotonic()
 
 
 class Gateway:
@@ -134,9 +116,9 @@ class Gateway:
         tasks: list[asyncio.Task[None]] = []
         try:
             hub = self.hub = Hub(TopicLog(pool), s)
-            fetcher = http_jwks_fetcher(s.jwks_url)
+            jwks = JwksCache(http_jwks_fetcher(s.jwks_url))
             verifier = TokenVerifier(
-                JwksCache(fetcher),
+                jwks,
                 issuer=s.token_issuer,
                 audience=SYNC_AUDIENCE,
                 leeway_s=TOKEN_LEEWAY_S,
@@ -178,7 +160,8 @@ class Gateway:
             ]
             self.readiness.add("postgres", lambda: check_pool(pool))
             self.readiness.add("broker", lambda: _check_broker(broker))
-            self.readiness.add("jwks", JwksProbe(fetcher))
+            # ready on cached keys while control is down (JwksCache.ready)
+            self.readiness.add("jwks", jwks.ready)
             self.readiness.add("revocations", sync.check)
             log.info(
                 "gateway started",
