@@ -7,12 +7,16 @@
 * Revoking a session on control (`DELETE /api/auth/sessions/{id}`, which
   publishes `device.revoked`, or `POST /api/auth/logout`, `session.revoked`)
   closes that session's sockets on *both* gateways with `reauth_required` and
-  4009; another user's socket stays open. The latency is printed.
+  4009 while frames keep flowing on their topic: nothing after that error, not
+  one frame; another user's socket stays open. The eviction latency is recorded
+  against its 1 s goal in test-artifacts/e2e/revocation_eviction.json (not asserted).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import signal
 import subprocess
@@ -261,14 +265,32 @@ async def test_revoked_session_sockets_close_with_4009_on_both_gateways(
         await conn.subscribe(topics)
     await bystander.subscribe(other_topics)
 
+    # A writer keeps frames flowing on the revoked sockets' topic before, during and after
+    # the revocation, so "no frame after the eviction" is tested, not vacuous.
+    writing = asyncio.Event()
+    run_id = f"rv-{revoke}-{uuid.uuid4().hex[:6]}"
+    await api.create_run(org_id, run_id)
+
+    async def write() -> None:
+        n = 0
+        while not writing.is_set():
+            with contextlib.suppress(Exception):  # the revoked session's appends fail: fine
+                await api.append_events(run_id, [{"type": "run.started" if n == 0 else "run.output",
+                                                  "payload": {"n": n}, "idempotency_key": f"k{n}"}])
+            n += 1
+            await asyncio.sleep(0.02)
+
     async def evicted(conn: SyncConnection) -> tuple[list[str], float]:
-        errors: list[str] = []
+        """What the socket received in order (frame/error:<code>), and when it closed."""
+        seen: list[str] = []
         async for message in conn.messages():
-            if message.WhichOneof("body") == "error":
-                errors.append(message.error.code)
-        return errors, time.monotonic()
+            kind = message.WhichOneof("body") or ""
+            seen.append(f"error:{message.error.code}" if kind == "error" else kind)
+        return seen, time.monotonic()
 
     watchers = [asyncio.create_task(evicted(conn)) for conn in revoked]
+    writer = asyncio.create_task(write())
+    await asyncio.sleep(0.5)  # frames flow before the revocation
     auth = {"Authorization": f"Bearer {session.access_token}"}
     control = stack.url("control")
     started = time.monotonic()
@@ -278,13 +300,18 @@ async def test_revoked_session_sockets_close_with_4009_on_both_gateways(
         request = http.post(f"{control}/api/auth/logout", headers=auth)
     async with request as response:
         assert response.status == 200, await response.text()
-    results = await asyncio.wait_for(asyncio.gather(*watchers), 15)
-    for conn, (errors, _) in zip(revoked, results, strict=True):
-        assert errors == ["reauth_required"]
+    results = await asyncio.gather(*watchers)  # the suite's timeout bounds a socket never closed
+    writing.set()
+    await writer
+    for conn, (seen, _) in zip(revoked, results, strict=True):
+        assert "frame" in seen or "frames" in seen, seen  # the writer really reached the socket
+        # reauth_required is the last thing the socket gets: not one frame after it, then 4009.
+        assert seen[-1] == "error:reauth_required", seen[-5:]
+        assert seen.count("error:reauth_required") == 1
         assert conn.close_code == 4009
     latencies_ms = [round((at - started) * 1000) for _, at in results]
-    print(f"\n{revoke}: close 4009 on gateways A and B after {latencies_ms} ms (target: < 1000)")
-    assert max(latencies_ms) < 10_000  # generous; the 1 s target is recorded above
+    print(f"\n{revoke}: close 4009 on gateways A and B after {latencies_ms} ms (goal: < 1000)")
+    _record_eviction(revoke, latencies_ms)
 
     # the other user's socket is still served
     await bystander.send(ws_pb2.ClientMessage(ping=ws_pb2.Ping(nonce="still-here")))
@@ -295,3 +322,13 @@ async def test_revoked_session_sockets_close_with_4009_on_both_gateways(
             assert message.pong.nonce == "still-here"
             break
     await bystander.close()
+
+
+def _record_eviction(revoke: str, latencies_ms: list[int]) -> None:
+    """Eviction latency against its 1 s goal, recorded (not asserted: timing is bench material)."""
+    path = ROOT / "test-artifacts" / "e2e" / "revocation_eviction.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[revoke] = {"latencies_ms": latencies_ms, "goal_ms": 1000,
+                    "within_goal": max(latencies_ms) < 1000}
+    path.write_text(json.dumps(data, indent=2) + "\n")
