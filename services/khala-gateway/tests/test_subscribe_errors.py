@@ -78,7 +78,12 @@ async def test_duplicate_subscription_and_subscription_limit(
     await client.subscribe((topics[0], "", 0), request_id="again")
     error = await client.expect("error")
     assert (error.code, error.topic) == ("bad_request", topics[0])
+    # More cursors in one message than the limit: one error for the whole message.
     await client.subscribe(*[(t, "", 0) for t in topics[1:]], request_id="many")
+    error = await client.expect("error")
+    assert (error.code, error.request_id, error.topic) == ("too_many_subscriptions", "many", "")
+    await client.subscribe(*[(t, "", 0) for t in topics[1:8]], request_id="seven")
+    await client.subscribe(*[(t, "", 0) for t in topics[8:]], request_id="two")
     seen: dict[str, str] = {}
     while len(seen) < 9:
         message = await client.recv()

@@ -1,9 +1,12 @@
-"""Inbound limits: a token bucket for messages per second, and client-version minimums."""
+"""Inbound limits: a token bucket for messages per second, client-version minimums,
+field lengths and the send buffer's hard cap."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+from khala_gateway.domain import codes
 
 _VERSION = re.compile(r"^\s*v?(\d+(?:\.\d+)*)")
 
@@ -56,3 +59,56 @@ def below_minimum(client_version: str, surface: str, minimums: Mapping[str, str]
         return minimum
     length = max(len(wanted), len(got))
     return minimum if _padded(got, length) < _padded(wanted, length) else None
+
+
+# Inbound field limits (docs/protocol.md §6): longer values are refused, never
+# truncated, so the same input always gets the same answer.
+MAX_PRE_AUTH_BYTES = 16 * 1024  # any message before a Hello was accepted
+MAX_REQUEST_ID_CHARS = 128
+MAX_NONCE_CHARS = 128
+MAX_TOPIC_BYTES = 255  # the topic grammar's own limit
+MAX_CLIENT_NAME_CHARS = 64
+MAX_CLIENT_VERSION_CHARS = 64
+
+
+def hard_cap(send_queue_bytes: int) -> int:
+    """Bytes a connection's send buffer may hold before it is evicted at once: the bound
+    plus an eighth (at least 64 KiB) of slack for replies and heartbeats queued at it."""
+    return send_queue_bytes + max(64 * 1024, send_queue_bytes // 8)
+
+
+def hello_problem(client_name: str, client_version: str) -> str | None:
+    """Why a Hello's client fields are refused (`bad_request`), or None."""
+    if len(client_name) > MAX_CLIENT_NAME_CHARS:
+        return f"client_name is longer than {MAX_CLIENT_NAME_CHARS} characters"
+    if len(client_version) > MAX_CLIENT_VERSION_CHARS:
+        return f"client_version is longer than {MAX_CLIENT_VERSION_CHARS} characters"
+    return None
+
+
+def request_problem(
+    request_id: str, topics: Sequence[str], max_topics: int
+) -> tuple[str, str] | None:
+    """Why a Subscribe or Unsubscribe is refused as a whole, as `(code, message)`, or None.
+
+    Checked before any topic is looked at, so one oversized message costs one
+    error, not one per topic.
+    """
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        return codes.BAD_REQUEST, f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters"
+    if len(topics) > max_topics:
+        return (
+            codes.TOO_MANY_SUBSCRIPTIONS,
+            f"{len(topics)} topics in one message; at most {max_topics} (max subscriptions)",
+        )
+    for topic in topics:
+        if len(topic.encode()) > MAX_TOPIC_BYTES:
+            return codes.INVALID_TOPIC, f"a topic is longer than {MAX_TOPIC_BYTES} bytes"
+    return None
+
+
+def nonce_problem(nonce: str) -> str | None:
+    """Why a Ping nonce is refused (`bad_request`), or None."""
+    if len(nonce) > MAX_NONCE_CHARS:
+        return f"ping nonce is longer than {MAX_NONCE_CHARS} characters"
+    return None

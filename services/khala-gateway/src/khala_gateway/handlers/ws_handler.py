@@ -20,7 +20,14 @@ from khala_gateway.delivery.admission import Admission, Refusal
 from khala_gateway.delivery.connection import Connection, Limits
 from khala_gateway.delivery.hub import Hub
 from khala_gateway.domain import codes
-from khala_gateway.domain.limits import TokenBucket
+from khala_gateway.domain.limits import (
+    MAX_PRE_AUTH_BYTES,
+    MAX_REQUEST_ID_CHARS,
+    TokenBucket,
+    hello_problem,
+    nonce_problem,
+    request_problem,
+)
 from khala_gateway.domain.wire import Codec, DecodeError, codec_for, error_message
 from khala_gateway.settings import Settings
 from openagents.sync.v1 import ws_pb2
@@ -172,12 +179,31 @@ class WsHandler:
         if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
             return False
         conn.last_inbound = time.monotonic()
+        data = msg.data
+        if len(data) > MAX_PRE_AUTH_BYTES:  # str: chars <= bytes, checked again below
+            size = len(data) if isinstance(data, bytes) else len(data.encode())
+            if size > MAX_PRE_AUTH_BYTES:
+                conn.request_close(
+                    codes.CLOSE_MESSAGE_TOO_BIG,
+                    [
+                        error_message(
+                            codes.PAYLOAD_TOO_LARGE,
+                            f"messages before Hello is accepted are at most {MAX_PRE_AUTH_BYTES} bytes",
+                        )
+                    ],
+                    reason="payload too large",
+                )
+                return False
         try:
-            message = codec.decode(msg.data)
+            message = codec.decode(data)
         except DecodeError:
             message = ws_pb2.ClientMessage()
         if message.WhichOneof("body") != "hello":
             self._reject(conn, codes.UNAUTHORIZED, "the first message must be Hello")
+            return False
+        problem = hello_problem(message.hello.client_name, message.hello.client_version)
+        if problem is not None:
+            self._reject(conn, codes.BAD_REQUEST, problem)
             return False
         admitted = await self._admission.hello(message.hello)
         if isinstance(admitted, Refusal):
@@ -253,10 +279,20 @@ class WsHandler:
     async def _dispatch(self, conn: Connection, message: ws_pb2.ClientMessage) -> None:
         kind = message.WhichOneof("body")
         if kind == "subscribe":
-            await conn.subscribe(message.subscribe)
+            request = message.subscribe
+            if self._refused(conn, request.request_id, [c.topic for c in request.cursors]):
+                return
+            await conn.subscribe(request)
         elif kind == "unsubscribe":
-            await conn.unsubscribe(list(message.unsubscribe.topics))
+            topics = list(message.unsubscribe.topics)
+            if self._refused(conn, message.unsubscribe.request_id, topics):
+                return
+            await conn.unsubscribe(topics)
         elif kind == "ping":
+            problem = nonce_problem(message.ping.nonce)
+            if problem is not None:
+                conn.push_control(error_message(codes.BAD_REQUEST, problem))
+                return
             conn.push_control(ws_pb2.ServerMessage(pong=ws_pb2.Pong(nonce=message.ping.nonce)))
         elif kind == "refresh_auth":
             await self._refresh(conn, message.refresh_auth.token)
@@ -264,6 +300,16 @@ class WsHandler:
             conn.push_control(error_message(codes.BAD_REQUEST, "Hello was already received"))
         else:
             conn.push_control(error_message(codes.BAD_REQUEST, "empty or unknown message"))
+
+    def _refused(self, conn: Connection, request_id: str, topics: list[str]) -> bool:
+        """Refuse an over-limit Subscribe/Unsubscribe with one error for the whole message."""
+        problem = request_problem(request_id, topics, self._settings.max_subscriptions)
+        if problem is None:
+            return False
+        code, text = problem
+        echo = request_id if len(request_id) <= MAX_REQUEST_ID_CHARS else ""
+        conn.push_control(error_message(code, text, request_id=echo))
+        return True
 
     async def _refresh(self, conn: Connection, token: str) -> None:
         assert conn.principal is not None
