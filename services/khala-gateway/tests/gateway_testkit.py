@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from jwt.algorithms import ECAlgorithm
 
 from khala_common.broker import Broker
-from khala_common.topology import Topology
+from khala_common.topology import Topology, fanout_key
 from khala_gateway.settings import Settings
 from openagents.control.v1 import control_service_pb2, control_service_pb2_grpc
 from openagents.sync.v1 import frames_pb2, ws_pb2
@@ -140,12 +140,14 @@ class FrameWriter:
             )
 
     async def publish(self, frame: frames_pb2.KhalaFrame) -> None:
-        """Publish a committed frame's bytes to khala.fanout (routing key = topic)."""
+        """Publish a committed frame's bytes to khala.fanout as the projector does:
+        a one-frame FanoutBatch, routing key `org.<org>`."""
+        batch = frames_pb2.FanoutBatch(frames=[frame.SerializeToString(deterministic=True)])
         await self.broker.publish_raw(
             self.broker.topology.fanout,
-            frame.topic,
-            frame.SerializeToString(deterministic=True),
-            type_name=frame.DESCRIPTOR.full_name,
+            fanout_key(frame.topic),
+            batch.SerializeToString(),
+            type_name=batch.DESCRIPTOR.full_name,
             message_id=f"{frame.topic}/{frame.epoch}/{frame.seq}",
             persistent=False,
         )

@@ -15,6 +15,7 @@ from grpc import aio
 
 from khala_common.broker import Broker
 from khala_common.grpc_server import GrpcServer
+from khala_common.topology import fanout_key
 from openagents.runtime.v1 import events_pb2
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 from openagents.runtime.v1.runtime_service_pb2 import ReadStreamRequest, ReadStreamResponse
@@ -22,7 +23,7 @@ from openagents.runtime.v1.runtime_service_pb2_grpc import (
     RuntimeServiceServicer,
     add_RuntimeServiceServicer_to_server,
 )
-from openagents.sync.v1.frames_pb2 import KhalaFrame
+from openagents.sync.v1.frames_pb2 import FanoutBatch, KhalaFrame
 
 SERVICE_TOKEN = "projector-test-service-token"
 BASE_MS = 1_700_000_000_000
@@ -150,8 +151,8 @@ class FanoutTap:
         channel = await connection.channel()
         exchange = await channel.get_exchange(broker.topology.fanout)
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        for topic in topics:
-            await queue.bind(exchange, routing_key=topic)
+        for key in sorted({fanout_key(topic) for topic in topics}):
+            await queue.bind(exchange, routing_key=key)
         tap = cls(connection)
 
         async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -161,8 +162,17 @@ class FanoutTap:
         await queue.consume(collect)
         return tap
 
+    def raw_frames(self, topic: str | None = None) -> list[bytes]:
+        """The stored bytes of every frame (of `topic`) in arrival order, out of
+        the per-org FanoutBatch messages."""
+        raw = [r for m in self.messages for r in FanoutBatch.FromString(m.body).frames]
+        if topic is None:
+            return raw
+        return [r for r in raw if KhalaFrame.FromString(r).topic == topic]
+
     def frames(self, topic: str) -> list[KhalaFrame]:
-        return [KhalaFrame.FromString(m.body) for m in self.messages if m.routing_key == topic]
+        """The frames of `topic` in arrival order."""
+        return [KhalaFrame.FromString(raw) for raw in self.raw_frames(topic)]
 
     async def wait(self, topic: str, count: int) -> None:
         async def enough() -> bool:

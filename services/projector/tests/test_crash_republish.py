@@ -83,10 +83,8 @@ async def test_frames_committed_before_a_sigkill_are_published_on_restart(
         second = await start_projector(env)
         await tap.wait(run_topic, 2)
         await tap.wait(runs_topic, 2)
-        bodies = {m.body for m in tap.messages}
+        bodies = set(tap.raw_frames())
         assert {r["frame_bytes"] for r in unpublished} <= bodies
-        ids = {m.message_id for m in tap.messages}
-        assert {f"{run_topic}/1/2", f"{runs_topic}/1/2"} <= ids
 
         # The redelivered event 2 is a duplicate; the projector carries on.
         await publish_events(test_broker, events[2:])

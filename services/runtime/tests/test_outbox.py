@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 
 from khala_common.broker import Broker
-from khala_common.topology import TYPE_HEADER, Topology
+from khala_common.settings import DEFAULT_PARTITIONS
+from khala_common.topology import TYPE_HEADER, Topology, partition_of
 from khala_runtime.app import relay_key
 from khala_runtime.outbox_relay import OutboxRelay
 
@@ -24,7 +25,7 @@ Tap = Any
 
 @pytest.fixture
 async def tap(open_tap: Any, unique: str) -> Tap:
-    return await open_tap(f"org{unique}.run")
+    return await open_tap("partition.*", org=f"org{unique}")
 
 
 async def test_every_event_published_in_order(
@@ -51,14 +52,18 @@ async def test_every_event_published_in_order(
 
     received = await tap.take(1042)
     assert [e.stream_seq for e in received] == list(range(1, 1043))
-    assert [m.message_id for m in tap.messages] == expected_ids
     assert [e.event_id for e in received] == expected_ids
     assert all(e.stream_id == f"run:{run_id}" and e.org_id == org for e in received)
-    first = tap.messages[0]
-    assert first.routing_key == f"{org}.run"
-    assert first.content_type == "application/x-protobuf"
-    assert first.headers[TYPE_HEADER] == "openagents.runtime.v1.RuntimeEvent"
-    assert first.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    # Batches of the run's partition, each named by its first event.
+    partition = partition_of(f"run:{run_id}", DEFAULT_PARTITIONS)
+    carriers = list({id(m): m for m in tap.carriers}.values())
+    assert 1 < len(carriers) < 1042
+    for message in carriers:
+        assert message.routing_key == f"partition.{partition}"
+        assert message.content_type == "application/x-protobuf"
+        assert message.headers[TYPE_HEADER] == "openagents.runtime.v1.RuntimeEventBatch"
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert message.message_id in expected_ids
     assert received[-1].chain_hash == receipts[-1]["chain_hash"]
 
 
@@ -86,9 +91,9 @@ async def test_unmarked_rows_are_republished(
         await conn.close()
     again = await tap.take(5)
     await asyncio.sleep(0.3)
-    assert len(tap.messages) == 5
+    assert len(tap.events) == 5
     assert [e.stream_seq for e in again] == [1, 2, 3, 2, 3]
-    assert [m.message_id for m in tap.messages[3:]] == [e.event_id for e in first[1:]]
+    assert [e.event_id for e in again[3:]] == [e.event_id for e in first[1:]]
 
 
 async def test_backlog_drains_and_single_leader(
@@ -114,7 +119,9 @@ async def test_backlog_drains_and_single_leader(
         await conn.close()
 
     second_broker = Broker(amqp_url, topology)
-    contender = OutboxRelay(migrated, second_broker, poll_interval_s=0.1)
+    contender = OutboxRelay(
+        migrated, second_broker, poll_interval_s=0.1, partitions=DEFAULT_PARTITIONS
+    )
     task = asyncio.create_task(contender.run())
     try:
         # Sampled continuously for the whole window, not once after a sleep.

@@ -140,11 +140,11 @@ async def test_leader_takeover_publishes_everything_in_order(
             await conn.close()
 
         def complete() -> bool:
-            ids = {RuntimeEvent.FromString(m.body).event_id for m in tap.messages}
+            ids = {event.event_id for event in tap.events}
             return len(ids) >= expected_total
 
         await eventually(complete, "every event published")
-        received = [RuntimeEvent.FromString(m.body) for m in tap.messages]
+        received = list(tap.events)
         order = first_deliveries(received)
         assert set(order) == set(heads)
         for stream_id, seqs in order.items():

@@ -21,8 +21,16 @@ from aio_pika.abc import (
 )
 from google.protobuf.message import Message
 
+from khala_common.settings import MAX_PARTITIONS
 from khala_common.telemetry import inject_headers
-from khala_common.topology import CONTENT_TYPE, TYPE_HEADER, Topology
+from khala_common.topology import (
+    CONTENT_TYPE,
+    LEGACY_EVENT_KEYS,
+    TYPE_HEADER,
+    Topology,
+    partition_key,
+    partition_queue,
+)
 
 
 class Broker:
@@ -77,16 +85,22 @@ class Broker:
         self._exchanges[name] = exchange
         return exchange
 
-    async def declare_projector_queue(self, delivery_limit: int) -> AbstractQueue:
-        """The projector's quorum queue (single active consumer) and its DLQ."""
+    async def declare_projector_queue(
+        self, delivery_limit: int, partition: int = 0
+    ) -> AbstractQueue:
+        """A projector partition's quorum queue (single active consumer) and the
+        shared DLQ; bound to `partition.<k>` (partition 0 also to the per-event keys
+        of older publishers, see topology.py)."""
         t = self.topology
-        dlx = await self.channel.declare_exchange(t.projector_dlx, aio_pika.ExchangeType.FANOUT, durable=True)
+        dlx = await self.channel.declare_exchange(
+            t.projector_dlx, aio_pika.ExchangeType.FANOUT, durable=True
+        )
         dlq = await self.channel.declare_queue(
             t.projector_dlq, durable=True, arguments={"x-queue-type": "quorum"}
         )
         await dlq.bind(dlx)
         queue = await self.channel.declare_queue(
-            t.projector_queue,
+            partition_queue(t, partition),
             durable=True,
             arguments={
                 "x-queue-type": "quorum",
@@ -95,7 +109,14 @@ class Broker:
                 "x-dead-letter-exchange": t.projector_dlx,
             },
         )
-        await queue.bind(await self.exchange(t.runtime_events), routing_key="#")
+        exchange = await self.exchange(t.runtime_events)
+        await queue.bind(exchange, routing_key=partition_key(partition))
+        if partition == 0:
+            for key in LEGACY_EVENT_KEYS:
+                await queue.bind(exchange, routing_key=key)
+            # The catch-all binding of the single-queue projector would route
+            # every partition's batches here too.
+            await queue.unbind(exchange, routing_key="#")
         return queue
 
     async def publish(
@@ -129,8 +150,10 @@ class Broker:
         message_id: str,
         persistent: bool = True,
         headers: dict[str, Any] | None = None,
+        mandatory: bool = False,
     ) -> None:
-        """Publish already-serialized proto bytes and wait for the confirm."""
+        """Publish already-serialized proto bytes and wait for the confirm; with
+        `mandatory`, a message no queue takes fails (aiormq PublishError)."""
         target = await self.exchange(exchange)
         all_headers: dict[str, Any] = {TYPE_HEADER: type_name}
         inject_headers(all_headers)
@@ -145,20 +168,21 @@ class Broker:
                 aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
             ),
         )
-        # Not mandatory: a fanout frame for a topic no gateway holds is simply dropped.
-        await target.publish(message, routing_key=routing_key, mandatory=False)
+        # Fanout is not mandatory: frames of an org no gateway holds are dropped.
+        await target.publish(message, routing_key=routing_key, mandatory=mandatory)
 
 
 async def delete_prefixed(url: str, topology: Topology, extra_queues: Sequence[str] = ()) -> None:
     """Delete a test run's exchanges and queues (used by test teardown)."""
     connection = await aio_pika.connect(url)
     try:
-        for queue in (topology.projector_queue, topology.projector_dlq, *extra_queues):
-            channel = await connection.channel()
+        partitions = [partition_queue(topology, k) for k in range(MAX_PARTITIONS)]
+        channel = await connection.channel()
+        for queue in (*partitions, topology.projector_dlq, *extra_queues):
             try:
                 await channel.queue_delete(queue)
             except aio_pika.exceptions.AMQPError:
-                pass
+                channel = await connection.channel()  # an error closes the channel
         for name in (
             topology.runtime_events,
             topology.fanout,

@@ -16,6 +16,8 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/khala"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_SERVICE_TOKEN = "khala-dev-service-token"
 DEFAULT_BIND_HOST = "127.0.0.1"
+DEFAULT_PARTITIONS = 4
+MAX_PARTITIONS = 64
 # Accepted values of KHALA_LOG_LEVEL (each service words its own error message).
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -43,8 +45,10 @@ class Env:
             return default
         return value
 
-    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
-        """An integer variable, optionally bounded below."""
+    def integer(
+        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        """An integer variable, optionally bounded."""
         raw = self._environ.get(name)
         if raw is None or raw == "":
             return default
@@ -54,6 +58,8 @@ class Env:
             raise SettingsError(name, f"must be an integer, got {raw!r}") from None
         if minimum is not None and value < minimum:
             raise SettingsError(name, f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise SettingsError(name, f"must be <= {maximum}, got {value}")
         return value
 
     def number(self, name: str, default: float, *, minimum: float | None = None) -> float:
@@ -123,6 +129,11 @@ class CommonSettings:
     # KHALA_<SVC>_ADMIN_PORT: internal listener for /metrics and admin routes (never
     # behind the Ingress); 0 (default) serves them on the public HTTP port.
     admin_port: int = 0
+    # KHALA_PROJECTOR_PARTITIONS: number of projector partition queues (1..64). The
+    # outbox relay routes each stream to one of them; projector replicas share
+    # them. Runtime and projector must agree (a mismatch shows as unroutable
+    # relay publishes, never as silent loss); see docs/pipeline.md.
+    projector_partitions: int = DEFAULT_PARTITIONS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], service: str = "") -> CommonSettings:
@@ -141,6 +152,9 @@ class CommonSettings:
             service_token=env.string("KHALA_SERVICE_TOKEN", DEFAULT_SERVICE_TOKEN),
             bind_host=env.string("KHALA_BIND_HOST", DEFAULT_BIND_HOST),
             admin_port=admin_port,
+            projector_partitions=env.integer(
+                "KHALA_PROJECTOR_PARTITIONS", DEFAULT_PARTITIONS, minimum=1, maximum=MAX_PARTITIONS
+            ),
         )
 
     def common_fields(self) -> dict[str, Any]:

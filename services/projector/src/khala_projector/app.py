@@ -1,10 +1,11 @@
 """Composition root: Postgres pool, broker, runtime client, publisher, consumer,
 gRPC admin server and the HTTP app with /healthz, /readyz and /metrics.
 
-Start order: pool → broker (exchanges, projector queue + DLQ) → runtime client →
+Start order: pool → broker (exchanges, partition queues + DLQ) → runtime client →
 republish every frame above the publish cursor (before any consumption) →
-gRPC server → consumer → background tasks (publish retry, metrics sampler,
-retention pass, drift detector; the last two only when their period is > 0).
+gRPC server → consumer → partition ownership (which queues it consumes) →
+background tasks (publish retry, metrics sampler, retention pass, drift
+detector; the last two only when their period is > 0).
 Shutdown runs in reverse; the aiohttp cleanup context owns every background
 task and awaits it.
 """
@@ -30,6 +31,7 @@ from khala_projector.domain.retention import RetentionPolicy
 from khala_projector.drift import DriftDetector
 from khala_projector.handlers.admin_grpc import ProjectorAdmin
 from khala_projector.handlers.amqp_consumer import EventConsumer
+from khala_projector.partitions import PartitionOwner
 from khala_projector.projector import Projector
 from khala_projector.publisher import FanoutPublisher
 from khala_projector.retention import RetentionWorker
@@ -45,6 +47,8 @@ from openagents.sync.v1.projector_admin_pb2_grpc import add_ProjectorAdminServic
 
 log = get_logger("projector.app")
 
+FIRST_REBALANCE_S = 10.0
+
 
 @dataclass
 class Services:
@@ -54,6 +58,7 @@ class Services:
     readiness: Readiness
     grpc_port: int = 0
     consumer: EventConsumer | None = None
+    partitions: PartitionOwner | None = None
     publisher: FanoutPublisher | None = None
     retention: RetentionWorker | None = None
     drift: DriftDetector | None = None
@@ -91,7 +96,10 @@ async def _start(
     await broker.connect(prefetch=settings.prefetch)
     stack.push_async_callback(broker.close)
     await broker.declare_exchanges()
-    queue = await broker.declare_projector_queue(settings.delivery_limit)
+    queues = [
+        await broker.declare_projector_queue(settings.delivery_limit, partition)
+        for partition in range(settings.projector_partitions)
+    ]
 
     reader = RuntimeReader(
         settings.runtime_grpc_target, settings.service_token, settings.runtime_grpc_timeout_s
@@ -117,6 +125,7 @@ async def _start(
             commit=settings.test_crash_after_commit,
         )
     grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
+    grpc_server.follow(readiness)
     names = [projector_admin_pb2.DESCRIPTOR.services_by_name["ProjectorAdmin"].full_name]
     grpc_server.add(add_ProjectorAdminServicer_to_server, ProjectorAdmin(projector), names)
     await grpc_server.start()
@@ -124,7 +133,6 @@ async def _start(
     services.grpc_port = grpc_server.port
 
     consumer = EventConsumer(
-        queue,
         projector,
         batch_max=settings.batch_max,
         delivery_limit=settings.delivery_limit,
@@ -134,9 +142,28 @@ async def _start(
     stack.push_async_callback(consumer.stop)
     services.consumer = consumer
 
+    async def take(partition: int) -> None:
+        await consumer.add_queue(queues[partition])
+
+    async def hand_over(partition: int) -> None:
+        await consumer.remove_queue(queues[partition].name)
+
+    services.partitions = PartitionOwner(
+        settings.database_url,
+        settings.projector_partitions,
+        on_acquire=take,
+        on_release=hand_over,
+        interval_s=settings.rebalance_interval_s,
+    )
+    _own(stack, services.partitions.run(), "partitions")
+    # Consume from the start like a single replica would: wait for the first
+    # rebalance (a replica that finds every partition taken starts with none).
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(services.partitions.settled_once.wait(), FIRST_REBALANCE_S)
+
     _own(stack, publisher.retry_forever(settings.republish_interval_s), "republish")
     rebuilds = RebuildStore(pool)
-    services.sampler = MetricsSampler(broker, rebuilds)
+    services.sampler = MetricsSampler(broker, rebuilds, settings.projector_partitions)
     _own(stack, services.sampler.run_forever(settings.metrics_interval_s), "sampler")
     services.retention = RetentionWorker(
         RetentionStore(pool), rebuilds, _retention_policy(settings), clock
@@ -152,7 +179,11 @@ async def _start(
     readiness.add("postgres", lambda: check_pool(pool))
     readiness.add("broker", lambda: _require(broker.is_connected, "broker is not connected"))
     readiness.add("consumer", lambda: _require(consumer.running, "consumer is not running"))
-    log.info("projector started", grpc_port=services.grpc_port, queue=topology.projector_queue)
+    log.info(
+        "projector started",
+        grpc_port=services.grpc_port,
+        partitions=settings.projector_partitions,
+    )
 
 
 def _retention_policy(settings: Settings) -> RetentionPolicy:

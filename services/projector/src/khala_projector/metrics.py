@@ -118,3 +118,7 @@ FRAMES_COMPACTED = Counter(
 RETENTION_SECONDS = Histogram(
     "khala_projector_retention_pass_seconds", "Duration of one retention and compaction pass."
 )
+PARTITIONS_OWNED = Gauge(
+    "khala_projector_partitions_owned",
+    "Partition queues this replica consumes now (docs/pipeline.md).",
+)

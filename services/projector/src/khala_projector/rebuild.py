@@ -30,7 +30,7 @@ from khala_projector.domain.projection import fold
 from khala_projector.domain.rebuild import RebuildScope, RebuildStatus
 from khala_projector.domain.sequencing import contiguous_after, contiguous_range
 from khala_projector.progress import ProgressBar
-from khala_projector.publisher import FRAME_TYPE
+from khala_projector.publisher import publish_frames
 from khala_projector.runtime_reader import RuntimeReader
 from khala_projector.storage.frame_writer import StoredFrame
 from khala_projector.storage.rebuild_store import (
@@ -56,14 +56,8 @@ def fanout_doorbell(broker: Broker) -> Doorbell:
     """Publish frames to khala.fanout exactly as the live publisher does."""
 
     async def ring(frames: Sequence[StoredFrame]) -> None:
-        for frame in frames:
-            await broker.publish_raw(
-                broker.topology.fanout,
-                frame.topic,
-                frame.frame_bytes,
-                type_name=FRAME_TYPE,
-                message_id=frame.message_id,
-            )
+        if frames:
+            await publish_frames(broker, broker.topology.fanout, frames)
 
     return ring
 

@@ -1,5 +1,5 @@
 """Periodic sampling of gauges that no event updates: queue depths (projection
-lag in events, DLQ depth) and rebuild progress recorded in Postgres."""
+lag in waiting messages over every partition, DLQ depth) and rebuild progress recorded in Postgres."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 
 from khala_common.broker import Broker
 from khala_common.logs import get_logger
+from khala_common.topology import partition_queue
 from khala_projector import metrics
 from khala_projector.storage.rebuild_store import RebuildStore
 
@@ -16,14 +17,17 @@ log = get_logger("projector.sampler")
 class MetricsSampler:
     """Reads queue depths with passive declares and rebuild rows with one query."""
 
-    def __init__(self, broker: Broker, rebuilds: RebuildStore) -> None:
+    def __init__(self, broker: Broker, rebuilds: RebuildStore, partitions: int = 1) -> None:
         self._broker = broker
+        self._partitions = partitions
         self._rebuilds = rebuilds
 
     async def sample_once(self) -> None:
         """Refresh every sampled gauge."""
         topology = self._broker.topology
-        main = await self._depth(topology.projector_queue)
+        main = 0
+        for partition in range(self._partitions):
+            main += await self._depth(partition_queue(topology, partition))
         dlq = await self._depth(topology.projector_dlq)
         metrics.PROJECTION_LAG_EVENTS.set(main)
         metrics.DLQ_DEPTH.set(dlq)

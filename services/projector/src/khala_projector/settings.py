@@ -92,6 +92,9 @@ class Settings(CommonSettings):
     # KHALA_PROJECTOR_REBUILD_CHUNK: events read from runtime and staged per
     # transaction by `khala-projector rebuild`.
     rebuild_chunk: int = 500
+    # KHALA_PROJECTOR_REBALANCE_INTERVAL_S: how often a replica counts the replicas
+    # and takes or hands over partitions (partitions.py).
+    rebalance_interval_s: float = 1.0
     # KHALA_PROJECTOR_TEST_CRASH_AFTER_COMMIT: FAULT INJECTION FOR TESTS ONLY.
     # n > 0 makes `serve` SIGKILL itself right after its nth projection commit,
     # before publishing it. 0 (default) = off. Never set it in a deployment.
@@ -133,6 +136,9 @@ class Settings(CommonSettings):
             drift_sample=env.integer("KHALA_PROJECTOR_DRIFT_SAMPLE", 20, minimum=1),
             drift_repair=env.boolean("KHALA_PROJECTOR_DRIFT_REPAIR", False),
             rebuild_chunk=env.integer("KHALA_PROJECTOR_REBUILD_CHUNK", 500, minimum=1),
+            rebalance_interval_s=env.number(
+                "KHALA_PROJECTOR_REBALANCE_INTERVAL_S", 1.0, minimum=0.05
+            ),
             test_crash_after_commit=env.integer(
                 "KHALA_PROJECTOR_TEST_CRASH_AFTER_COMMIT", 0, minimum=0
             ),

@@ -79,12 +79,17 @@ async def build_app(settings: Settings) -> web.Application:
                     publish=settings.test_crash_before_confirm)
         relay_broker = cast(Broker, CrashBeforeConfirm(broker, settings.test_crash_before_confirm))
     relay = OutboxRelay(
-        settings.database_url, relay_broker, poll_interval_s=settings.outbox_poll_interval_s
+        settings.database_url,
+        relay_broker,
+        poll_interval_s=settings.outbox_poll_interval_s,
+        partitions=settings.projector_partitions,
     )
 
     readiness = Readiness()
+    grpc_server.follow(readiness)
     readiness.add("postgres", lambda: check_pool(pool))
-    readiness.add("broker", lambda: _check_broker(broker))
+    # No broker check: while RabbitMQ is down runtime still accepts appends (they
+    # wait in the outbox, KhalaOutboxBacklog) and serves reads, so it stays ready.
 
     app = make_app(
         readiness,
@@ -126,11 +131,6 @@ async def build_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(run_relay)
     app.on_cleanup.append(close_resources)
     return app
-
-
-async def _check_broker(broker: Broker) -> None:
-    if not broker.is_connected:
-        raise ConnectionError("not connected to RabbitMQ")
 
 
 async def drain(app: web.Application) -> None:

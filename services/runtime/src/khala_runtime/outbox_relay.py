@@ -12,15 +12,21 @@ Guarantee: at-least-once delivery, in commit order per stream.
   order: an append takes its ids only after locking the run row, i.e. after
   the previous append of that stream committed. So a row never becomes visible
   before an earlier row of its stream.
-* A batch (up to 500 rows) is published on one publisher-confirming channel.
-  Publishes are started in id order and reach the channel's FIFO lock without
-  suspending (the exchange is declared first), so frames leave in id order and
-  RabbitMQ keeps per-channel order; only the confirms are awaited together.
-* Rows are marked published only after the broker confirmed them, and only the
-  confirmed prefix of a batch: everything from the first failure on is
-  republished, in order, on the next attempt. A crash between confirm and mark
-  republishes too. Consumers dedupe by `message_id` (the event id) and by
-  `stream_seq`.
+* Partitioned batches: the rows of one drain (up to 500) are grouped by the
+  projector partition of their stream (`partition_of`, a stable hash), and
+  each partition's rows travel in id order as RuntimeEventBatch messages
+  (routing key `partition.<k>`, at most MAX_BATCH_EVENTS / MAX_BATCH_BYTES
+  each). One stream lives in one partition, so its events stay in order. The
+  messages are published on one publisher-confirming channel: publishes are
+  started in order and reach the channel's FIFO lock without suspending (the
+  exchange is declared first), so RabbitMQ keeps that order; only the confirms
+  are awaited together. Publishes are mandatory: a partition no queue is bound
+  to (runtime and projector disagreeing on the partition count) fails loudly
+  as a publish failure instead of dropping events.
+* Rows are marked published only after the broker confirmed their message
+  and every earlier message of their partition: from a partition's first
+  failure on, its rows are republished, in order, on the next attempt. A crash
+  between confirm and mark republishes too. Consumers dedupe by `stream_seq`.
 """
 
 from __future__ import annotations
@@ -35,20 +41,23 @@ import asyncpg
 
 from khala_common.broker import Broker
 from khala_common.logs import get_logger
+from khala_common.topology import partition_key, partition_of
 from khala_runtime import metrics
 from khala_runtime.storage import SCHEMA
 from khala_runtime.storage import outbox as outbox_sql
 from khala_runtime.storage.events import OUTBOX_CHANNEL
 from khala_runtime.storage.outbox import OutboxRow
-from openagents.runtime.v1.events_pb2 import RuntimeEvent
+from openagents.runtime.v1.events_pb2 import RuntimeEvent, RuntimeEventBatch
 
 # A fixed 64-bit key naming "the runtime outbox relay" within the database.
 LOCK_KEY = 0x6B68616C615F6F62  # b"khala_ob"
 BATCH_SIZE = 500
+MAX_BATCH_EVENTS = 200
+MAX_BATCH_BYTES = 512 * 1024
 PUBLISH_TIMEOUT_S = 30.0
 PRUNE_EVERY_S = 60.0
 RETENTION_S = 3600.0
-_TYPE_NAME = RuntimeEvent.DESCRIPTOR.full_name
+_TYPE_NAME = RuntimeEventBatch.DESCRIPTOR.full_name
 
 log = get_logger("outbox_relay")
 
@@ -62,9 +71,11 @@ class OutboxRelay:
         broker: Broker,
         *,
         poll_interval_s: float,
+        partitions: int,
         batch_size: int = BATCH_SIZE,
     ) -> None:
         self._dsn = dsn
+        self._partitions = partitions
         self._broker = broker
         self._poll_s = poll_interval_s
         self._batch_size = batch_size
@@ -147,16 +158,19 @@ class OutboxRelay:
                 return True
             confirmed = await self._publish(rows)
             if confirmed:
-                await outbox_sql.mark_published(conn, [row.id for row in rows[:confirmed]])
-                metrics.OUTBOX_PUBLISHED.inc(confirmed)
-            metrics.OUTBOX_BACKLOG.set(await outbox_sql.backlog(conn))
-            if confirmed < len(rows):
+                await outbox_sql.mark_published(conn, [row.id for row in confirmed])
+                metrics.OUTBOX_PUBLISHED.inc(len(confirmed))
+            if len(rows) == self._batch_size:  # more may wait: worth a count
+                metrics.OUTBOX_BACKLOG.set(await outbox_sql.backlog(conn))
+            if len(confirmed) < len(rows):
                 metrics.OUTBOX_PUBLISH_FAILURES.inc()
                 return False
 
-    async def _publish(self, rows: Sequence[OutboxRow]) -> int:
-        """Publish rows in order; the length of the confirmed prefix."""
+    async def _publish(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+        """Publish rows as partition batches, in order; the rows whose message and
+        every earlier message of their partition the broker confirmed."""
         exchange = self._broker.topology.runtime_events
+        batches = partition_batches(rows, self._partitions)
         try:
             await self._broker.exchange(exchange)
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
@@ -164,27 +178,31 @@ class OutboxRelay:
                     *(
                         self._broker.publish_raw(
                             exchange,
-                            row.routing_key,
-                            row.body,
+                            partition_key(batch.partition),
+                            batch.body(),
                             type_name=_TYPE_NAME,
-                            message_id=row.event_id,
+                            message_id=batch.rows[0].event_id,
+                            mandatory=True,
                         )
-                        for row in rows
+                        for batch in batches
                     ),
                     return_exceptions=True,
                 )
         except Exception as exc:
             log.warning("outbox publish failed", error=repr(exc), rows=len(rows))
-            return 0
-        confirmed = next(
-            (i for i, result in enumerate(results) if isinstance(result, BaseException)),
-            len(rows),
-        )
-        if confirmed < len(rows):
-            log.warning("outbox publish failed", error=repr(results[confirmed]),
-                        confirmed=confirmed, rows=len(rows))
+            return []
+        confirmed: list[OutboxRow] = []
+        failed: set[int] = set()
+        for batch, result in zip(batches, results, strict=True):
+            if isinstance(result, BaseException) or batch.partition in failed:
+                if batch.partition not in failed:
+                    log.warning("outbox publish failed", error=repr(result),
+                                partition=batch.partition, rows=len(batch.rows))
+                failed.add(batch.partition)
+                continue
+            confirmed.extend(batch.rows)
         now_ms = time.time() * 1000
-        for row in rows[:confirmed]:
+        for row in confirmed:
             metrics.PUBLISH_LATENCY.observe(max(0.0, (now_ms - row.created_at_ms) / 1000))
         return confirmed
 
@@ -210,3 +228,40 @@ async def _close(conn: asyncpg.Connection) -> None:
         await asyncio.wait_for(conn.close(), 2.0)
     except BaseException:
         conn.terminate()
+
+
+class PartitionBatch:
+    """Outbox rows of one partition that travel in one broker message."""
+
+    __slots__ = ("events", "partition", "rows", "size")
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.rows: list[OutboxRow] = []
+        self.events: list[RuntimeEvent] = []
+        self.size = 0
+
+    def body(self) -> bytes:
+        """The serialized RuntimeEventBatch."""
+        return RuntimeEventBatch(events=self.events).SerializeToString()
+
+
+def partition_batches(rows: Sequence[OutboxRow], partitions: int) -> list[PartitionBatch]:
+    """Rows grouped by their stream's partition (each group in id order), cut into
+    messages of at most MAX_BATCH_EVENTS events and about MAX_BATCH_BYTES."""
+    open_batches: dict[int, PartitionBatch] = {}
+    batches: list[PartitionBatch] = []
+    for row in rows:
+        event = RuntimeEvent.FromString(row.body)
+        partition = partition_of(event.stream_id, partitions)
+        batch = open_batches.get(partition)
+        full = batch is not None and (
+            len(batch.rows) >= MAX_BATCH_EVENTS or batch.size + len(row.body) > MAX_BATCH_BYTES
+        )
+        if batch is None or full:
+            batch = open_batches[partition] = PartitionBatch(partition)
+            batches.append(batch)
+        batch.rows.append(row)
+        batch.events.append(event)
+        batch.size += len(row.body)
+    return batches

@@ -13,7 +13,9 @@ from typing import Any
 
 from khala_common.topics import is_valid_topic
 from openagents.runtime.v1 import events_pb2
-from openagents.runtime.v1.events_pb2 import RuntimeEvent
+from openagents.runtime.v1.events_pb2 import RuntimeEvent, RuntimeEventBatch
+
+BATCH_TYPE = RuntimeEventBatch.DESCRIPTOR.full_name
 
 
 class InvalidEvent(ValueError):
@@ -95,6 +97,22 @@ def decode_event(body: bytes) -> tuple[RuntimeEvent, StreamRef]:
     except Exception as exc:  # protobuf raises DecodeError and, for bad UTF-8, others
         raise InvalidEvent(f"body is not an openagents.runtime.v1.RuntimeEvent: {exc}") from None
     return event, stream_of(event)
+
+
+def decode_events(body: bytes, type_name: str | None) -> list[tuple[RuntimeEvent, StreamRef]]:
+    """The events of a broker body: a RuntimeEventBatch when `type_name` (the
+    message's type header) names one, else one RuntimeEvent. Raises InvalidEvent
+    if the body or any event in it is not valid (the message is rejected whole)."""
+    if type_name != BATCH_TYPE:
+        return [decode_event(body)]
+    batch = RuntimeEventBatch()
+    try:
+        batch.ParseFromString(body)
+    except Exception as exc:
+        raise InvalidEvent(f"body is not an {BATCH_TYPE}: {exc}") from None
+    if not batch.events:
+        raise InvalidEvent(f"{BATCH_TYPE} carries no event")
+    return [(event, stream_of(event)) for event in batch.events]
 
 
 def payload_of(event: RuntimeEvent) -> dict[str, Any]:

@@ -1,25 +1,34 @@
-"""AMQP edge: deliveries of `khala.projector` to the Projector.
+"""AMQP edge: deliveries of the projector's partition queues to the Projector.
 
 Guarantees:
-- Manual ack, only after the projection transaction committed (or the event
-  was found to be a duplicate). Nothing is acked on failure.
+- Manual ack, once per message, only after every event it carries was
+  committed (or found to be a duplicate). Nothing is acked on failure.
 - Sequential, in arrival order per stream: one task handles the buffered
-  deliveries (at most prefetch) round by round. A round's deliveries are
-  grouped by stream (each stream's in arrival order) and all groups share one
+  deliveries of every partition this replica owns (at most prefetch messages)
+  round by round. A stream lives in one partition, whose queue has a single
+  active consumer, so its events arrive in order. A round's events are grouped
+  by stream (each stream's in arrival order) and all groups share one
   transaction and one publish; if that joint attempt fails, each stream is
   retried on its own so one bad stream cannot hold the others back.
-- Never dropped silently: a body that is not a valid RuntimeEvent, or whose
+- A message carries one RuntimeEvent or a RuntimeEventBatch (the outbox
+  relay's partition batch); its type header says which.
+- Never dropped silently: a body that decodes to no valid event, or whose
   processing raises, is rejected with requeue (after a back-off for processing
   errors); after `x-delivery-limit` rejections RabbitMQ dead-letters it to
   `khala.projector.dlq`. Every rejection and every dead-lettering is counted.
   A dead-lettered valid event is not lost for the projection: the stream's
-  next event reveals the gap and ReadStream supplies it.
+  next event reveals the gap and ReadStream supplies it; a redelivered batch's
+  already-committed events are skipped as duplicates.
+- Handing a partition over (`remove_queue`): the broker consumer is cancelled
+  first, then every message already received from that queue is settled
+  before the call returns, so the next owner starts after this one's last ack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
@@ -27,12 +36,14 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from khala_common.logs import get_logger
 from khala_common.telemetry import extract_context, tracer
+from khala_common.topology import TYPE_HEADER
 from khala_projector import metrics
-from khala_projector.domain.events import InvalidEvent, StreamRef, decode_event
+from khala_projector.domain.events import InvalidEvent, StreamRef, decode_events
 from khala_projector.projector import Projector
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 MAX_RETRY_DELAY_MS = 5_000
+HANDOVER_TIMEOUT_S = 30.0
 
 log = get_logger("projector.consumer")
 _tracer = tracer("khala_projector.consumer")
@@ -40,24 +51,25 @@ _tracer = tracer("khala_projector.consumer")
 
 @dataclass(frozen=True)
 class _Delivery:
+    """One event and the message that carried it (a batch carries several)."""
+
     message: AbstractIncomingMessage
     event: RuntimeEvent
     stream: StreamRef
 
 
 class EventConsumer:
-    """Consumes runtime events and hands them, per stream, to the Projector."""
+    """Consumes runtime events from the owned partition queues and hands them,
+    per stream, to the Projector."""
 
     def __init__(
         self,
-        queue: AbstractQueue,
         projector: Projector,
         *,
         batch_max: int,
         delivery_limit: int,
         retry_delay_ms: int,
     ) -> None:
-        self._queue = queue
         self._projector = projector
         self._batch_max = batch_max
         self._delivery_limit = delivery_limit
@@ -65,24 +77,57 @@ class EventConsumer:
         # None is the stop marker put by `stop`.
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._consumer_tag: str | None = None
+        self._tags: dict[str, tuple[AbstractQueue, str]] = {}
+        self._unsettled: dict[str, int] = {}  # received, not yet acked/rejected, per queue
+        self._origin: dict[int, str] = {}  # id(message) -> its queue, until settled
+        self._settled = asyncio.Event()
 
     @property
     def running(self) -> bool:
-        """Whether the broker consumer is registered and the processing task alive."""
-        return self._consumer_tag is not None and self._task is not None and not self._task.done()
+        """Whether the processing task is alive."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def queues(self) -> list[str]:
+        """Names of the queues consumed now."""
+        return sorted(self._tags)
 
     async def start(self) -> None:
-        """Start the processing task, then register the broker consumer."""
+        """Start the processing task (queues are added as partitions are owned)."""
         self._task = asyncio.create_task(self._run(), name="khala-projector-consumer")
-        self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
+
+    async def add_queue(self, queue: AbstractQueue) -> None:
+        """Register a broker consumer on `queue` (a partition this replica now owns)."""
+        if queue.name in self._tags:
+            return
+        self._unsettled.setdefault(queue.name, 0)
+        tag = await queue.consume(functools.partial(self._on_message, queue.name), no_ack=False)
+        self._tags[queue.name] = (queue, tag)
+
+    async def remove_queue(self, name: str, timeout_s: float = HANDOVER_TIMEOUT_S) -> None:
+        """Cancel the consumer of `name` and wait until its received messages are settled."""
+        entry = self._tags.pop(name, None)
+        if entry is None:
+            return
+        queue, tag = entry
+        with contextlib.suppress(Exception):
+            await queue.cancel(tag)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._unsettled.get(name, 0) > 0:
+                    self._settled.clear()
+                    await self._settled.wait()
+        except TimeoutError:
+            # Still unsettled messages stay with this channel; the broker
+            # redelivers them when it closes and the new owner skips duplicates.
+            log.warning("partition handed over with unsettled messages", queue=name)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop deliveries, let the current round finish (up to `grace_s`), then cancel."""
-        if self._consumer_tag is not None:
+        for name in list(self._tags):
+            queue, tag = self._tags.pop(name)
             with contextlib.suppress(Exception):
-                await self._queue.cancel(self._consumer_tag)
-            self._consumer_tag = None
+                await queue.cancel(tag)
         if self._task is None:
             return
         self._inbox.put_nowait(None)
@@ -94,8 +139,10 @@ class EventConsumer:
                 await self._task
         self._task = None
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
         # No await before the put: deliveries enter the inbox in delivery order.
+        self._unsettled[queue] = self._unsettled.get(queue, 0) + 1
+        self._origin[id(message)] = queue
         self._inbox.put_nowait(message)
 
     async def _run(self) -> None:
@@ -120,21 +167,36 @@ class EventConsumer:
 
     async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
         deliveries: list[_Delivery] = []
+        carried: list[AbstractIncomingMessage] = []
         for message in batch:
             try:
-                event, stream = decode_event(message.body)
+                type_name = (message.headers or {}).get(TYPE_HEADER)
+                decoded = decode_events(message.body, str(type_name) if type_name else None)
             except InvalidEvent as exc:
                 await self._reject(message, "invalid", str(exc))
                 continue
-            deliveries.append(_Delivery(message, event, stream))
+            carried.append(message)
+            deliveries.extend(_Delivery(message, event, stream) for event, stream in decoded)
         groups = _by_stream(deliveries)
-        if len(groups) > 1 and await self._attempt_many(groups) is None:
-            return
-        for group in groups:
-            await self._project(group)
+        failed: list[tuple[_Delivery, Exception]] = []
+        if len(groups) < 2 or await self._attempt_many(groups) is not None:
+            for group in groups:
+                failed.extend(await self._project(group))
+        await self._settle_round(carried, failed)
+
+    async def _settle_round(
+        self, carried: list[AbstractIncomingMessage], failed: list[tuple[_Delivery, Exception]]
+    ) -> None:
+        """Ack every message whose events all committed; requeue the others (once each)."""
+        bad = {id(delivery.message) for delivery, _ in failed}
+        for message in carried:
+            if id(message) not in bad:
+                await self._settle(message, message.ack())
+        if failed:
+            await self._requeue_after_backoff(failed)
 
     async def _attempt_many(self, groups: list[list[_Delivery]]) -> Exception | None:
-        """Project and ack several streams' groups together; returns the error instead of raising."""
+        """Project several streams' groups together; returns the error instead of raising."""
         context = extract_context(groups[0][0].message.headers)
         with _tracer.start_as_current_span("project", context=context) as span:
             span.set_attribute("khala.streams", len(groups))
@@ -147,29 +209,25 @@ class EventConsumer:
                 span.record_exception(exc)
                 log.info("joint projection failed; retrying stream by stream", error=repr(exc))
                 return exc
-        for group in groups:
-            for delivery in group:
-                await _settle(delivery.message.ack())
         return None
 
-    async def _project(self, group: list[_Delivery]) -> None:
+    async def _project(self, group: list[_Delivery]) -> list[tuple[_Delivery, Exception]]:
+        """Project one stream's group; the deliveries that still failed, with errors."""
         error = await self._attempt(group)
         if error is None:
-            return
+            return []
         if len(group) == 1:
-            failures = [(group[0], error)]
-        else:
-            # Retry one by one so one bad delivery cannot take its neighbours down.
-            failures = []
-            for delivery in group:
-                single_error = await self._attempt([delivery])
-                if single_error is not None:
-                    failures.append((delivery, single_error))
-        if failures:
-            await self._requeue_after_backoff(failures)
+            return [(group[0], error)]
+        # Retry one by one so one bad delivery cannot take its neighbours down.
+        failures = []
+        for delivery in group:
+            single_error = await self._attempt([delivery])
+            if single_error is not None:
+                failures.append((delivery, single_error))
+        return failures
 
     async def _attempt(self, group: list[_Delivery]) -> Exception | None:
-        """Project and ack `group`; returns the error instead of raising."""
+        """Project `group` (one stream); returns the error instead of raising."""
         stream = group[0].stream
         context = extract_context(group[0].message.headers)
         with _tracer.start_as_current_span("project", context=context) as span:
@@ -180,8 +238,6 @@ class EventConsumer:
             except Exception as exc:
                 span.record_exception(exc)
                 return exc
-        for delivery in group:
-            await _settle(delivery.message.ack())
         return None
 
     async def _requeue_after_backoff(self, failures: list[tuple[_Delivery, Exception]]) -> None:
@@ -198,8 +254,9 @@ class EventConsumer:
                 error=repr(exc),
             )
         await asyncio.sleep(delay_ms / 1000)
-        for delivery, exc in failures:
-            await self._reject(delivery.message, "processing", repr(exc))
+        messages = {id(d.message): (d.message, exc) for d, exc in failures}
+        for message, exc in messages.values():
+            await self._reject(message, "processing", repr(exc))
 
     async def _reject(self, message: AbstractIncomingMessage, reason: str, detail: str) -> None:
         metrics.MESSAGES_REJECTED.labels(reason).inc()
@@ -215,7 +272,19 @@ class EventConsumer:
             log.warning(
                 "invalid message rejected", message_id=message.message_id, detail=detail[:500]
             )
-        await _settle(message.reject(requeue=True))
+        await self._settle(message, message.reject(requeue=True))
+
+    async def _settle(self, message: AbstractIncomingMessage, settle: Awaitable[object]) -> None:
+        """Await an ack/reject; a closed channel means the broker will redeliver anyway."""
+        try:
+            await settle
+        except Exception as exc:
+            log.warning("ack/reject failed; the broker will redeliver", error=repr(exc))
+        finally:
+            name = self._origin.pop(id(message), None)
+            if name is not None:
+                self._unsettled[name] = max(0, self._unsettled.get(name, 0) - 1)
+                self._settled.set()
 
 
 def _delivery_count(message: AbstractIncomingMessage) -> int:
@@ -230,11 +299,3 @@ def _by_stream(deliveries: list[_Delivery]) -> list[list[_Delivery]]:
     for delivery in deliveries:
         groups.setdefault(delivery.stream.stream_id, []).append(delivery)
     return list(groups.values())
-
-
-async def _settle(settle: Awaitable[object]) -> None:
-    """Await an ack/reject; a closed channel means the broker will redeliver anyway."""
-    try:
-        await settle
-    except Exception as exc:
-        log.warning("ack/reject failed; the broker will redeliver", error=repr(exc))

@@ -24,19 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"openagents/runtime/v1/events.proto\x12\x15openagents.runtime.v1\"\x8c\x02\n\x0cRuntimeEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x36\n\x0bstream_kind\x18\x04 \x01(\x0e\x32!.openagents.runtime.v1.StreamKind\x12\x12\n\nsubject_id\x18\x05 \x01(\t\x12\x12\n\nstream_seq\x18\x06 \x01(\x04\x12\x0c\n\x04type\x18\x07 \x01(\t\x12\x14\n\x0cpayload_json\x18\x08 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\x12\x16\n\x0eoccurred_at_ms\x18\n \x01(\x03\x12\x12\n\nchain_hash\x18\x0b \x01(\t\"h\n\x07Receipt\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\tevent_ids\x18\x04 \x03(\t\x12\x12\n\nchain_hash\x18\x05 \x01(\t\"I\n\nEventInput\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x14\n\x0cpayload_json\x18\x02 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t*V\n\nStreamKind\x12\x1b\n\x17STREAM_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTREAM_KIND_RUN\x10\x01\x12\x16\n\x12STREAM_KIND_WORKER\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"openagents/runtime/v1/events.proto\x12\x15openagents.runtime.v1\"\x8c\x02\n\x0cRuntimeEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x36\n\x0bstream_kind\x18\x04 \x01(\x0e\x32!.openagents.runtime.v1.StreamKind\x12\x12\n\nsubject_id\x18\x05 \x01(\t\x12\x12\n\nstream_seq\x18\x06 \x01(\x04\x12\x0c\n\x04type\x18\x07 \x01(\t\x12\x14\n\x0cpayload_json\x18\x08 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\x12\x16\n\x0eoccurred_at_ms\x18\n \x01(\x03\x12\x12\n\nchain_hash\x18\x0b \x01(\t\"H\n\x11RuntimeEventBatch\x12\x33\n\x06\x65vents\x18\x01 \x03(\x0b\x32#.openagents.runtime.v1.RuntimeEvent\"h\n\x07Receipt\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\tevent_ids\x18\x04 \x03(\t\x12\x12\n\nchain_hash\x18\x05 \x01(\t\"I\n\nEventInput\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x14\n\x0cpayload_json\x18\x02 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t*V\n\nStreamKind\x12\x1b\n\x17STREAM_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTREAM_KIND_RUN\x10\x01\x12\x16\n\x12STREAM_KIND_WORKER\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'openagents.runtime.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STREAMKIND']._serialized_start=513
-  _globals['_STREAMKIND']._serialized_end=599
+  _globals['_STREAMKIND']._serialized_start=587
+  _globals['_STREAMKIND']._serialized_end=673
   _globals['_RUNTIMEEVENT']._serialized_start=62
   _globals['_RUNTIMEEVENT']._serialized_end=330
-  _globals['_RECEIPT']._serialized_start=332
-  _globals['_RECEIPT']._serialized_end=436
-  _globals['_EVENTINPUT']._serialized_start=438
-  _globals['_EVENTINPUT']._serialized_end=511
+  _globals['_RUNTIMEEVENTBATCH']._serialized_start=332
+  _globals['_RUNTIMEEVENTBATCH']._serialized_end=404
+  _globals['_RECEIPT']._serialized_start=406
+  _globals['_RECEIPT']._serialized_end=510
+  _globals['_EVENTINPUT']._serialized_start=512
+  _globals['_EVENTINPUT']._serialized_end=585
 # @@protoc_insertion_point(module_scope)

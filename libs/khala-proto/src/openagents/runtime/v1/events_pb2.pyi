@@ -2,7 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -41,6 +41,12 @@ class RuntimeEvent(_message.Message):
     occurred_at_ms: int
     chain_hash: str
     def __init__(self, event_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., org_id: _Optional[str] = ..., stream_kind: _Optional[_Union[StreamKind, str]] = ..., subject_id: _Optional[str] = ..., stream_seq: _Optional[int] = ..., type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., idempotency_key: _Optional[str] = ..., occurred_at_ms: _Optional[int] = ..., chain_hash: _Optional[str] = ...) -> None: ...
+
+class RuntimeEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[RuntimeEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[RuntimeEvent, _Mapping]]] = ...) -> None: ...
 
 class Receipt(_message.Message):
     __slots__ = ("stream_id", "first_seq", "last_seq", "event_ids", "chain_hash")

@@ -24,17 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fopenagents/sync/v1/frames.proto\x12\x12openagents.sync.v1\"\xb9\x01\n\nKhalaFrame\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.openagents.sync.v1.FrameKind\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\x15\n\rpayload_bytes\x18\x05 \x01(\x0c\x12\x16\n\x0eschema_version\x18\x06 \x01(\t\x12\r\n\x05\x65poch\x18\x07 \x01(\t\x12\x17\n\x0fpublished_at_ms\x18\x08 \x01(\x03\"<\n\nFrameBatch\x12.\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x1e.openagents.sync.v1.KhalaFrame*s\n\tFrameKind\x12\x1a\n\x16\x46RAME_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46RAME_KIND_EVENT\x10\x01\x12\x19\n\x15\x46RAME_KIND_DOC_UPSERT\x10\x02\x12\x19\n\x15\x46RAME_KIND_DOC_DELETE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fopenagents/sync/v1/frames.proto\x12\x12openagents.sync.v1\"\xb9\x01\n\nKhalaFrame\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.openagents.sync.v1.FrameKind\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\x15\n\rpayload_bytes\x18\x05 \x01(\x0c\x12\x16\n\x0eschema_version\x18\x06 \x01(\t\x12\r\n\x05\x65poch\x18\x07 \x01(\t\x12\x17\n\x0fpublished_at_ms\x18\x08 \x01(\x03\"<\n\nFrameBatch\x12.\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x1e.openagents.sync.v1.KhalaFrame\"\x1d\n\x0b\x46\x61noutBatch\x12\x0e\n\x06\x66rames\x18\x01 \x03(\x0c*s\n\tFrameKind\x12\x1a\n\x16\x46RAME_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46RAME_KIND_EVENT\x10\x01\x12\x19\n\x15\x46RAME_KIND_DOC_UPSERT\x10\x02\x12\x19\n\x15\x46RAME_KIND_DOC_DELETE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'openagents.sync.v1.frames_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FRAMEKIND']._serialized_start=305
-  _globals['_FRAMEKIND']._serialized_end=420
+  _globals['_FRAMEKIND']._serialized_start=336
+  _globals['_FRAMEKIND']._serialized_end=451
   _globals['_KHALAFRAME']._serialized_start=56
   _globals['_KHALAFRAME']._serialized_end=241
   _globals['_FRAMEBATCH']._serialized_start=243
   _globals['_FRAMEBATCH']._serialized_end=303
+  _globals['_FANOUTBATCH']._serialized_start=305
+  _globals['_FANOUTBATCH']._serialized_end=334
 # @@protoc_insertion_point(module_scope)

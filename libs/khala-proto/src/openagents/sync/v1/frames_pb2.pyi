@@ -43,3 +43,9 @@ class FrameBatch(_message.Message):
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     frames: _containers.RepeatedCompositeFieldContainer[KhalaFrame]
     def __init__(self, frames: _Optional[_Iterable[_Union[KhalaFrame, _Mapping]]] = ...) -> None: ...
+
+class FanoutBatch(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, frames: _Optional[_Iterable[bytes]] = ...) -> None: ...
