@@ -8,6 +8,8 @@ except the standard health and reflection services, which probes use.
 from __future__ import annotations
 
 import hmac
+import inspect
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
@@ -30,10 +32,13 @@ GRPC_DURATION = Histogram(
     ["method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-# Client channels: spread calls over every address of a headless Service (DNS
-# A records) and keep idle connections alive through proxies and conntrack.
+# Client channels: spread calls round_robin over every address of a headless
+# Service (DNS A records), skip a backend whose health service answers NOT_SERVING
+# (client-side health checking: a server's health follows its /readyz verdict,
+# GrpcServer.follow), and keep idle connections alive through proxies and conntrack.
+SERVICE_CONFIG = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -110,7 +115,8 @@ class RedMetricsInterceptor(aio.ServerInterceptor):
                 started = time.perf_counter()
                 failed: BaseException | None = None
                 try:
-                    return await inner(request, context)
+                    result = inner(request, context)
+                    return await result if inspect.isawaitable(result) else result
                 except BaseException as exc:
                     failed = exc
                     raise
@@ -125,7 +131,7 @@ class RedMetricsInterceptor(aio.ServerInterceptor):
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
 
-            async def unary_stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            async def generator(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
                 started = time.perf_counter()
                 failed: BaseException | None = None
                 try:
@@ -137,8 +143,22 @@ class RedMetricsInterceptor(aio.ServerInterceptor):
                 finally:
                     _observe(method, context, failed, started)
 
+            async def writer(request: Any, context: aio.ServicerContext) -> None:
+                # a handler that streams with context.write() (the health Watch)
+                started = time.perf_counter()
+                failed: BaseException | None = None
+                try:
+                    result = inner_stream(request, context)
+                    if inspect.isawaitable(result):
+                        await result
+                except BaseException as exc:
+                    failed = exc
+                    raise
+                finally:
+                    _observe(method, context, failed, started)
+
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
+                generator if inspect.isasyncgenfunction(inner_stream) else writer,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -175,6 +195,11 @@ class GrpcServer:
         reflection.enable_server_reflection([*self._names, reflection.SERVICE_NAME], self.server)
         await self.server.start()
         await self.set_serving(True)
+
+    def follow(self, readiness: Any) -> None:
+        """Report SERVING / NOT_SERVING as `readiness` (khala_common.http.Readiness)
+        changes its verdict, so round_robin clients skip a pod that is not ready."""
+        readiness.listeners.append(self.set_serving)
 
     async def set_serving(self, serving: bool) -> None:
         status = (

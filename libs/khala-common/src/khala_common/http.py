@@ -47,25 +47,34 @@ DEPENDENCY_RETRY_AFTER_S = 2
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 class Readiness:
-    """Named readiness checks plus a draining flag."""
+    """Named readiness checks plus a draining flag. Listeners (the gRPC server's
+    health status) hear every change of the verdict, each time /readyz is asked."""
 
     def __init__(self) -> None:
         self.checks: dict[str, ReadinessCheck] = {}
         self.draining = False
+        self.listeners: list[Callable[[bool], Awaitable[None]]] = []
+        self._ready: bool | None = None
 
     def add(self, name: str, check: ReadinessCheck) -> None:
         self.checks[name] = check
 
     async def problems(self) -> list[str]:
         """Names and errors of failing checks (empty when ready)."""
-        if self.draining:
-            return ["draining"]
         failing: list[str] = []
-        for name, check in self.checks.items():
-            try:
-                await check()
-            except Exception as exc:
-                failing.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+        if self.draining:
+            failing.append("draining")
+        else:
+            for name, check in self.checks.items():
+                try:
+                    await check()
+                except Exception as exc:
+                    failing.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+        ready = not failing
+        if ready != self._ready:
+            self._ready = ready
+            for listener in self.listeners:
+                await listener(ready)
         return failing
 
 

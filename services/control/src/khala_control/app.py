@@ -215,6 +215,7 @@ class ControlApp:
         self.sessions, self.minter = sessions, minter
 
         grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
+        grpc_server.follow(self.readiness)
         grpc_server.add(
             control_service_pb2_grpc.add_ControlServiceServicer_to_server,
             ControlServicer(

@@ -147,6 +147,7 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sync.synced.wait(), REVOCATION_LOAD_S)
             grpc_server = GrpcServer(s.bind_host, s.grpc_port, s.service_token)
+            grpc_server.follow(self.readiness)
             grpc_server.add(
                 gateway_admin_pb2_grpc.add_GatewayAdminServicer_to_server,
                 GatewayAdminServicer(hub, instance=self.instance_id, fanout_queue=fanout_queue),
