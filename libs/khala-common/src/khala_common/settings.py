@@ -136,9 +136,14 @@ class CommonSettings:
     projector_partitions: int = DEFAULT_PARTITIONS
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], service: str = "") -> CommonSettings:
+    def from_env(cls, environ: Mapping[str, str]) -> CommonSettings:
+        """Read the common variables; SettingsError names the first bad one."""
+        return CommonSettings.read(environ)
+
+    @staticmethod
+    def read(environ: Mapping[str, str], service: str = "") -> CommonSettings:
         """Read the common variables (`service` names KHALA_<SERVICE>_ADMIN_PORT);
-        SettingsError names the first bad one."""
+        SettingsError names the first bad one. Services' `from_env` call this."""
         env = Env(environ)
         admin_port = (
             env.integer(f"KHALA_{service.upper()}_ADMIN_PORT", 0, minimum=0) if service else 0

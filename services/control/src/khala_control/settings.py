@@ -114,7 +114,7 @@ class Settings(CommonSettings):
             if environ.get(name, "").strip():
                 issuer = env.url(name, schemes=("http", "https")).rstrip("/")
                 break
-        common = CommonSettings.from_env(environ, "control")
+        common = CommonSettings.read(environ, "control")
         return cls(
             **common.common_fields(),
             log_level=_choice(env, "KHALA_LOG_LEVEL", "info", LOG_LEVELS),

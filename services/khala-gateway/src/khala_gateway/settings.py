@@ -90,7 +90,7 @@ class Settings(CommonSettings):
         """Read every variable; raises SettingsError naming the first bad one."""
         env = Env(environ)
         control_url = env.url("KHALA_CONTROL_URL", DEFAULT_CONTROL_URL, schemes=("http", "https"))
-        common = CommonSettings.from_env(environ, "gateway")
+        common = CommonSettings.read(environ, "gateway")
         settings = cls(
             **common.common_fields(),
             log_level=env.string("KHALA_LOG_LEVEL", "info"),

@@ -108,7 +108,7 @@ class Settings(CommonSettings):
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read and validate every variable; raises SettingsError naming a bad one."""
         env = Env(environ)
-        common = CommonSettings.from_env(environ, "projector")
+        common = CommonSettings.read(environ, "projector")
         return cls(
             **common.common_fields(),
             log_level=_log_level(env),

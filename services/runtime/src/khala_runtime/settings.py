@@ -72,7 +72,7 @@ class Settings(CommonSettings):
         control_url = env.url(
             "KHALA_CONTROL_URL", "http://127.0.0.1:8081", schemes=("http", "https")
         )
-        common = CommonSettings.from_env(environ, "runtime")
+        common = CommonSettings.read(environ, "runtime")
         return cls(
             **common.common_fields(),
             log_level=_log_level(env),
