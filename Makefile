@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Tests use the machine's servers when reachable, else testcontainers (Docker).
 TEST_ENV = source scripts/test-env.sh &&
 
-.PHONY: help install proto proto-check lint typecheck deploy-check drill-rebuild drill-backup-restore drill-rollback test-chaos test-fuzz bench bench-full bench-pipeline bench-readme test-web test test-unit test-integration test-e2e run demo clean
+.PHONY: help install proto proto-check lint typecheck deploy-check drill-rebuild drill-backup-restore drill-rollback test-chaos test-fuzz bench bench-full bench-pipeline bench-readme test-web test-ts test test-unit test-integration test-e2e run demo clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -78,7 +78,12 @@ bench-readme: install ## Regenerate README's performance table from bench/result
 test-web: install ## Browser client module unit tests (node --test)
 	node --test clients/web/tests/
 
-test: install proto-check lint typecheck deploy-check test-web ## Everything: proto-check, lint, types, deploy checks, web, unit, integration and e2e tests
+test-ts: install ## TypeScript SDK (clients/ts): npm ci, generated code up to date, build, unit and golden-fixture tests (live and Chromium tests run in test-e2e)
+	cd clients/ts && npm ci --silent --no-audit --no-fund
+	./scripts/ts-gen-check.sh
+	cd clients/ts && npm run --silent build && node --test test/
+
+test: install proto-check lint typecheck deploy-check test-web test-ts ## Everything: proto-check, lint, types, deploy checks, web, TypeScript SDK, unit, integration and e2e tests
 	$(TEST_ENV) $(RUN) pytest $(PYTEST_ARGS)
 
 drill-rebuild: install ## Drill: projection rebuild under live traffic; clients stay consistent

@@ -7,6 +7,8 @@ set -euo pipefail
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# Node.js and npm: the browser client's and the TypeScript SDK's tests (make test-web, test-ts).
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian packages: ${missing[*]}"
@@ -17,5 +19,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   pkill -x prometheus 2>/dev/null || true
 else
   echo "note: missing ${missing[*]} (Debian packages): promtool for 'make deploy-check'," \
-    "chromium for the dashboard e2e test" >&2
+    "chromium for the browser e2e tests, nodejs/npm for make test-web and test-ts" >&2
 fi
