@@ -125,7 +125,18 @@ def test_service_settings_extend_common_settings() -> None:
         "amqp_prefix",
         "service_token",
         "bind_host",
+        "admin_port",
+        "projector_partitions",
     }
     assert dataclasses.replace(settings, database_url="postgres://h/x").port == 1
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.bind_host = "0.0.0.0"  # type: ignore[misc]
+
+
+def test_admin_port_is_read_per_service() -> None:
+    environ = {"KHALA_RUNTIME_ADMIN_PORT": "8182", "KHALA_GATEWAY_ADMIN_PORT": "8184"}
+    assert CommonSettings.read(environ, "runtime").admin_port == 8182
+    assert CommonSettings.read(environ, "control").admin_port == 0  # default: the public port
+    assert CommonSettings.from_env(environ).admin_port == 0
+    with pytest.raises(SettingsError, match="KHALA_RUNTIME_ADMIN_PORT"):
+        CommonSettings.read({"KHALA_RUNTIME_ADMIN_PORT": "-1"}, "runtime")
