@@ -18,7 +18,9 @@
  *   (upgrade required) and 4003 for Origin stop the client.
  * - The sync token is refreshed (`RefreshAuth`) `refreshBeforeMs` before it
  *   expires, and a new one is minted before every connect that would use a
- *   token about to expire.
+ *   token about to expire, and after a 4001.
+ * - A socket that sends nothing (not even a Heartbeat) for 2 ×
+ *   `heartbeat_interval_ms` is dropped without a close handshake and reconnected.
  */
 import { fullJitterDelay, type BackoffOptions } from "./backoff.js";
 import {
@@ -68,7 +70,7 @@ export interface KhalaClientOptions {
   clientVersion?: string;
   /** Send a snapshot instead of stale_cursor(retention|replay_budget) on doc topics (default true). */
   snapshotIfStale?: boolean;
-  /** Refresh the token this long before it expires (default 60 000 ms). */
+  /** Refresh the token this long before it expires (default: 60 s, or half the token's lifetime if shorter). */
   refreshBeforeMs?: number;
   /** A session that lasted this long resets the backoff (default 30 000 ms). */
   healthyAfterMs?: number;
@@ -102,6 +104,7 @@ export class KhalaClient {
   private readonly protocol: Subprotocol;
   private readonly now: () => number;
   private token: SyncToken | undefined;
+  private tokenMintedAt = 0;
   private forceToken = false;
   private socket: WebSocket | undefined;
   private stopped = false;
@@ -175,13 +178,26 @@ export class KhalaClient {
     }
   }
 
+  /** How long before expiry a token is renewed. */
+  private margin(): number {
+    if (this.options.refreshBeforeMs !== undefined) return this.options.refreshBeforeMs;
+    const lifetime = this.token ? this.token.expiresAtMs - this.tokenMintedAt : 120_000;
+    return Math.min(60_000, lifetime / 2);
+  }
+
+  private async mint(): Promise<SyncToken> {
+    const token = await this.options.token();
+    this.token = token;
+    this.tokenMintedAt = this.now();
+    return token;
+  }
+
   private async freshToken(): Promise<SyncToken> {
-    const refreshBefore = this.options.refreshBeforeMs ?? 60_000;
-    if (this.forceToken || !this.token || this.token.expiresAtMs - this.now() < refreshBefore) {
-      this.token = await this.options.token();
+    if (this.forceToken || !this.token || this.token.expiresAtMs - this.now() < this.margin()) {
+      await this.mint();
       this.forceToken = false;
     }
-    return this.token;
+    return this.token!;
   }
 
   private async session(): Promise<SessionEnd> {
@@ -200,6 +216,29 @@ export class KhalaClient {
     let welcomed = false;
     for (const tracker of this.trackers.values()) tracker.active = false;
     return new Promise<SessionEnd>((resolve) => {
+      let watchdog: ReturnType<typeof setTimeout> | undefined;
+      let ended = false;
+      const end = (closeCode: number, reason: string) => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(watchdog);
+        clearTimeout(this.refreshTimer);
+        if (closeCode === 4001) this.forceToken = true;
+        const healthy = welcomed && this.now() - openedAt >= (this.options.healthyAfterMs ?? 30_000);
+        this.queue.then(() => resolve({ closeCode, reason, retryAfterMs: this.retryAfterMs, healthy }));
+      };
+      // A socket silent for 2 heartbeat intervals is dead: drop it without a close handshake.
+      const feedWatchdog = () => {
+        clearTimeout(watchdog);
+        const interval = this.welcome?.heartbeatIntervalMs ?? 0;
+        if (!welcomed || interval <= 0) return;
+        watchdog = setTimeout(() => {
+          ws.onclose = null;
+          ws.onmessage = null;
+          ws.close(4000, "heartbeat timeout");
+          end(1006, "no message for 2 heartbeat intervals");
+        }, 2 * interval);
+      };
       ws.onopen = () => {
         this.connections += 1;
         this.send(
@@ -217,19 +256,16 @@ export class KhalaClient {
       };
       ws.onmessage = (event: MessageEvent) => {
         const message = decodeServerMessage(event.data as ArrayBuffer | string);
-        if (message.body.case === "welcome") welcomed = true;
+        if (message.body.case === "welcome") {
+          welcomed = true;
+          this.welcome = message.body.value;
+        }
+        feedWatchdog();
         this.queue = this.queue.then(() => this.handle(message)).catch((error) => {
           console.error("khala: update handler failed", error);
         });
       };
-      ws.onclose = (event: CloseEvent) => {
-        clearTimeout(this.refreshTimer);
-        if (event.code === 4001) this.forceToken = true;
-        const healthy = welcomed && this.now() - openedAt >= (this.options.healthyAfterMs ?? 30_000);
-        this.queue.then(() =>
-          resolve({ closeCode: event.code, reason: event.reason, retryAfterMs: this.retryAfterMs, healthy }),
-        );
-      };
+      ws.onclose = (event: CloseEvent) => end(event.code, event.reason);
     });
   }
 
@@ -258,12 +294,11 @@ export class KhalaClient {
   private scheduleRefresh(): void {
     clearTimeout(this.refreshTimer);
     if (!this.token || this.stopped) return;
-    const refreshBefore = this.options.refreshBeforeMs ?? 60_000;
-    const inMs = Math.max(0, this.token.expiresAtMs - refreshBefore - this.now());
+    const inMs = Math.max(0, this.token.expiresAtMs - this.margin() - this.now());
     this.refreshTimer = setTimeout(async () => {
       try {
-        this.token = await this.options.token();
-        this.send(clientMessage({ body: { case: "refreshAuth", value: { token: this.token.token } } }));
+        const token = await this.mint();
+        this.send(clientMessage({ body: { case: "refreshAuth", value: { token: token.token } } }));
         this.scheduleRefresh();
       } catch {
         this.refreshTimer = setTimeout(() => this.scheduleRefresh(), 5_000);

@@ -8,6 +8,7 @@ import { KhalaClient, ws } from "../dist/index.js";
 
 class FakeSocket {
   static instances = [];
+  static heartbeatIntervalMs = 0;
   constructor(url, protocols) {
     this.url = url;
     this.protocols = protocols;
@@ -22,7 +23,7 @@ class FakeSocket {
   send(data) {
     const message = fromBinary(ws.ClientMessageSchema, data);
     this.sent.push(message);
-    if (message.body.case === "hello") this.deliver({ case: "welcome", value: { connectionId: "c", maxFrameBytes: 1048576 } });
+    if (message.body.case === "hello") this.deliver({ case: "welcome", value: { connectionId: "c", maxFrameBytes: 1048576, heartbeatIntervalMs: FakeSocket.heartbeatIntervalMs } });
   }
   deliver(body) {
     const bytes = toBinary(ws.ServerMessageSchema, create(ws.ServerMessageSchema, { body }));
@@ -82,4 +83,20 @@ test("4009 (session revoked) stops the client; 4001 mints a new token before rec
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(FakeSocket.instances.length, 2);
   await c.stop();
+});
+
+test("a socket silent for 2 heartbeat intervals is dropped and reconnected", async () => {
+  FakeSocket.instances = [];
+  FakeSocket.heartbeatIntervalMs = 40;
+  const updates = [];
+  const c = client(updates);
+  try {
+    await c.start();
+    await until(() => FakeSocket.instances.length >= 2, "a reconnect after the silence");
+    const gone = updates.find((u) => u.type === "disconnected");
+    assert.equal(gone.closeCode, 1006);
+  } finally {
+    FakeSocket.heartbeatIntervalMs = 0;
+    await c.stop();
+  }
 });
