@@ -63,9 +63,9 @@ def run_not_found(run_id: str) -> DomainError:
 
 _RUNS = AppendTarget(
     kind="run",
-    lock=run_sql.lock_run,
+    lock=run_sql.lock_runs,
     plan=plan_append,
-    head_write=run_sql.head_write,
+    heads_write=run_sql.heads_write,
     routing_key=run_routing_key,
     not_found=run_not_found,
 )
@@ -82,7 +82,7 @@ class RunService:
     ) -> None:
         self._pool = pool
         self._new_ids = new_ids or uuid4_strings
-        self._committer = GroupCommitter(pool, self._new_ids)
+        self._committer = GroupCommitter(pool, _RUNS, self._new_ids)
         self._projections = projections or NoProjector()
 
     @property
@@ -116,7 +116,7 @@ class RunService:
     ) -> tuple[Receipt, bool]:
         """Append checked events to a run; (receipt, replayed?)."""
         return await self._committer.append(
-            _RUNS, run_id, inputs, expected_seq=expected_seq, authorize=authorize
+            run_id, inputs, expected_seq=expected_seq, authorize=authorize
         )
 
     async def get_run(self, run_id: str, *, authorize: Authorize = allow_all) -> RunHead:

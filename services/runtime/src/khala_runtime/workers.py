@@ -52,9 +52,9 @@ def worker_not_found(worker_id: str) -> DomainError:
 
 _WORKERS = AppendTarget(
     kind="worker",
-    lock=worker_sql.lock_worker,
+    lock=worker_sql.lock_workers,
     plan=plan_worker_append,
-    head_write=worker_sql.head_write,
+    heads_write=worker_sql.heads_write,
     routing_key=worker_routing_key,
     not_found=worker_not_found,
 )
@@ -75,7 +75,7 @@ class WorkerService:
         self._stale_after_ms = stale_after_ms
         self._projections = projections or NoProjector()
         self._new_ids = new_ids or uuid4_strings
-        self._committer = GroupCommitter(pool, self._new_ids)
+        self._committer = GroupCommitter(pool, _WORKERS, self._new_ids)
 
     @property
     def stale_after_ms(self) -> int:
@@ -113,7 +113,7 @@ class WorkerService:
     ) -> tuple[Receipt, bool]:
         """Append checked events to a worker; (receipt, replayed?)."""
         return await self._committer.append(
-            _WORKERS, worker_id, inputs, expected_seq=expected_seq, authorize=authorize
+            worker_id, inputs, expected_seq=expected_seq, authorize=authorize
         )
 
     async def get_worker(self, worker_id: str, *, authorize: Authorize = allow_all) -> WorkerHead:

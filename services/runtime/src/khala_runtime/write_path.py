@@ -1,24 +1,28 @@
 """The transactional write path shared by runs and workers.
 
-`append_to_stream` is the one append path of every kind of stream; an
-`AppendTarget` says what differs between kinds (the head row, the plan with
-its state machine, the routing key, the not-found error).
+`commit_appends` is the one append path of every kind of stream: the group
+committer (`group_commit.py`) runs it for several appends at once, and
+`append_to_stream` for a single one. An `AppendTarget` says what differs
+between kinds (the head rows, the plan with its state machine, the routing
+key, the not-found error).
 
-Guarantee (DESIGN invariant 7): an append runs in ONE transaction that the
-caller opened by locking the stream's head row (the same statement reads the
-recorded idempotency keys among the request's): resolve idempotency keys,
-plan (expected_seq, state machine, gapless seq, hash chain), insert the events
-and their outbox rows, advance the head, record the keys, NOTIFY the relay.
-When the caller's transaction commits, events and outbox rows are durable
-together, so an accepted event is never lost and is always eventually
-published. A replay (same keys, same request hash) returns the original
-receipt and writes nothing.
+Guarantee (DESIGN invariant 7): appends are committed in ONE transaction that
+first locks every involved stream's head row (one statement, in id order; it
+also reads the recorded idempotency keys among the requests'). Then, per
+append: resolve its idempotency keys, authorize, plan (expected_seq, state
+machine, gapless seq, hash chain). Then ONE statement inserts every planned
+append's events and outbox rows, records the keys, advances the heads and
+rings the relay. When the transaction commits, events and outbox rows are
+durable together, so an accepted event is never lost and is always eventually
+published. A refused append (not found, forbidden, 409) writes nothing and
+does not disturb the others. A replay (same keys, same request hash) returns
+the original receipt and writes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
@@ -28,7 +32,7 @@ from khala_runtime.domain.append import AppendPlan, StreamHead
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.idempotency import replayed_receipt, request_hash, request_keys
 from khala_runtime.storage import events as event_sql
-from khala_runtime.storage.events import HeadWrite
+from khala_runtime.storage.events import HeadsWrite, StreamWrite
 from openagents.runtime.v1.events_pb2 import EventInput, Receipt
 
 H = TypeVar("H")
@@ -36,8 +40,10 @@ HeadT = TypeVar("HeadT", bound=StreamHead[Any])
 T = TypeVar("T")
 IDEMPOTENCY_KEYS_PK = "idempotency_keys_pkey"
 Authorize = Callable[[str], None]
-LockHead = Callable[
-    [asyncpg.Connection, str, Sequence[str]], Awaitable[tuple[H, int, list[Any]] | None]
+Outcome = tuple[Receipt, bool]
+LockHeads = Callable[
+    [asyncpg.Connection, Sequence[str], Sequence[tuple[str, str]]],
+    Awaitable[tuple[int, dict[str, tuple[H, list[Any]]]]],
 ]
 
 
@@ -60,11 +66,100 @@ class AppendTarget(Generic[HeadT]):
     """What differs between the kinds of stream an append goes to."""
 
     kind: str  # "run" | "worker": with the subject id, the global lock order
-    lock: LockHead[HeadT]  # lock the head row; (head, commit clock, recorded keys)
+    lock: LockHeads[HeadT]  # lock head rows in id order; (commit clock, {id: (head, keys)})
     plan: PlanAppend[HeadT]
-    head_write: Callable[[HeadT], HeadWrite]
+    heads_write: Callable[[Sequence[HeadT]], HeadsWrite]
     routing_key: Callable[[str], str]  # of the head's org
     not_found: Callable[[str], DomainError]  # of the subject id
+
+
+class KeyedRequest:
+    """The idempotency keys of a request and its hash (computed only if keyed)."""
+
+    def __init__(self, inputs: Sequence[EventInput]) -> None:
+        self.keys = request_keys(inputs)
+        self.hash = request_hash(inputs) if self.keys else ""
+
+
+@dataclass(eq=False)
+class Append:
+    """One append request to one stream."""
+
+    subject_id: str
+    inputs: Sequence[EventInput]
+    expected_seq: int | None
+    authorize: Authorize
+    request: KeyedRequest = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.request = KeyedRequest(self.inputs)
+
+
+async def commit_appends(
+    conn: asyncpg.Connection,
+    target: AppendTarget[HeadT],
+    appends: Sequence[Append],
+    new_ids: Callable[[int], list[str]],
+) -> list[Outcome | DomainError]:
+    """Inside the caller's transaction: lock, plan and write appends to DISTINCT
+    streams of one kind; each append's outcome (receipt, replayed?) or refusal."""
+    now, locked = await target.lock(
+        conn,
+        [a.subject_id for a in appends],
+        [(a.subject_id, key) for a in appends for key in a.request.keys],
+    )
+    outcomes: list[Outcome | DomainError] = []
+    writes: list[StreamWrite] = []
+    heads: list[HeadT] = []
+    for append in appends:
+        found = locked.get(append.subject_id)
+        if found is None:
+            outcomes.append(target.not_found(append.subject_id))
+            continue
+        head, found_keys = found
+        try:
+            outcome = await _plan_one(conn, target, append, head, found_keys, now, new_ids)
+        except DomainError as exc:
+            outcomes.append(exc)
+            continue
+        if isinstance(outcome, AppendPlan):
+            writes.append(
+                StreamWrite(outcome.events, target.routing_key(head.org_id),
+                            append.request.keys, append.request.hash)
+            )
+            heads.append(outcome.head)
+            outcomes.append((outcome.receipt, False))
+        else:
+            outcomes.append((outcome, True))
+    if writes:
+        await event_sql.write_streams(conn, writes, now_ms=now, heads=target.heads_write(heads))
+    return outcomes
+
+
+async def _plan_one(
+    conn: asyncpg.Connection,
+    target: AppendTarget[HeadT],
+    append: Append,
+    head: HeadT,
+    found_keys: list[Any],
+    now: int,
+    new_ids: Callable[[int], list[str]],
+) -> AppendPlan[HeadT] | Receipt:
+    """Authorize, then the original receipt of a replay or the plan of a new append
+    (raises DomainError for a refusal)."""
+    append.authorize(head.org_id)
+    if found_keys:
+        records = await event_sql.key_records(conn, head.stream_id, found_keys)
+        original = replayed_receipt(append.request.keys, records, append.request.hash)
+        if original is not None:
+            return original
+    return target.plan(
+        head,
+        append.inputs,
+        expected_seq=append.expected_seq,
+        now_ms=now,
+        event_ids=new_ids(len(append.inputs)),
+    )
 
 
 async def retrying_key_race(attempt: Callable[[], Awaitable[T]]) -> T:
@@ -90,106 +185,36 @@ def allow_all(_: str) -> None:
     return None
 
 
-class KeyedRequest:
-    """The idempotency keys of a request and its hash (computed only if keyed)."""
-
-    def __init__(self, inputs: Sequence[EventInput]) -> None:
-        self.keys = request_keys(inputs)
-        self.hash = request_hash(inputs) if self.keys else ""
-
-
 async def persist_events(
     conn: asyncpg.Connection, plan: AppendPlan[H], routing_key: str, now_ms: int
 ) -> None:
     """Insert a new stream's first events and their outbox rows (the head row is
     inserted by the caller), and ring the relay at commit."""
-    await event_sql.write_batch(conn, plan.events, routing_key=routing_key, now_ms=now_ms)
-
-
-async def append_locked(
-    conn: asyncpg.Connection,
-    *,
-    stream_id: str,
-    request: KeyedRequest,
-    found_keys: Sequence[Any],
-    plan: Callable[[], AppendPlan[H]],
-    routing_key: str,
-    now_ms: int,
-    head_write: Callable[[H], HeadWrite],
-) -> tuple[Receipt, bool]:
-    """Inside the caller's transaction, with the head locked: (receipt, replayed?)."""
-    if found_keys:
-        found = await event_sql.key_records(conn, stream_id, found_keys)
-        original = replayed_receipt(request.keys, found, request.hash)
-        if original is not None:
-            return original, True
-    planned = plan()
-    await event_sql.write_batch(
-        conn,
-        planned.events,
-        routing_key=routing_key,
-        now_ms=now_ms,
-        head=head_write(planned.head),
-        keys=request.keys,
-        request_hash=request.hash,
-    )
-    return planned.receipt, False
+    await event_sql.write_streams(conn, [StreamWrite(plan.events, routing_key)], now_ms=now_ms)
 
 
 async def append_to_stream(
     pool: asyncpg.Pool,
     target: AppendTarget[HeadT],
-    subject_id: str,
-    inputs: Sequence[EventInput],
-    *,
-    expected_seq: int | None,
-    authorize: Authorize,
+    append: Append,
     new_ids: Callable[[int], list[str]],
-) -> tuple[Receipt, bool]:
-    """Append checked events to one stream and count the outcome; (receipt, replayed?)."""
+) -> Outcome:
+    """Append to one stream in a transaction of its own and count the outcome;
+    (receipt, replayed?). Raises the refusal as DomainError."""
 
-    async def attempt() -> tuple[Receipt, bool]:
-        request = KeyedRequest(inputs)
+    async def attempt() -> Outcome | DomainError:
         async with pool.acquire() as conn, conn.transaction():
-            locked = await target.lock(conn, subject_id, request.keys)
-            if locked is None:
-                raise target.not_found(subject_id)
-            head, now, found_keys = locked
-            authorize(head.org_id)
-            return await append_locked(
-                conn,
-                stream_id=head.stream_id,
-                request=request,
-                found_keys=found_keys,
-                plan=lambda: target.plan(
-                    head,
-                    inputs,
-                    expected_seq=expected_seq,
-                    now_ms=now,
-                    event_ids=new_ids(len(inputs)),
-                ),
-                routing_key=target.routing_key(head.org_id),
-                now_ms=now,
-                head_write=target.head_write,
-            )
+            (outcome,) = await commit_appends(conn, target, [append], new_ids)
+            return outcome
 
-    return await _counted(attempt, len(inputs))
-
-
-async def _counted(
-    attempt: Callable[[], Awaitable[tuple[Receipt, bool]]], events: int
-) -> tuple[Receipt, bool]:
-    """Run an append attempt (again if it lost a key race) and count its outcome."""
-    try:
-        outcome = await retrying_key_race(attempt)
-    except DomainError as exc:
-        count_outcome(exc, events)
-        raise
-    count_outcome(outcome, events)
+    outcome = await retrying_key_race(attempt)
+    count_outcome(outcome, len(append.inputs))
+    if isinstance(outcome, DomainError):
+        raise outcome
     return outcome
 
 
-def count_outcome(outcome: tuple[Receipt, bool] | DomainError, events: int) -> None:
+def count_outcome(outcome: Outcome | DomainError, events: int) -> None:
     """Count an append's outcome: its error code, or appended / replayed."""
     if isinstance(outcome, DomainError):
         metrics.APPENDS.labels(outcome.code).inc()

@@ -1,7 +1,8 @@
 """SQL over `events`, `idempotency_keys` and the outbox insert side.
 
-A batch of hundreds of events is written by one statement (`write_batch`):
-multi-row `INSERT ... SELECT FROM unnest(...)` into each table, in CTEs.
+The appends of a group (many streams, hundreds of events) are written by one
+statement (`write_streams`): multi-row `INSERT ... SELECT FROM unnest(...)`
+into each table, in CTEs.
 """
 
 from __future__ import annotations
@@ -24,35 +25,48 @@ _EVENT_COLUMNS = (
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
-# One statement writes a batch: its events, their outbox rows (in stream order,
-# so outbox ids follow seq), optionally the head update and the idempotency
-# keys, and the relay's doorbell (Postgres delivers NOTIFY at commit). Values
-# shared by the whole batch travel once, as scalars.
-_WRITE_HEAD = (
+# One statement writes the appends of a group (any number of streams): their
+# events, their outbox rows (in input order, so each stream's outbox ids follow
+# its seqs), the idempotency keys, optionally the heads' update, and the relay's
+# doorbell (Postgres delivers NOTIFY at commit).
+_WRITE = (
     "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], "
-    "$5::text[], $6::bytea[]) WITH ORDINALITY "
-    "AS t(event_id, type, payload_json, idempotency_key, chain_hash, body, n)), "
+    "$5::text[], $6::bytea[], $7::text[], $8::bigint[], $9::text[], $10::smallint[], "
+    "$11::text[], $12::bigint[], $13::text[]) WITH ORDINALITY "
+    "AS t(event_id, type, payload_json, idempotency_key, chain_hash, body, stream_id, "
+    "stream_seq, org_id, stream_kind, subject_id, occurred_at_ms, routing_key, n)), "
     f"e AS (INSERT INTO events ({_EVENT_COLUMNS}) "
-    "SELECT $7, $8::bigint + n - 1, event_id, $9, $10::smallint, $11, type, payload_json, "
-    "idempotency_key, $12::bigint, chain_hash FROM input), "
+    "SELECT stream_id, stream_seq, event_id, org_id, stream_kind, subject_id, type, "
+    "payload_json, idempotency_key, occurred_at_ms, chain_hash FROM input), "
     "o AS (INSERT INTO outbox (event_id, routing_key, body, created_at_ms) "
-    "SELECT event_id, $13, body, $14::bigint FROM input ORDER BY n), "
+    "SELECT event_id, routing_key, body, $14::bigint FROM input ORDER BY n), "
     "k AS (INSERT INTO idempotency_keys "
     "(stream_id, key, request_hash, first_seq, last_seq, created_at_ms) "
-    "SELECT $7, key, $15, $8::bigint, $16::bigint, $14::bigint FROM unnest($17::text[]) AS key)"
+    "SELECT stream_id, key, request_hash, first_seq, last_seq, $14::bigint "
+    "FROM unnest($15::text[], $16::text[], $17::text[], $18::bigint[], $19::bigint[]) "
+    "AS k(stream_id, key, request_hash, first_seq, last_seq))"
 )
 _WRITE_TAIL = f" SELECT pg_notify('{OUTBOX_CHANNEL}', '')"
-HEAD_ARGS_FROM = 18
-"""Parameter number of the first argument of a head-update CTE (`$18`); the
-stream's subject id (run_id / worker_id) is `$11`."""
+HEAD_ARGS_FROM = 20
+"""Parameter number of the first argument of a heads-update CTE (`$20`)."""
 
 
 @dataclass(frozen=True)
-class HeadWrite:
-    """A CTE `h AS (UPDATE ...)` advancing the stream's head, and its arguments."""
+class HeadsWrite:
+    """A CTE `h AS (UPDATE ...)` advancing locked streams' heads, and its arguments."""
 
     cte: str
     args: tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class StreamWrite:
+    """One append's events (one stream) with what the log records beside them."""
+
+    events: Sequence[RuntimeEvent]
+    routing_key: str
+    keys: Sequence[str] = ()
+    request_hash: str = ""
 
 
 _SQL_CACHE: dict[str, str] = {}
@@ -61,45 +75,44 @@ _SQL_CACHE: dict[str, str] = {}
 def _write_sql(head_cte: str) -> str:
     sql = _SQL_CACHE.get(head_cte)
     if sql is None:
-        sql = _WRITE_HEAD + (f", {head_cte}" if head_cte else "") + _WRITE_TAIL
+        sql = _WRITE + (f", {head_cte}" if head_cte else "") + _WRITE_TAIL
         _SQL_CACHE[head_cte] = sql
     return sql
 
 
-async def write_batch(
+async def write_streams(
     conn: asyncpg.Connection,
-    events: Sequence[RuntimeEvent],
+    writes: Sequence[StreamWrite],
     *,
-    routing_key: str,
     now_ms: int,
-    head: HeadWrite | None = None,
-    keys: Sequence[str] = (),
-    request_hash: str = "",
+    heads: HeadsWrite | None = None,
 ) -> None:
-    """Write one batch of a stream (events share stream, org and commit time) with
-    its outbox rows, optionally its head update and idempotency keys, in ONE
-    statement."""
-    first = events[0]
+    """Write the events of several appends (distinct streams) with their outbox rows,
+    idempotency keys and optionally the heads' update, in ONE statement."""
+    events = [event for write in writes for event in write.events]
+    keyed = [(w, key) for w in writes if w.keys for key in w.keys]
     await conn.execute(
-        _write_sql(head.cte if head else ""),
+        _write_sql(heads.cte if heads else ""),
         [e.event_id for e in events],  # asyncpg encodes uuid from its text form
         [e.type for e in events],
         [e.payload_json for e in events],
         [e.idempotency_key or None for e in events],
         [e.chain_hash for e in events],
         [e.SerializeToString() for e in events],
-        first.stream_id,
-        first.stream_seq,
-        first.org_id,
-        int(first.stream_kind),
-        first.subject_id,
-        first.occurred_at_ms,
-        routing_key,
+        [e.stream_id for e in events],
+        [e.stream_seq for e in events],
+        [e.org_id for e in events],
+        [int(e.stream_kind) for e in events],
+        [e.subject_id for e in events],
+        [e.occurred_at_ms for e in events],
+        [w.routing_key for w in writes for _ in w.events],
         now_ms,
-        request_hash,
-        events[-1].stream_seq,
-        list(keys),
-        *(head.args if head else ()),
+        [w.events[0].stream_id for w, _ in keyed],
+        [key for _, key in keyed],
+        [w.request_hash for w, _ in keyed],
+        [w.events[0].stream_seq for w, _ in keyed],
+        [w.events[-1].stream_seq for w, _ in keyed],
+        *(heads.args if heads else ()),
     )
 
 
@@ -135,13 +148,15 @@ async def read_events(
     return [_event(row) for row in rows]
 
 
-def found_keys_sql(stream_id_sql: str, keys_param: str) -> str:
-    """A select-list item `found_keys`: the recorded idempotency keys of the stream
-    among `keys_param`, as records (key, request_hash, receipt, first_seq, last_seq)."""
+def found_keys_sql(stream_id_sql: str, subject_sql: str) -> str:
+    """A select-list item `found_keys` of a locked head row: the recorded
+    idempotency keys of its stream among the requested (subject, key) pairs
+    `$2`/`$3`, as records (key, request_hash, receipt, first_seq, last_seq)."""
     return (
-        "ARRAY(SELECT ROW(key, request_hash, receipt, first_seq, last_seq) "
-        f"FROM idempotency_keys WHERE stream_id = {stream_id_sql} "
-        f"AND key = ANY({keys_param}::text[])) AS found_keys"
+        "ARRAY(SELECT ROW(i.key, i.request_hash, i.receipt, i.first_seq, i.last_seq) "
+        "FROM unnest($2::text[], $3::text[]) AS q(subject, key) "
+        "JOIN idempotency_keys AS i ON i.key = q.key "
+        f"WHERE q.subject = {subject_sql} AND i.stream_id = {stream_id_sql}) AS found_keys"
     )
 
 

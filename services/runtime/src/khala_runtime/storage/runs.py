@@ -9,7 +9,7 @@ import asyncpg
 
 from khala_runtime.domain.model import RunHead
 from khala_runtime.domain.run_state import RunStatus
-from khala_runtime.storage.events import HEAD_ARGS_FROM, HeadWrite, found_keys_sql
+from khala_runtime.storage.events import HEAD_ARGS_FROM, HeadsWrite, found_keys_sql
 
 NOW_MS_SQL = "(extract(epoch from now()) * 1000)::bigint"
 _COLUMNS = (
@@ -17,7 +17,12 @@ _COLUMNS = (
 )
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
-_FOUND_KEYS = found_keys_sql("'run:' || $1", "$2")
+_LOCK = (
+    f"SELECT {_COLUMNS}, {NOW_MS_SQL} AS now_ms, "
+    + found_keys_sql("'run:' || runs.run_id", "runs.run_id")
+    + " "
+    "FROM runs WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
+)
 
 
 def _head(row: Any) -> RunHead:
@@ -56,18 +61,21 @@ async def insert_run(conn: asyncpg.Connection, head: RunHead) -> bool:
     return bool(inserted)
 
 
-async def lock_run(
-    conn: asyncpg.Connection, run_id: str, keys: Sequence[str]
-) -> tuple[RunHead, int, list[Any]] | None:
-    """Lock a run's row for this transaction; its head, the commit clock and the
-    recorded idempotency keys among `keys` (as of the statement's snapshot)."""
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS}, {NOW_MS_SQL} AS now_ms, "
-        f"{_FOUND_KEYS} FROM runs WHERE run_id = $1 FOR UPDATE",
-        run_id,
-        list(keys),
+async def lock_runs(
+    conn: asyncpg.Connection, run_ids: Sequence[str], keys: Sequence[tuple[str, str]]
+) -> tuple[int, dict[str, tuple[RunHead, list[Any]]]]:
+    """Lock the head rows of `run_ids` for this transaction, in id order (the
+    global lock order); the commit clock, and per found run its head and the
+    recorded idempotency keys among the requested (id, key) pairs `keys` (as of
+    the statement's snapshot)."""
+    rows = await conn.fetch(
+        _LOCK,
+        list(run_ids),
+        [subject for subject, _ in keys],
+        [key for _, key in keys],
     )
-    return None if row is None else (_head(row), row["now_ms"], row["found_keys"])
+    now = rows[0]["now_ms"] if rows else await now_ms(conn)
+    return now, {row["run_id"]: (_head(row), row["found_keys"]) for row in rows}
 
 
 async def get_run(db: Executor, run_id: str) -> RunHead | None:
@@ -76,13 +84,22 @@ async def get_run(db: Executor, run_id: str) -> RunHead | None:
     return None if row is None else _head(row)
 
 
-def head_write(head: RunHead) -> HeadWrite:
-    """The CTE that advances a locked run's head within `write_batch`."""
+def heads_write(heads: Sequence[RunHead]) -> HeadsWrite:
+    """The CTE that advances locked runs' heads within `write_streams`."""
     n = HEAD_ARGS_FROM
-    return HeadWrite(
-        f"h AS (UPDATE runs SET status = ${n}, last_seq = ${n + 1}::bigint, "
-        f"chain_hash = ${n + 2}, updated_at_ms = ${n + 3}::bigint WHERE run_id = $11)",
-        (head.status.value, head.last_seq, head.chain_hash, head.updated_at_ms),
+    return HeadsWrite(
+        f"h AS (UPDATE runs AS r SET status = u.status, last_seq = u.last_seq, "
+        f"chain_hash = u.chain_hash, updated_at_ms = u.updated_at_ms "
+        f"FROM unnest(${n}::text[], ${n + 1}::text[], ${n + 2}::bigint[], ${n + 3}::text[], "
+        f"${n + 4}::bigint[]) AS u(run_id, status, last_seq, chain_hash, updated_at_ms) "
+        "WHERE r.run_id = u.run_id)",
+        (
+            [h.run_id for h in heads],
+            [h.status.value for h in heads],
+            [h.last_seq for h in heads],
+            [h.chain_hash for h in heads],
+            [h.updated_at_ms for h in heads],
+        ),
     )
 
 

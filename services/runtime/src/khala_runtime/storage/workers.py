@@ -9,8 +9,8 @@ import asyncpg
 
 from khala_runtime.domain.model import WorkerHead
 from khala_runtime.domain.worker_state import WorkerStatus
-from khala_runtime.storage.events import HEAD_ARGS_FROM, HeadWrite, found_keys_sql
-from khala_runtime.storage.runs import NOW_MS_SQL
+from khala_runtime.storage.events import HEAD_ARGS_FROM, HeadsWrite, found_keys_sql
+from khala_runtime.storage.runs import NOW_MS_SQL, now_ms
 
 _COLUMNS = (
     "worker_id, org_id, status, last_seq, chain_hash, last_heartbeat_at_ms, "
@@ -18,7 +18,12 @@ _COLUMNS = (
 )
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
-_FOUND_KEYS = found_keys_sql("'worker:' || $1", "$2")
+_LOCK = (
+    f"SELECT {_COLUMNS}, {NOW_MS_SQL} AS now_ms, "
+    + found_keys_sql("'worker:' || workers.worker_id", "workers.worker_id")
+    + " "
+    "FROM workers WHERE worker_id = ANY($1::text[]) ORDER BY worker_id FOR UPDATE"
+)
 
 
 def _head(row: Any) -> WorkerHead:
@@ -51,19 +56,21 @@ async def insert_worker(conn: asyncpg.Connection, head: WorkerHead) -> bool:
     return bool(inserted)
 
 
-async def lock_worker(
-    conn: asyncpg.Connection, worker_id: str, keys: Sequence[str]
-) -> tuple[WorkerHead, int, list[Any]] | None:
-    """Lock a worker's row for this transaction; its head, the commit clock and the
-    recorded idempotency keys among `keys` (as of the statement's snapshot)."""
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS}, {NOW_MS_SQL} AS now_ms, "
-        f"{_FOUND_KEYS} FROM workers WHERE worker_id = $1 "
-        "FOR UPDATE",
-        worker_id,
-        list(keys),
+async def lock_workers(
+    conn: asyncpg.Connection, worker_ids: Sequence[str], keys: Sequence[tuple[str, str]]
+) -> tuple[int, dict[str, tuple[WorkerHead, list[Any]]]]:
+    """Lock the head rows of `worker_ids` for this transaction, in id order (the
+    global lock order); the commit clock, and per found worker its head and the
+    recorded idempotency keys among the requested (id, key) pairs `keys` (as of
+    the statement's snapshot)."""
+    rows = await conn.fetch(
+        _LOCK,
+        list(worker_ids),
+        [subject for subject, _ in keys],
+        [key for _, key in keys],
     )
-    return None if row is None else (_head(row), row["now_ms"], row["found_keys"])
+    now = rows[0]["now_ms"] if rows else await now_ms(conn)
+    return now, {row["worker_id"]: (_head(row), row["found_keys"]) for row in rows}
 
 
 async def get_worker(db: Executor, worker_id: str) -> tuple[WorkerHead, int] | None:
@@ -75,15 +82,25 @@ async def get_worker(db: Executor, worker_id: str) -> tuple[WorkerHead, int] | N
     return None if row is None else (_head(row), row["now_ms"])
 
 
-def head_write(head: WorkerHead) -> HeadWrite:
-    """The CTE that advances a locked worker's head within `write_batch`."""
+def heads_write(heads: Sequence[WorkerHead]) -> HeadsWrite:
+    """The CTE that advances locked workers' heads within `write_streams`."""
     n = HEAD_ARGS_FROM
-    return HeadWrite(
-        f"h AS (UPDATE workers SET status = ${n}, last_seq = ${n + 1}::bigint, "
-        f"chain_hash = ${n + 2}, updated_at_ms = ${n + 3}::bigint, "
-        f"last_heartbeat_at_ms = ${n + 4}::bigint WHERE worker_id = $11)",
-        (head.status.value, head.last_seq, head.chain_hash, head.updated_at_ms,
-         head.last_heartbeat_at_ms),
+    return HeadsWrite(
+        f"h AS (UPDATE workers AS w SET status = u.status, last_seq = u.last_seq, "
+        f"chain_hash = u.chain_hash, updated_at_ms = u.updated_at_ms, "
+        f"last_heartbeat_at_ms = u.last_heartbeat_at_ms "
+        f"FROM unnest(${n}::text[], ${n + 1}::text[], ${n + 2}::bigint[], ${n + 3}::text[], "
+        f"${n + 4}::bigint[], ${n + 5}::bigint[]) "
+        "AS u(worker_id, status, last_seq, chain_hash, updated_at_ms, last_heartbeat_at_ms) "
+        "WHERE w.worker_id = u.worker_id)",
+        (
+            [h.worker_id for h in heads],
+            [h.status.value for h in heads],
+            [h.last_seq for h in heads],
+            [h.chain_hash for h in heads],
+            [h.updated_at_ms for h in heads],
+            [h.last_heartbeat_at_ms for h in heads],
+        ),
     )
 
 
