@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Tests use the machine's servers when reachable, else testcontainers (Docker).
 TEST_ENV = source scripts/test-env.sh &&
 
-.PHONY: help install proto proto-check lint typecheck deploy-check drill-rebuild drill-backup-restore drill-rollback test-chaos test-fuzz bench bench-full bench-pipeline bench-readme test-web test-ts test test-unit test-integration test-e2e run demo clean
+.PHONY: help install proto proto-check lint typecheck deploy-check drill-rebuild drill-backup-restore drill-rollback drill-canary test-chaos test-fuzz bench bench-full bench-pipeline bench-readme test-web test-ts test test-unit test-integration test-e2e run demo clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ drill-backup-restore: install ## Drill: pg_dump/pg_restore; clients resume or ge
 
 drill-rollback: install ## Drill: SIGTERM + restart gateway and projector under traffic; nothing lost; migrate is idempotent
 	$(RUN) python scripts/drills/drill_rollback.py
+
+drill-canary: install ## Drill: a gateway canary of the previous version (git worktree) beside HEAD; clients move between them, nothing lost
+	$(RUN) python scripts/drills/drill_canary.py
 
 run: install ## Start Postgres/RabbitMQ checks, migrate, run all four services (Ctrl-C stops)
 	$(RUN) python scripts/stack.py run
