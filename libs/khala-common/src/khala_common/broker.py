@@ -67,7 +67,10 @@ class Broker:
 
     @property
     def is_connected(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed
+        """Connected right now. A robust connection that lost the broker is not
+        `is_closed` while it reconnects; its `connected` event is what tells."""
+        connection = self._connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
 
     async def declare_exchanges(self) -> None:
         """Declare the three durable topic exchanges of DESIGN §9."""
