@@ -114,6 +114,7 @@ export class KhalaClient {
   private requestSeq = 0;
   private retryAfterMs = 0;
   private running: Promise<void> | undefined;
+  private welcomed = false;
 
   constructor(options: KhalaClientOptions) {
     this.options = options;
@@ -148,6 +149,34 @@ export class KhalaClient {
       current = this.queue;
       await current;
     } while (current !== this.queue);
+  }
+
+  /** Follow more topics: subscribed now on the open socket, and on every reconnect. */
+  async follow(topics: string[]): Promise<void> {
+    const stored = await this.store.load();
+    const added = topics.filter((topic) => !this.trackers.has(topic));
+    for (const topic of added) this.trackers.set(topic, new TopicTracker(stored.get(topic)));
+    if (this.welcomed) this.subscribe(added);
+  }
+
+  /** Stop following topics; with `forget`, their stored cursors are dropped too. */
+  async unfollow(topics: string[], options: { forget?: boolean } = {}): Promise<void> {
+    const removed = topics.filter((topic) => this.trackers.delete(topic));
+    if (removed.length === 0) return;
+    if (this.welcomed) {
+      this.requestSeq += 1;
+      this.send(clientMessage({ body: { case: "unsubscribe", value: { requestId: `unsub-${this.requestSeq}`, topics: removed } } }));
+    }
+    if (options.forget) for (const topic of removed) await this.store.save(topic, undefined);
+  }
+
+  /** Mint a new sync token now and swap it in on the open socket (e.g. after joining an org). */
+  async refreshToken(): Promise<void> {
+    const token = await this.mint();
+    if (this.welcomed) {
+      this.send(clientMessage({ body: { case: "refreshAuth", value: { token: token.token } } }));
+      this.scheduleRefresh();
+    }
   }
 
   /** The cursor a topic would resume from now. */
@@ -221,6 +250,7 @@ export class KhalaClient {
       const end = (closeCode: number, reason: string) => {
         if (ended) return;
         ended = true;
+        this.welcomed = false;
         clearTimeout(watchdog);
         clearTimeout(this.refreshTimer);
         if (closeCode === 4001) this.forceToken = true;
@@ -315,6 +345,7 @@ export class KhalaClient {
     switch (body.case) {
       case "welcome":
         this.welcome = body.value;
+        this.welcomed = true;
         await this.emit({ type: "connected", welcome: body.value });
         this.scheduleRefresh();
         this.subscribe([...this.trackers.keys()]);

@@ -3,6 +3,7 @@ export * from "./backoff.js";
 export * from "./client.js";
 export * from "./codec.js";
 export * from "./cursors.js";
+export * from "./payloads.js";
 export * from "./tracker.js";
 export * as frames from "./gen/openagents/sync/v1/frames_pb.js";
 export * as ws from "./gen/openagents/sync/v1/ws_pb.js";

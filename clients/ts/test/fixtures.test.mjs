@@ -8,7 +8,9 @@ import { fileURLToPath } from "node:url";
 import {
   JSON_SUBPROTOCOL,
   PROTO,
+  UnknownSchema,
   clientMessageFromJson,
+  decodePayload,
   decodeServerMessage,
   encodeClientMessage,
   serverMessageJson,
@@ -61,4 +63,14 @@ test("seqs beyond 2^53 stay exact (bigint)", () => {
 test("the max-size fixture is exactly max_frame_bytes on the JSON subprotocol", () => {
   const entry = manifest.fixtures.find((f) => f.name === "frame_max_size");
   assert.equal(Buffer.byteLength(forms(entry).text), manifest.max_frame_bytes);
+});
+
+test("payloads decode by schema_version", () => {
+  const frame = (name) => decodeServerMessage(forms(manifest.fixtures.find((f) => f.name === name)).bin).body.value;
+  assert.equal(decodePayload(frame("frame_doc_upsert")).runId, "run_01");
+  assert.equal(decodePayload(frame("frame_event")).type, "run.output");
+  assert.equal(decodePayload(frame("frame_doc_delete")), undefined);
+  const unknown = frame("frame_event");
+  unknown.schemaVersion = "openagents.codex.v1.Future@9";
+  assert.throws(() => decodePayload(unknown), UnknownSchema);
 });

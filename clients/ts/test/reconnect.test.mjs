@@ -100,3 +100,26 @@ test("a socket silent for 2 heartbeat intervals is dropped and reconnected", asy
     await c.stop();
   }
 });
+
+test("follow and unfollow topics on the open socket", async () => {
+  FakeSocket.instances = [];
+  const updates = [];
+  const c = client(updates);
+  try {
+    await c.start();
+    const socket = () => FakeSocket.instances[0];
+    await until(() => socket()?.sent.some((m) => m.body.case === "subscribe"), "the first Subscribe");
+    await c.follow(["org.a.run.r2"]);
+    const subscribes = socket().sent.filter((m) => m.body.case === "subscribe");
+    assert.deepEqual(subscribes.map((m) => m.body.value.cursors.map((x) => x.topic)), [["org.a.run.r1"], ["org.a.run.r2"]]);
+    await c.unfollow(["org.a.run.r1"], { forget: true });
+    const last = socket().sent.at(-1);
+    assert.equal(last.body.case, "unsubscribe");
+    assert.deepEqual(last.body.value.topics, ["org.a.run.r1"]);
+    assert.equal(c.cursor("org.a.run.r1"), undefined);
+    await c.refreshToken();
+    assert.equal(socket().sent.at(-1).body.case, "refreshAuth");
+  } finally {
+    await c.stop();
+  }
+});
