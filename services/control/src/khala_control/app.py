@@ -232,7 +232,8 @@ class ControlApp:
         self.grpc_port = grpc_server.port
 
         self.readiness.add("postgres", lambda: check_pool(pool))
-        self.readiness.add("broker", lambda: _check_broker(broker))
+        # No broker check: control serves sign-in, sessions and tokens without
+        # RabbitMQ; revocations wait in Postgres for the relay (RevocationRelay).
         app = build_http_app(
             self.readiness,
             sessions=sessions,
@@ -274,10 +275,6 @@ def control_signer(settings: Settings, pool: asyncpg.Pool, cipher: MultiFernet) 
         return FileKeyRing(settings.signing_key_file, refresh_s=settings.signing_key_refresh_s)
     return KeyRing(pool, CONTROL_KEYS, cipher, refresh_s=settings.signing_key_refresh_s)
 
-
-async def _check_broker(broker: Broker) -> None:
-    if not broker.is_connected:
-        raise ConnectionError("broker connection is closed")
 
 
 class KeyFileInUse(Exception):

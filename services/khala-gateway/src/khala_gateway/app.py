@@ -160,7 +160,9 @@ class Gateway:
                 asyncio.create_task(hub.run_housekeeping(), name="housekeeping"),
             ]
             self.readiness.add("postgres", lambda: check_pool(pool))
-            self.readiness.add("broker", lambda: _check_broker(broker))
+            # No broker check: without RabbitMQ the gateway still replays from Postgres
+            # and its head poll delivers new frames (slower); a broker blip must not
+            # take every gateway out of the load balancer.
             # ready on cached keys while control is down (JwksCache.ready)
             self.readiness.add("jwks", jwks.ready)
             self.readiness.add("revocations", sync.check)
@@ -186,11 +188,6 @@ class Gateway:
             await broker.close()
             await sync.close()
             await pool.close()
-
-
-async def _check_broker(broker: Broker) -> None:
-    if not broker.is_connected:
-        raise RuntimeError("not connected")
 
 
 class GatewayServer:
