@@ -89,8 +89,9 @@ class Stack:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.ports['gateway'][0]}/v1/ws"
 
-    def env(self) -> dict[str, str]:
-        """The environment every service process gets."""
+    def env(self, process: str = "") -> dict[str, str]:
+        """The environment every service process gets (`process`: a replica's name,
+        whose own ports replace its service's)."""
         env = dict(os.environ)
         env.update(
             {
@@ -108,14 +109,28 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        for name, (http_port, grpc_port) in self.ports.items():
-            env[f"KHALA_{name.upper()}_HTTP_PORT"] = str(http_port)
-            env[f"KHALA_{name.upper()}_GRPC_PORT"] = str(grpc_port)
+        for name in (*SERVICES, process):
+            if name in self.ports:
+                http_port, grpc_port = self.ports[name]
+                service = _service_of(name).upper()
+                env[f"KHALA_{service}_HTTP_PORT"] = str(http_port)
+                env[f"KHALA_{service}_GRPC_PORT"] = str(grpc_port)
         env.update(self.extra_env)
         return env
 
-    def _module(self, service: str) -> str:
-        return f"khala_{service}"
+    def _module(self, process: str) -> str:
+        return f"khala_{_service_of(process)}"
+
+    def add_replica(self, service: str) -> str:
+        """Start one more process of `service` on free ports; its name (`<service>-<n>`)."""
+        index = 2
+        while f"{service}-{index}" in self.ports:
+            index += 1
+        name = f"{service}-{index}"
+        self.ports[name] = (free_port(), free_port())
+        self.start(name)
+        self.wait_ready(name)
+        return name
 
     def migrate(self) -> None:
         """Apply every service's migrations (fails loudly)."""
@@ -133,7 +148,7 @@ class Stack:
         log = open(self.log_dir / f"{service}.log", "ab")
         self.procs[service] = subprocess.Popen(
             [sys.executable, "-m", self._module(service), "serve"],
-            env=self.env(),
+            env=self.env(service),
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -185,12 +200,19 @@ class Stack:
         self.wait_ready(service)
 
     def stop_all(self) -> None:
-        """SIGTERM every service (gateway first), SIGKILL what does not exit."""
+        """SIGTERM every process (replicas and gateway first), SIGKILL what does not exit."""
+        for name in [n for n in self.procs if n not in SERVICES]:
+            self.kill(name, signal.SIGTERM)
         for service in reversed(SERVICES):
             self.kill(service, signal.SIGTERM)
 
     def exited(self) -> Mapping[str, int]:
         return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+
+
+def _service_of(process: str) -> str:
+    """The service a process runs: `projector-2` runs `projector`."""
+    return process.split("-", 1)[0]
 
 
 def ensure_database(url: str) -> None:
