@@ -1,4 +1,5 @@
 /** @khala/client: the Khala TypeScript SDK. See docs/clients.md. */
+export * from "./api.js";
 export * from "./backoff.js";
 export * from "./client.js";
 export * from "./codec.js";

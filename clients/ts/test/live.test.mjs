@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 
-import { FileCursorStore, JSON_SUBPROTOCOL, KhalaClient, MemoryCursorStore, PROTO, events } from "../dist/index.js";
+import { ApiError, FileCursorStore, JSON_SUBPROTOCOL, KhalaApi, KhalaClient, MemoryCursorStore, PROTO, decodePayload, events } from "../dist/index.js";
 import { fromBinary } from "@bufbuild/protobuf";
 import { LIVE, signIn, until } from "./live_support.mjs";
 
@@ -119,4 +119,34 @@ test("RefreshAuth before expiry keeps the same socket", { skip }, async () => {
   }
   assert.equal(client.connections, 1);
   assert.ok(!rec.seen.updates.some((u) => u.type === "error"), JSON.stringify(rec.seen.updates.filter((u) => u.type === "error")));
+});
+
+test("KhalaApi: a worker's events live and by HTTP backfill; an oversize event is 413 frame_too_large", { skip }, async () => {
+  const api = new KhalaApi({ controlUrl: LIVE.control, runtimeUrl: LIVE.runtime });
+  const t = tag();
+  await api.signInDev(`ts-api-${t}@example.com`, "TS API", `dev-${t}`);
+  const org = `tsapi-${t}`;
+  await api.createOrg(org, org);
+  const workerId = `w-${t}`;
+  await api.createWorker(org, workerId);
+  const topic = `org.${org}.worker.${workerId}`;
+  const rec = recorder();
+  const client = new KhalaClient({ WebSocket, url: LIVE.gateway, topics: [topic], token: api.tokenSource([topic]), onUpdate: rec.onUpdate });
+  try {
+    await client.start();
+    await api.workerEvents(workerId, [{ type: "worker.started" }, { type: "worker.event", payload: { n: 1 } }]);
+    await until(() => (rec.seen.frames.get(topic) ?? []).length >= 3, 20_000, "the worker's frames");
+  } finally {
+    await client.stop();
+  }
+  assert.deepEqual(rec.seen.frames.get(topic), range(1, 3));
+  const third = rec.seen.updates.find((u) => u.type === "frame" && u.frame.seq === 3n);
+  assert.equal(decodePayload(third.frame).type, "worker.event");
+  const page = await api.readWorkerEvents(workerId, 1, 10);
+  assert.deepEqual(page.events.map((e) => e.stream_seq), [2, 3]);
+  await assert.rejects(
+    api.workerEvents(workerId, [{ type: "worker.event", payload: { blob: "x".repeat(900_000) } }]),
+    (error) => error instanceof ApiError && error.status === 413 && error.code === "frame_too_large",
+  );
+  assert.equal((await api.getWorker(workerId)).last_seq, 3); // nothing written
 });
