@@ -47,7 +47,7 @@ export type Update =
   | { type: "connected"; welcome: Welcome }
   | { type: "subscribed"; topic: string; epoch: string; headSeq: bigint; resumed: boolean }
   | { type: "snapshot_begin"; topic: string; epoch: string; asOfSeq: bigint }
-  | { type: "frame"; topic: string; frame: KhalaFrame }
+  | { type: "frame"; topic: string; frame: KhalaFrame; inSnapshot: boolean }
   | { type: "snapshot_end"; topic: string; asOfSeq: bigint }
   | { type: "live"; topic: string; seq: bigint }
   | { type: "reset"; topic: string; reason: string }
@@ -98,7 +98,8 @@ export function isDocTopic(topic: string): boolean {
 export class KhalaClient {
   readonly trackers = new Map<string, TopicTracker>();
   welcome: Welcome | undefined;
-  connections = 0;
+  /** Sockets opened, frames dropped as duplicates, gaps healed by resubscribing. */
+  readonly stats = { connections: 0, duplicates: 0, gaps: 0 };
   private readonly options: KhalaClientOptions;
   private readonly store: CursorStore;
   private readonly protocol: Subprotocol;
@@ -121,6 +122,11 @@ export class KhalaClient {
     this.store = options.store ?? new MemoryCursorStore();
     this.protocol = options.protocol ?? PROTO;
     this.now = options.now ?? Date.now;
+  }
+
+  /** Sockets opened so far. */
+  get connections(): number {
+    return this.stats.connections;
   }
 
   /** Load the stored cursors and connect; returns at once (updates go to `onUpdate`). */
@@ -270,7 +276,7 @@ export class KhalaClient {
         }, 2 * interval);
       };
       ws.onopen = () => {
-        this.connections += 1;
+        this.stats.connections += 1;
         this.send(
           clientMessage({
             body: {
@@ -405,10 +411,13 @@ export class KhalaClient {
     if (!tracker) return;
     const verdict = tracker.judge(frame.epoch, frame.seq);
     if (verdict === "apply") {
-      await this.emit({ type: "frame", topic: frame.topic, frame });
+      await this.emit({ type: "frame", topic: frame.topic, frame, inSnapshot: tracker.inSnapshot });
       tracker.applied(frame.seq);
       if (!tracker.inSnapshot) await this.store.save(frame.topic, tracker.cursor());
+    } else if (verdict === "duplicate") {
+      this.stats.duplicates += 1;
     } else if (verdict === "gap") {
+      this.stats.gaps += 1;
       // Never skip: resubscribe the topic from its cursor.
       tracker.active = false;
       this.requestSeq += 1;

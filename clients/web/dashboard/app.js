@@ -2,7 +2,8 @@
 // (heartbeat state, projection in_sync/lagging) and runs (status), and follow
 // one run's live event log.
 //
-// Live data comes only over the WebSocket (khala-client.js, JSON subprotocol):
+// Live data comes only over the WebSocket (the TypeScript SDK, clients/ts, bundled
+// as lib/khala-sdk.js; JSON subprotocol):
 // the runs and workers documents and the run's events. Runtime's HTTP API adds
 // what documents do not carry: the projection status of each run and worker
 // and the heartbeat staleness threshold; it is re-read when a document changes
@@ -10,7 +11,7 @@
 // reconnect resumes exactly (no line lost or repeated) and a page reload
 // starts from a snapshot.
 
-import { KhalaClient, MemoryCursorStore } from "./lib/khala-client.js";
+import { JSON_SUBPROTOCOL, KhalaClient, MemoryCursorStore, SCHEMAS, decodePayload, toPlain } from "./lib/khala-sdk.js";
 import { Api, loadConfig } from "./api.js";
 import { el, heartbeatBadge, projectionBadge, statusBadge, timeAgo } from "./render.js";
 
@@ -140,16 +141,13 @@ function startClient() {
   if (client) return;
   client = new KhalaClient({
     url: config.gateway,
-    getToken: () => api.syncToken(),
+    topics: [],
+    token: () => api.syncToken(),
     store: new MemoryCursorStore(),
+    protocol: JSON_SUBPROTOCOL,
     clientName: "khala-dashboard",
     clientVersion: config.clientVersion,
     onUpdate,
-    onStopped: (error) => {
-      setConn("stopped", "stopped");
-      if (error.code === "reauth_required") signedOut("The session was revoked; sign in again.");
-      else showError(error);
-    },
   });
   window.khalaClient = client; // for operators poking around in devtools (and the e2e test)
   client.start();
@@ -160,7 +158,24 @@ function setConn(kind, text) {
   const badge = $("conn-state");
   badge.dataset.state = kind;
   badge.textContent = text;
-  $("conn-count").textContent = client ? client.stats.connections : 0;
+  $("conn-count").textContent = client ? client.connections : 0;
+}
+
+const utf8 = new TextDecoder();
+
+/** A frame's payload as a plain object (a RuntimeEvent also gets `payload`, its JSON). */
+function plainPayload(frame) {
+  const message = decodePayload(frame);
+  if (message === undefined) return null;
+  const plain = toPlain(SCHEMAS.get(frame.schemaVersion), message);
+  if (plain.payloadJson instanceof Uint8Array) {
+    try {
+      plain.payload = JSON.parse(utf8.decode(plain.payloadJson) || "{}");
+    } catch {
+      plain.payload = {};
+    }
+  }
+  return plain;
 }
 
 function onUpdate(update) {
@@ -169,32 +184,38 @@ function onUpdate(update) {
       setConn("connecting", "subscribing");
       break;
     case "live":
-      if (update.live) setConn("live", "live");
+      setConn("live", "live");
       break;
     case "disconnected":
-      if (update.retryInMs !== null) setConn("waiting", `reconnecting in ${(update.retryInMs / 1000).toFixed(1)}s`);
+      state.pending.clear(); // a snapshot cut off by the disconnect starts again
+      setConn("waiting", `reconnecting in ${(update.retryInMs / 1000).toFixed(1)}s`);
       $("conn-state").title = update.reason;
       break;
-    case "snapshotStarted":
+    case "stopped":
+      setConn("stopped", "stopped");
+      if (/^closed 4009/.test(update.reason)) signedOut("The session was revoked; sign in again.");
+      else showError(update.reason);
+      break;
+    case "snapshot_begin":
       state.pending.set(update.topic, new Map());
       break;
-    case "snapshotAborted":
-      state.pending.delete(update.topic);
-      break;
-    case "snapshotCompleted":
+    case "snapshot_end":
       swapSnapshot(update.topic);
       break;
     case "frame":
-      applyFrame(update);
+      applyFrame({
+        topic: update.topic,
+        payload: plainPayload(update.frame),
+        inSnapshot: update.inSnapshot,
+        seq: Number(update.frame.seq),
+        key: update.frame.key,
+      });
       break;
-    case "topicReset":
+    case "reset":
       resetTopic(update.topic);
       break;
-    case "topicFailed":
-      showError(`${update.topic}: ${update.code}: ${update.message}`);
-      break;
-    case "notice":
-      console.info("khala:", update.topic, update.message);
+    case "error":
+      if (update.topic && update.code !== "stale_cursor") showError(`${update.topic}: ${update.code}: ${update.message}`);
       break;
     default:
       break;
@@ -248,7 +269,7 @@ function selectOrg(orgId) {
   if (old && client) {
     const topics = [runsTopic(old), workersTopic(old)];
     if (state.selectedRun) topics.push(runTopic(old, state.selectedRun));
-    client.unsubscribe(topics, { forget: true });
+    client.unfollow(topics, { forget: true });
   }
   Object.assign(state, { org: orgId, selectedRun: "" });
   for (const map of [state.runs, state.workers, state.pending, state.runtimeRuns, state.runtimeWorkers]) map.clear();
@@ -261,7 +282,7 @@ function selectOrg(orgId) {
   const url = new URL(window.location.href);
   url.searchParams.set("org", orgId);
   window.history.replaceState(null, "", url);
-  client.subscribe([runsTopic(orgId), workersTopic(orgId)]);
+  client.follow([runsTopic(orgId), workersTopic(orgId)]);
   refreshStatus();
 }
 
@@ -340,13 +361,13 @@ function renderRuns() {
 
 function selectRun(runId) {
   if (runId === state.selectedRun) return;
-  if (state.selectedRun) client.unsubscribe([runTopic(state.org, state.selectedRun)], { forget: true });
+  if (state.selectedRun) client.unfollow([runTopic(state.org, state.selectedRun)], { forget: true });
   state.selectedRun = runId;
   clearLog();
   $("run-view").hidden = false;
   $("run-title").textContent = runId;
   renderRuns();
-  client.subscribe([runTopic(state.org, runId)]);
+  client.follow([runTopic(state.org, runId)]);
 }
 
 function clearLog() {
