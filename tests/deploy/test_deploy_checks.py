@@ -257,3 +257,156 @@ def test_dashboard_and_alerts_use_the_drift_counter_the_projector_exports() -> N
     dashboard = json.loads((ROOT / "deploy/monitoring/grafana/khala-overview.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
     assert "khala_projector_drift_incidents_total" in exprs and "drift_detected" not in exprs
+
+
+# ---------------------------------------------------------------- the older checks, broken once each
+
+
+def _root_user(docs: Docs) -> None:
+    find(docs, "Deployment", "khala-runtime")["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] = False
+
+
+def _token_mounted(docs: Docs) -> None:
+    find(docs, "Deployment", "khala-control")["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
+
+
+def _writable_root(docs: Docs) -> None:
+    c = find(docs, "Deployment", "khala-gateway")["spec"]["template"]["spec"]["containers"][0]
+    c["securityContext"]["readOnlyRootFilesystem"] = False
+
+
+def _no_limits(docs: Docs) -> None:
+    find(docs, "Deployment", "khala-projector")["spec"]["template"]["spec"]["containers"][0]["resources"].pop("limits")
+
+
+def _liveness_on_readyz(docs: Docs) -> None:
+    c = find(docs, "Deployment", "khala-runtime")["spec"]["template"]["spec"]["containers"][0]
+    c["livenessProbe"]["httpGet"]["path"] = "/readyz"
+
+
+def _short_grace(docs: Docs) -> None:
+    find(docs, "Deployment", "khala-gateway")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 20
+
+
+def _surge_down(docs: Docs) -> None:
+    find(docs, "Deployment", "khala-control")["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = 1
+
+
+def _no_pdb(docs: Docs) -> None:
+    docs.remove(find(docs, "PodDisruptionBudget", "khala-runtime"))
+
+
+def _no_service(docs: Docs) -> None:
+    docs.remove(next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "khala-projector"))
+
+
+def _no_default_deny(docs: Docs) -> None:
+    docs.remove(find(docs, "NetworkPolicy", "khala-default-deny"))
+
+
+def _no_gateway_policy(docs: Docs) -> None:
+    docs.remove(find(docs, "NetworkPolicy", "khala-gateway"))
+
+
+def _delivery_limit_drift(docs: Docs) -> None:
+    find(docs, "ConfigMap", "khala-projector-config")["data"]["KHALA_PROJECTOR_DELIVERY_LIMIT"] = "9"
+
+
+def _no_hpa(docs: Docs) -> None:
+    docs.remove(find(docs, "HorizontalPodAutoscaler", "khala-gateway"))
+
+
+OLDER = [
+    (_root_user, "khala-runtime pod runs as non-root"),
+    (_token_mounted, "khala-control does not mount a service account token"),
+    (_writable_root, "khala-gateway/gateway read-only root"),
+    (_no_limits, "khala-projector/projector has requests and limits"),
+    (_liveness_on_readyz, "khala-runtime readiness /readyz, liveness /healthz"),
+    (_short_grace, "khala-gateway grace 20s"),
+    (_surge_down, "khala-control rolls with maxUnavailable 0"),
+    (_no_pdb, "khala-runtime has a PodDisruptionBudget"),
+    (_no_service, "khala-projector has a Service"),
+    (_no_default_deny, "a default-deny NetworkPolicy"),
+    (_no_gateway_policy, "NetworkPolicy for khala-gateway"),
+    (_delivery_limit_drift, "KHALA_PROJECTOR_DELIVERY_LIMIT equals"),
+    (_no_hpa, "the gateway has an HPA"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "fragment"), OLDER, ids=[b[0].__name__.strip("_") for b in OLDER])
+def test_each_older_k8s_check_fails_on_its_defect(
+    rendered: dict[str, Docs], mutate: Callable[[Docs], None], fragment: str
+) -> None:
+    failures = broken(rendered["prod"], "prod", mutate)
+    assert failing(fragment), f"no failing check contains {fragment!r}; failures: {failures}"
+
+
+def test_dev_overlay_checks_one_replica_and_generated_secrets(rendered: dict[str, Docs]) -> None:
+    def mutate(docs: Docs) -> None:
+        find(docs, "Deployment", "khala-runtime")["spec"]["replicas"] = 2
+        docs.remove(find(docs, "Secret", "khala-bootstrap-secrets"))
+
+    broken(rendered["dev"], "dev", mutate)
+    assert failing("khala-runtime has one replica")
+    assert failing("Secret khala-bootstrap-secrets")
+
+
+@pytest.fixture
+def deploy_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of deploy/ the checks read instead of the real one."""
+    copy_root = tmp_path / "deploy"
+    shutil.copytree(ROOT / "deploy", copy_root, ignore=shutil.ignore_patterns("k8s"))
+    monkeypatch.setattr(checks, "DEPLOY", copy_root)
+    return copy_root
+
+
+def test_rabbitmq_checks_fail_on_a_widened_permission_and_a_classic_queue(deploy_copy: Path) -> None:
+    path = deploy_copy / "rabbitmq/definitions.json"
+    d = json.loads(path.read_text())
+    next(p for p in d["permissions"] if p["user"] == "khala-gateway")["write"] = ".*"
+    for q in d["queues"]:
+        if q["name"] == "khala.projector":
+            q["arguments"]["x-queue-type"] = "classic"
+    path.write_text(json.dumps(d))
+    checks.rabbitmq()
+    assert failing("khala-gateway may not write khala.fanout")
+    assert failing("khala.projector is quorum")
+
+
+def test_dockerfile_checks_fail_on_a_root_image(deploy_copy: Path) -> None:
+    path = deploy_copy / "docker/gateway.Dockerfile"
+    path.write_text(re.sub(r"^USER .*$", "USER root", path.read_text(), flags=re.M))
+    checks.dockerfiles()
+    assert failing("docker/gateway: final stage runs as a non-root user")
+    assert not failing("docker/control")
+
+
+def test_alert_checks_fail_on_a_missing_severity_and_a_dead_runbook_link(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bad = copy.deepcopy(checks._alert_groups())
+    rule = bad[0]["rules"][0]
+    rule["labels"].pop("severity")
+    rule["annotations"]["runbook_url"] = "docs/runbooks/projector-lag-and-drift.md#no-such-section"
+    monkeypatch.setattr(checks, "_alert_groups", lambda: bad)
+    checks.alerts(tmp_path / "dashboard-rules.yaml")
+    assert failing(f"{rule['alert']} has a severity")
+    assert failing(f"{rule['alert']} links an existing runbook section")
+
+
+def test_compose_checks_fail_on_a_superuser_service(tmp_path: Path) -> None:
+    compose = shutil.which("docker-compose") or str(ROOT / ".venv/bin/docker-compose")
+    out = subprocess.run([compose, "-f", str(ROOT / "deploy/compose.yaml"), "config", "--format", "json"],
+                         check=True, capture_output=True, text=True).stdout
+    cfg = json.loads(out)
+    path = tmp_path / "compose.json"
+    path.write_text(json.dumps(cfg))
+    checks.compose(path)
+    assert checks.failed == []
+    cfg["services"]["runtime"]["environment"]["KHALA_DATABASE_URL"] = "postgresql://postgres@postgres:5432/khala"
+    cfg["services"]["gateway"].pop("depends_on", None)
+    cfg["services"]["projector"]["depends_on"].pop("projector-migrate")
+    path.write_text(json.dumps(cfg))
+    checks.compose(path)
+    assert failing("compose: runtime connects to Postgres as khala_runtime")
+    assert failing("compose: projector starts after its migrations succeeded")
