@@ -37,12 +37,12 @@ class StaleOnce(ProjectionStore):
         super().__init__(pool)
         self._interloper = interloper
 
-    async def load(self, stream):
-        state = await super().load(stream)
+    async def load_many(self, streams):
+        states = await super().load_many(streams)
         if self._interloper is not None:
             interloper, self._interloper = self._interloper, None
             await interloper()
-        return state
+        return states
 
 
 async def test_a_moved_checkpoint_is_replanned_not_requeued(

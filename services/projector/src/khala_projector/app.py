@@ -110,6 +110,8 @@ async def _start(
     republished = await publisher.catch_up()
     log.info("republished frames above the publish cursor", frames=republished)
     services.publisher = publisher
+    # Runs after the consumer stopped (the stack unwinds in reverse).
+    stack.push_async_callback(_quietly, publisher.flush_cursor)
 
     store = ProjectionStore(pool, crash_in_commit=settings.test_crash_in_commit)
     if settings.test_crash_in_commit:
@@ -198,6 +200,14 @@ def _own(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None], name
     """Run `work` as a task that the exit stack cancels and awaits."""
     task = asyncio.create_task(work, name=f"khala-projector-{name}")
     stack.push_async_callback(_cancel, task)
+
+
+async def _quietly(step: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """A best-effort shutdown step (a failure is logged, not raised)."""
+    try:
+        await step()
+    except Exception as exc:
+        log.warning("shutdown step failed", step=getattr(step, "__name__", "?"), error=repr(exc))
 
 
 async def _require(condition: bool, message: str) -> None:

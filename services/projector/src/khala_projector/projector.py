@@ -24,6 +24,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from khala_common.logs import get_logger
@@ -43,6 +44,8 @@ from openagents.runtime.v1.events_pb2 import RuntimeEvent
 GAP_CHUNK_EVENTS = 500
 # Attempts of one batch whose commit finds the checkpoint moved by another writer.
 CHECKPOINT_RETRIES = 3
+# Streams whose committed state is remembered (a few hundred bytes each).
+STATE_CACHE_STREAMS = 50_000
 
 log = get_logger("projector")
 
@@ -70,6 +73,11 @@ class Projector:
         # one at a time, so frames are published in commit (frame_id) order and a
         # failed publish never leaves an earlier frame behind a later cursor.
         self._serial = asyncio.Lock()
+        # The committed state of recently projected streams, so steady rounds
+        # skip reading checkpoints and documents back. A stale entry (another
+        # writer moved the checkpoint) only costs a CheckpointMoved, which drops
+        # it; so does any failed commit, whose outcome may be unknown.
+        self._states: OrderedDict[str, StreamState] = OrderedDict()
 
     async def project(self, stream: StreamRef, delivered: Sequence[RuntimeEvent]) -> None:
         """Fold the new events among `delivered` (one stream, arrival order) and publish."""
@@ -97,7 +105,7 @@ class Projector:
         stream by stream: what did commit is then skipped as duplicates).
         """
         with metrics.BATCH_SECONDS.time():
-            states = await self._store.load_many([stream for stream, _ in batches])
+            states = await self._load_many([stream for stream, _ in batches])
             ready: list[tuple[StreamRef, StreamState, list[RuntimeEvent]]] = []
             for (stream, delivered), state in zip(batches, states, strict=True):
                 todo = plan(state.last_seq, delivered)
@@ -110,8 +118,27 @@ class Projector:
             if ready:
                 await self._apply(ready)
 
+    async def _load_many(self, streams: Sequence[StreamRef]) -> list[StreamState]:
+        """Each stream's state: remembered, or read (and remembered)."""
+        missing = [s for s in streams if s.stream_id not in self._states]
+        loaded = dict(zip(
+            [s.stream_id for s in missing],
+            await self._store.load_many(missing) if missing else [],
+            strict=True,
+        ))
+        states = [self._states.get(s.stream_id) or loaded[s.stream_id] for s in streams]
+        for stream, state in zip(streams, states, strict=True):
+            self._remember(stream.stream_id, state)
+        return states
+
+    def _remember(self, stream_id: str, state: StreamState) -> None:
+        self._states[stream_id] = state
+        self._states.move_to_end(stream_id)
+        while len(self._states) > STATE_CACHE_STREAMS:
+            self._states.popitem(last=False)
+
     async def _project_once(self, stream: StreamRef, delivered: Sequence[RuntimeEvent]) -> None:
-        state = await self._store.load(stream)
+        (state,) = await self._load_many([stream])
         todo = plan(state.last_seq, delivered)
         metrics.DUPLICATES_SKIPPED.inc(todo.duplicates)
         if not todo.fresh:
@@ -145,7 +172,7 @@ class Projector:
         lag_s = max(0.0, (now_ms - oldest_ms) / 1000)
         metrics.PROJECTION_LAG.set(lag_s)
         metrics.PROJECTION_LAG_HIST.observe(lag_s)
-        return [StreamState(f.last_seq, f.doc, f.doc_hash) for f, _ in folds]
+        return [_state_after(f) for f, _ in folds]
 
     async def repair(
         self, stream: StreamRef, expected: StreamState, log_events: list[RuntimeEvent]
@@ -170,11 +197,14 @@ class Projector:
     ) -> list[StoredFrame]:
         try:
             frames = await self._store.commit_many(folds, now_ms)
-        except CheckpointMoved:
+        except BaseException as exc:
+            for folded, _ in folds:
+                self._states.pop(folded.stream.stream_id, None)
+            if not isinstance(exc, CheckpointMoved):
+                metrics.WRITE_FAILURES.labels("error").inc()
             raise
-        except Exception:
-            metrics.WRITE_FAILURES.labels("error").inc()
-            raise
+        for folded, _ in folds:
+            self._remember(folded.stream.stream_id, _state_after(folded))
         metrics.FRAMES_COMMITTED.inc(len(frames))
         self._commits += 1
         if self._crash_after_commit and self._commits == self._crash_after_commit:
@@ -203,3 +233,8 @@ class Projector:
             stream_status(stream_id, head, *checkpoints.get(stream_id, (0, 0)))
             for stream_id, head in heads
         ]
+
+
+def _state_after(folded: Folded) -> StreamState:
+    """The stream's state once `folded` is committed."""
+    return StreamState(folded.last_seq, folded.doc, folded.doc_hash)

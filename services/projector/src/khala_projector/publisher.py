@@ -2,7 +2,10 @@
 
 Guarantees:
 - At-least-once: a frame is published only after its transaction committed,
-  and `publish_cursor` advances only past frames the broker confirmed. Frames
+  and `publish_cursor` advances only past frames the broker confirmed. It is
+  written at most every CURSOR_WRITE_S (and by the retry loop and on stop), so
+  a crash may republish the frames of that last moment: duplicates, which
+  gateways drop, never a loss. Frames
   above the cursor (a crash, a broker outage) are republished on start, before
   consumption begins, and by a periodic retry while the publisher is behind.
 - Order: frames go out in frame_id (= commit) order on one channel, so each
@@ -20,6 +23,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 from khala_common.broker import Broker
@@ -33,6 +37,8 @@ from openagents.sync.v1.frames_pb2 import FanoutBatch
 BATCH_TYPE = FanoutBatch.DESCRIPTOR.full_name
 PAGE_SIZE = 500
 MAX_BATCH_BYTES = 512 * 1024
+# Longest the stored publish cursor lags the published frames while busy.
+CURSOR_WRITE_S = 0.25
 
 log = get_logger("projector.publisher")
 
@@ -46,6 +52,8 @@ class FanoutPublisher:
         self._exchange = exchange
         self._lock = asyncio.Lock()
         self._cursor = 0
+        self._stored_cursor = 0
+        self._cursor_written_at = 0.0
         self._behind = True
 
     @property
@@ -70,10 +78,15 @@ class FanoutPublisher:
                 self._mark_behind(exc)
 
     async def retry_forever(self, interval_s: float) -> None:
-        """Retry the catch-up every `interval_s` while behind (run as an owned task)."""
+        """Retry the catch-up every `interval_s` while behind, and write a cursor that
+        moved since it was last written (run as an owned task)."""
         while True:
             await asyncio.sleep(interval_s)
             if not self._behind:
+                try:
+                    await self.flush_cursor()
+                except Exception as exc:
+                    log.warning("publish cursor write failed", error=repr(exc))
                 continue
             try:
                 count = await self.catch_up()
@@ -82,7 +95,8 @@ class FanoutPublisher:
                 self._mark_behind(exc)
 
     async def _catch_up_locked(self) -> int:
-        self._cursor = max(self._cursor, await self._log.cursor())
+        self._stored_cursor = max(self._stored_cursor, await self._log.cursor())
+        self._cursor = max(self._cursor, self._stored_cursor)
         total = 0
         while True:
             page = await self._log.frames_after(self._cursor, PAGE_SIZE)
@@ -94,12 +108,20 @@ class FanoutPublisher:
         metrics.PUBLISH_BACKLOG.set(0)
         return total
 
+    async def flush_cursor(self) -> None:
+        """Write the publish cursor if it moved since it was last written."""
+        cursor = self._cursor
+        if cursor > self._stored_cursor:
+            await self._log.advance_cursor(cursor)
+            self._stored_cursor = max(self._stored_cursor, cursor)
+            self._cursor_written_at = time.monotonic()
+
     async def _publish(self, frames: Sequence[StoredFrame]) -> None:
         await publish_frames(self._broker, self._exchange, frames)
         metrics.FRAMES_PUBLISHED.inc(len(frames))
-        last = max(frame.frame_id for frame in frames)
-        await self._log.advance_cursor(last)
-        self._cursor = max(self._cursor, last)
+        self._cursor = max(self._cursor, max(frame.frame_id for frame in frames))
+        if time.monotonic() - self._cursor_written_at >= CURSOR_WRITE_S:
+            await self.flush_cursor()
 
     def _mark_behind(self, exc: Exception) -> None:
         self._behind = True

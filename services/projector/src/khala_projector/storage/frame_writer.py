@@ -85,6 +85,29 @@ ORDER BY ord
 RETURNING frame_id, topic, seq
 """
 
+# The writer lock, the frames and the topics' new heads in one statement. The
+# lock is taken before the first frame_id is drawn: every inserted row joins the
+# lock's one-row CTE, so no row reaches the INSERT before that CTE has run.
+_APPEND_FRAMES = """
+WITH l AS (SELECT pg_advisory_xact_lock($8)),
+ins AS (
+    INSERT INTO frames (topic, epoch, seq, kind, key, frame_bytes, published_at_ms)
+    SELECT f.topic, f.epoch, f.seq, f.kind, f.key, f.frame_bytes, $7
+    FROM l, unnest($1::text[], $2::text[], $3::bigint[], $4::smallint[], $5::text[],
+                   $6::bytea[]) WITH ORDINALITY AS f(topic, epoch, seq, kind, key, frame_bytes, ord)
+    ORDER BY f.ord
+    RETURNING frame_id, topic, seq
+),
+h AS (
+    UPDATE topics AS t
+    SET head_seq = h.head_seq,
+        oldest_seq = CASE WHEN t.oldest_seq = 0 THEN 1 ELSE t.oldest_seq END
+    FROM unnest($9::text[], $10::bigint[]) AS h(topic, head_seq)
+    WHERE t.topic = h.topic
+)
+SELECT frame_id, topic, seq FROM ins
+"""
+
 # Frames nobody has to publish (a rebuild's staged epoch) may be passed over by
 # the publish cursor, but only when no publishable frame (one of its topic's
 # current epoch) waits below them: under the writer lock every lower frame_id is
@@ -110,12 +133,17 @@ async def take_writer_lock(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK_KEY)
 
 
-async def lock_topics(conn: asyncpg.Connection, names: Sequence[str]) -> dict[str, asyncpg.Record]:
-    """Create missing topic rows (epoch "1") and lock all of them in topic order."""
+async def lock_topics(
+    conn: asyncpg.Connection, names: Sequence[str], *, ensure: bool = True
+) -> dict[str, asyncpg.Record]:
+    """Create missing topic rows (epoch "1") unless the caller knows they exist
+    (`ensure=False`; topic rows are never deleted), and lock all of them in
+    topic order."""
     ordered = sorted(set(names))
-    await conn.execute(
-        _ENSURE_TOPICS, ordered, [is_doc_topic(name) for name in ordered], INITIAL_EPOCH
-    )
+    if ensure:
+        await conn.execute(
+            _ENSURE_TOPICS, ordered, [is_doc_topic(name) for name in ordered], INITIAL_EPOCH
+        )
     rows = await conn.fetch(_LOCK_TOPICS, ordered)
     return {row["topic"]: row for row in rows}
 
@@ -169,11 +197,40 @@ async def insert_frames(
         [r.frame_bytes for r in rows],
         now_ms,
     )
+    return _stored(rows, inserted)
+
+
+def _stored(rows: Sequence[FrameRow], inserted: Sequence[asyncpg.Record]) -> list[StoredFrame]:
+    """The inserted rows as StoredFrames, in frame_id order."""
     ids = {(rec["topic"], rec["seq"]): rec["frame_id"] for rec in inserted}
     stored = [
         StoredFrame(ids[(r.topic, r.seq)], r.topic, r.epoch, r.seq, r.frame_bytes) for r in rows
     ]
     return sorted(stored, key=lambda frame: frame.frame_id)
+
+
+async def append_frames(
+    conn: asyncpg.Connection, rows: Sequence[FrameRow], now_ms: int
+) -> list[StoredFrame]:
+    """Take the writer lock, insert numbered frames and move their topics' heads
+    (the topics are locked by the caller), in ONE statement; frame_id order."""
+    if not rows:
+        return []
+    heads = new_heads(rows)
+    inserted = await conn.fetch(
+        _APPEND_FRAMES,
+        [r.topic for r in rows],
+        [r.epoch for r in rows],
+        [r.seq for r in rows],
+        [r.kind for r in rows],
+        [r.key for r in rows],
+        [r.frame_bytes for r in rows],
+        now_ms,
+        WRITER_LOCK_KEY,
+        list(heads),
+        list(heads.values()),
+    )
+    return _stored(rows, inserted)
 
 
 async def move_heads(conn: asyncpg.Connection, heads: dict[str, int]) -> None:

@@ -26,12 +26,9 @@ from khala_projector.domain.projection import PROJECTION_VERSION, Folded, projec
 from khala_projector.storage.frame_writer import (
     INITIAL_EPOCH,
     StoredFrame,
-    insert_frames,
+    append_frames,
     lock_topics,
-    move_heads,
-    new_heads,
     number_frames,
-    take_writer_lock,
 )
 
 __all__ = ["INITIAL_EPOCH", "CheckpointMoved", "ProjectionStore", "StoredFrame", "StreamState"]
@@ -72,8 +69,17 @@ ORDER BY s.ord
 """
 
 # Moves each existing checkpoint that still is the (last_seq, doc_hash) its
-# batch was planned against.
+# batch was planned against, and upserts every batch's document in the same
+# statement (if any checkpoint did not move, the caller rolls it all back).
 _ADVANCE_CHECKPOINTS = """
+WITH d AS (
+    INSERT INTO documents (projection, key, org_id, doc, doc_hash, last_seq)
+    SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::bytea[], $3::text[],
+                         $2::bigint[])
+    ON CONFLICT (projection, key) DO UPDATE
+    SET org_id = EXCLUDED.org_id, doc = EXCLUDED.doc, doc_hash = EXCLUDED.doc_hash,
+        last_seq = EXCLUDED.last_seq
+)
 UPDATE checkpoints AS c
 SET last_seq = n.last_seq, doc_hash = n.doc_hash, projection_version = $7,
     last_event_at_ms = n.last_event_at_ms, updated_at = now()
@@ -94,14 +100,6 @@ FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
      AS n(stream_id, org_id, last_seq, doc_hash, last_event_at_ms)
 ON CONFLICT (stream_id) DO NOTHING
 RETURNING stream_id
-"""
-
-_UPSERT_DOCUMENTS = """
-INSERT INTO documents (projection, key, org_id, doc, doc_hash, last_seq)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bigint[])
-ON CONFLICT (projection, key) DO UPDATE
-SET org_id = EXCLUDED.org_id, doc = EXCLUDED.doc, doc_hash = EXCLUDED.doc_hash,
-    last_seq = EXCLUDED.last_seq
 """
 
 _READ_CHECKPOINTS = """
@@ -128,6 +126,7 @@ class ProjectionStore:
         # Fault injection (tests only, 0 = off): SIGKILL inside the nth commit_many
         # transaction, every write done, COMMIT not sent.
         self._crash_in_commit = crash_in_commit
+        self._known_topics: set[str] = set()
         self._commits = 0
 
     async def load(self, stream: StreamRef) -> StreamState:
@@ -169,26 +168,18 @@ class ProjectionStore:
         async with self._pool.acquire() as conn, conn.transaction():
             # Topic rows first (sorted): two writers of one stream share its
             # topics, so they serialize here before touching its checkpoint.
-            topics = await lock_topics(conn, [draft.topic for draft in drafts])
+            names = {draft.topic for draft in drafts}
+            topics = await lock_topics(conn, list(names), ensure=not names <= self._known_topics)
             await _advance_checkpoints(conn, batches)
-            await conn.execute(
-                _UPSERT_DOCUMENTS,
-                [f.projection.value for f in folds],
-                [f.stream.subject_id for f in folds],
-                [f.stream.org_id for f in folds],
-                [f.doc for f in folds],
-                [f.doc_hash for f in folds],
-                [f.last_seq for f in folds],
-            )
             heads = {name: (row["epoch"], row["head_seq"]) for name, row in topics.items()}
             rows = number_frames(drafts, heads, now_ms)
-            await take_writer_lock(conn)
-            stored = await insert_frames(conn, rows, now_ms)
-            await move_heads(conn, new_heads(rows))
+            stored = await append_frames(conn, rows, now_ms)
             self._commits += 1
             if self._commits == self._crash_in_commit:
                 os.kill(os.getpid(), signal.SIGKILL)
-            return stored
+        # Only committed topic rows count as known (topic rows are never deleted).
+        self._known_topics.update(names)
+        return stored
 
     async def checkpoints(self, stream_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         """(last_seq, last_event_at_ms) of each known stream among `stream_ids`."""
@@ -218,6 +209,10 @@ async def _advance_checkpoints(
         [expected.doc_hash for _, expected in batches],
         [expected.last_seq for _, expected in batches],
         PROJECTION_VERSION,
+        [f.projection.value for f in folds],
+        [f.stream.subject_id for f in folds],
+        [f.stream.org_id for f in folds],
+        [f.doc for f in folds],
     )
     done = {row["stream_id"] for row in moved}
     first = [
