@@ -82,6 +82,15 @@ class TransportWriter:
             await asyncio.sleep(DRAIN_POLL_S)
 
 
+def _direct_writable(transport: object) -> bool:
+    """Whether `transport` supports TransportWriter: asyncio's transports and
+    uvloop's (which do not subclass asyncio.Transport) both do."""
+    return all(
+        callable(getattr(transport, name, None))
+        for name in ("write", "is_closing", "get_write_buffer_size")
+    )
+
+
 class WsHandler:
     """Serves the WebSocket endpoint of openagents.sync.v1."""
 
@@ -148,7 +157,7 @@ class WsHandler:
             self._limits,
             direct=(
                 TransportWriter(transport, request.protocol)
-                if isinstance(transport, asyncio.Transport)
+                if transport is not None and _direct_writable(transport)
                 else None
             ),
             flushes=self._hub.flushes,
