@@ -176,10 +176,21 @@ def k8s_docs(docs: list[dict[str, Any]], overlay: str) -> None:
     hpas = by_kind.get("HorizontalPodAutoscaler", {})
     services = by_kind.get("Service", {})
     p = f"k8s/{overlay}"
-    check(f"{p}: a Deployment per service", set(deployments) == {f"khala-{s}" for s in SERVICES}, str(sorted(deployments)))
+    # The Flux pair: <name>-jobs holds only the namespace and the release Jobs,
+    # <name>-apps everything else; every other overlay holds both.
+    jobs_only, apps_only = overlay.endswith("-jobs"), overlay.endswith("-apps")
+    want_deployments = set() if jobs_only else {f"khala-{s}" for s in SERVICES}
+    check(f"{p}: a Deployment per service", set(deployments) == want_deployments, str(sorted(deployments)))
     migrations = {f"khala-{s}-migrate" for s in MIGRATING}
     check(f"{p}: a migration Job per migrating service, and the bootstrap Jobs",
-          set(jobs) == migrations | set(BOOTSTRAP_JOBS), str(sorted(jobs)))
+          set(jobs) == (set() if apps_only else migrations | set(BOOTSTRAP_JOBS)), str(sorted(jobs)))
+    if jobs_only:
+        check(f"{p}: only the namespace and the release Jobs",
+              set(by_kind) <= {"Namespace", "Job", "ConfigMap"} and set(by_kind.get("ConfigMap", {})) == {"khala-bootstrap-files"},
+              str(sorted(by_kind)))
+    if apps_only:
+        check(f"{p}: no Namespace and no release Job (the -jobs overlay owns them)",
+              not by_kind.get("Namespace") and "khala-bootstrap-files" not in by_kind.get("ConfigMap", {}))
     for name, obj in [*deployments.items(), *jobs.items()]:
         spec = obj["spec"]["template"]["spec"]
         pod_sc = spec.get("securityContext", {})
@@ -204,10 +215,11 @@ def k8s_docs(docs: list[dict[str, Any]], overlay: str) -> None:
                     check(f"{p}: {name} Secret {secret} is generated", secret in by_kind.get("Secret", {}))
     # Jobs: bootstrap, then migrations, then the services (Argo CD PreSync waves;
     # Flux recreates them; rollout.sh follows the same labels).
-    files_cm = by_kind.get("ConfigMap", {}).get("khala-bootstrap-files")
-    files_hook, files_wave = _hooks(files_cm) if files_cm else ("", None)
-    check(f"{p}: khala-bootstrap-files is a PreSync hook before the bootstrap Jobs",
-          files_hook == "PreSync" and files_wave is not None and files_wave < -2, f"{files_hook} {files_wave}")
+    if not apps_only:
+        files_cm = by_kind.get("ConfigMap", {}).get("khala-bootstrap-files")
+        files_hook, files_wave = _hooks(files_cm) if files_cm else ("", None)
+        check(f"{p}: khala-bootstrap-files is a PreSync hook before the bootstrap Jobs",
+              files_hook == "PreSync" and files_wave is not None and files_wave < -2, f"{files_hook} {files_wave}")
     for name, job in jobs.items():
         hook, wave = _hooks(job)
         want = -2 if name in BOOTSTRAP_JOBS else -1
@@ -269,6 +281,8 @@ def k8s_docs(docs: list[dict[str, Any]], overlay: str) -> None:
                   grpc_svc.get("clusterIP") == "None" and grpc_svc.get("selector") == selector)
         if overlay.startswith("dev") and not managed:
             check(f"{p}: {name} has one replica", obj["spec"].get("replicas") == 1)
+    if jobs_only:
+        return
     hpa = hpas.get("khala-gateway")
     check(f"{p}: the gateway has an HPA", hpa is not None and hpa["spec"]["scaleTargetRef"]["name"] == "khala-gateway")
     metrics = (hpa or {}).get("spec", {}).get("metrics", [])
@@ -521,7 +535,7 @@ def _generated_files() -> dict[Path, str]:
         "spec": {"groups": _alert_groups()},
     }
     return {
-        DEPLOY / "k8s/base/bootstrap-files.yaml":
+        DEPLOY / "k8s/base/jobs/bootstrap-files.yaml":
             GENERATED_HEADER.format(sources=", ".join(f"deploy/{p.relative_to(DEPLOY)}" for p in files.values()))
             + yaml.safe_dump(bootstrap, sort_keys=False, width=1000),
         DEPLOY / "k8s/overlays/monitoring/prometheusrule.yaml":

@@ -410,3 +410,21 @@ def test_compose_checks_fail_on_a_superuser_service(tmp_path: Path) -> None:
     checks.compose(path)
     assert failing("compose: runtime connects to Postgres as khala_runtime")
     assert failing("compose: projector starts after its migrations succeeded")
+
+
+def test_the_flux_pair_renders_exactly_the_prod_overlay() -> None:
+    """overlays/prod-jobs + overlays/prod-apps (the Flux Kustomizations of
+    deploy/k8s/flux/khala.yaml) hold the same objects as overlays/prod, each once."""
+    def render(overlay: str) -> dict[tuple[str, str], dict[str, Any]]:
+        text = subprocess.run([KUBECTL, "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
+                              check=True, capture_output=True, text=True).stdout
+        return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(text) if d}
+
+    prod, jobs, apps = render("prod"), render("prod-jobs"), render("prod-apps")
+    assert not set(jobs) & set(apps), "an object owned by both Flux Kustomizations"
+    assert {**jobs, **apps} == prod
+    flux = [d for d in yaml.safe_load_all((ROOT / "deploy/k8s/flux/khala.yaml").read_text()) if d]
+    by_name = {d["metadata"]["name"]: d["spec"] for d in flux}
+    assert by_name["khala-jobs"]["path"] == "./deploy/k8s/overlays/prod-jobs" and by_name["khala-jobs"]["wait"] is True
+    assert by_name["khala"]["path"] == "./deploy/k8s/overlays/prod-apps"
+    assert by_name["khala"]["dependsOn"] == [{"name": "khala-jobs"}]
