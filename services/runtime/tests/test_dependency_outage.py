@@ -86,8 +86,11 @@ async def test_postgres_outage_is_503_with_retry_after_then_recovers(
                     assert r.status == 503, body
                     assert body["error"]["code"] == "unavailable"
                     assert r.headers["Retry-After"].isdigit()
-            async with aiohttp.ClientSession() as probe, probe.get(f"{base}/readyz") as ready:
-                assert ready.status == 503  # Postgres is what runtime cannot serve without
+            async with aiohttp.ClientSession() as probe:
+                async with probe.get(f"{base}/readyz") as ready:
+                    assert ready.status == 503  # Postgres is what runtime cannot serve without
+                async with probe.get(f"{base}/healthz") as live:
+                    assert live.status == 200  # liveness never depends on a dependency
             await relay.open()  # Postgres is back (same port)
             async with http.post(f"{base}/api/v1/runs/{run_id}/events", json=append) as r:
                 assert r.status == 201, await r.text()
