@@ -101,6 +101,8 @@ async def test_runs_and_tail_resume(cli: Cli, tag: str) -> None:
     assert result.code == 0, result.err
     # runs: a snapshot doc, then the run's update; the run topic: #1..#4 replayed, then #5 live.
     assert "live line" in result.out and "(snapshot)" in result.out
+    run_seqs = [line.split()[2] for line in result.out.splitlines() if line.split()[1:2] and line.split()[1].endswith(f".run.{run_id}")]
+    assert run_seqs == ["#1", "#2", "#3", "#4", "#5"], result.out  # no gap, no duplicate
 
     assert "run.canceled" in await cli.ok("runs", "stop", run_id, "--reason", "done")
     refused = await cli("runs", "append", run_id, "--text", "too late")

@@ -134,6 +134,11 @@ async def test_reconnect_across_gateway_restarts_without_loss_or_duplicate(stack
             await rec.stop()
 
 
+def _assert_no_duplicate_or_gap(rec: Recorder) -> None:
+    """The wire itself was exact: the SDK never had to discard a duplicate or heal a gap."""
+    assert rec.client.stats["duplicates"] == 0 and rec.client.stats["gaps"] == 0, rec.client.stats
+
+
 def _live_count(rec: Recorder, topic: str) -> int:
     return sum(1 for u in rec.updates if isinstance(u, Live) and u.topic == topic and u.live)
 
@@ -174,6 +179,7 @@ async def _survive_restarts(stack, api, org, run_id, topic, recorders: list[Reco
         assert isinstance(summary, summaries_pb2.RunSummary)
         assert summary.status == summaries_pb2.RUN_STATUS_RUNNING and summary.output_count == lines
         assert rec.client.cursor(topic).after_seq == head
+        _assert_no_duplicate_or_gap(rec)
 
 
 async def test_stale_cursor_is_rebootstrapped(stack, user, http) -> None:
@@ -198,6 +204,7 @@ async def test_stale_cursor_is_rebootstrapped(stack, user, http) -> None:
     # The reset is announced before any frame of the new subscription.
     kinds = [type(u).__name__ for u in rec.updates if getattr(u, "topic", None) == topic]
     assert kinds.index("TopicReset") < kinds.index("FrameApplied")
+    _assert_no_duplicate_or_gap(rec)
     await rec.stop()
 
 
@@ -213,6 +220,8 @@ async def test_restarted_client_resumes_from_its_store(stack, user, http, tmp_pa
 
     first = Recorder(_client(stack, api, http, [topic], store=open_store()))
     await first.wait_for(lambda: first.state.event_seqs(topic)[-1:] == [7], 30, "seq 7")
+    assert_exact_sequence(first.state.event_seqs(topic), 1, 7)
+    _assert_no_duplicate_or_gap(first)
     await first.stop()
 
     await append_lines(api, run_id, 5, 5, batch=5, pause_s=0)  # seqs 8..12 while no client runs
@@ -220,6 +229,7 @@ async def test_restarted_client_resumes_from_its_store(stack, user, http, tmp_pa
     await second.wait_for(lambda: second.state.event_seqs(topic)[-1:] == [12], 30, "seq 12")
     assert_exact_sequence(second.state.event_seqs(topic), 8, 12)
     assert [u.resumed for u in second.updates if isinstance(u, Subscribed)] == [True]
+    _assert_no_duplicate_or_gap(second)
     await second.stop()
     assert open_store().load()[topic].after_seq == 12
 
@@ -240,4 +250,6 @@ async def test_sync_token_is_refreshed_on_the_same_socket(stack, user, http) -> 
     await rec.wait_for(lambda: rec.state.event_seqs(topic)[-1:] == [5], 20, "seq 5 after expiry")
     assert client.stats["refreshes"] >= 1
     assert [u.connection_id for u in rec.updates if isinstance(u, Connected)] == [first.connection_id]
+    assert_exact_sequence(rec.state.event_seqs(topic), 1, 5)
+    _assert_no_duplicate_or_gap(rec)
     await rec.stop()
