@@ -16,11 +16,27 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, settings
 
 from khala_common.broker import delete_prefixed
 from khala_common.topology import Topology
 
 RUN_ID = uuid.uuid4().hex[:10]
+
+# Hypothesis profiles (loaded here, before any test module builds its settings):
+# `ci` (default) is derandomized, so every run of `make test` tries the same
+# examples and a failure reproduces; `local` explores new random examples, more
+# of them (HYPOTHESIS_PROFILE=local make test-unit). Tests that set max_examples
+# keep their own count under both.
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "local", derandomize=False, max_examples=1000, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _with_database(url: str, database: str) -> str:
