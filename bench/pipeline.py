@@ -39,6 +39,8 @@ import multiprocessing
 import os
 import platform
 import resource
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -177,8 +179,8 @@ class Bench:
                 index += 1
         opened = await self.receivers.ask([("open", s, 100) for s in specs])
         self.appender = Appender(self.http, self.api.runtime_url, await api.access_token())
-        self.meter = CpuMeter(self.deployment.service_pids(),
-                              {"sender": os.getpid(), **self.receivers.pids})
+        self.meter = CpuMeter(self.deployment.service_pids(), {"sender": os.getpid(), **self.receivers.pids},
+                              *self.deployment.server_ports())
         failed: dict[str, int] = {}
         for reply in opened:
             for name, n in reply["failed"].items():
@@ -227,6 +229,7 @@ class Bench:
             **_merge_deliveries(replies),
             "cpu": CpuMeter.table(before, after, ok),
             "services_exited": self.deployment.exited(),
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         }
         result["verdict"], result["fail_reasons"] = case_verdict(result)
         print(f"  {_one_line(result)}", flush=True)
@@ -312,10 +315,15 @@ async def run(mode: str, projectors: int, gateways: int) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_at_start": os.getloadavg(),
                     "note": "2 cores shared with Postgres, RabbitMQ, the load generator and other users"},
-        "config": cfg, "goals": GOALS,
+        "config": cfg, "goals": GOALS, "code": _code_version(),
     }
     deployment = BenchDeployment(projectors=projectors, gateways=gateways)
     bench: Bench | None = None
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    # SIGTERM (and SIGINT, which `uv run` may leave ignored) end the run through the cleanup below.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
     try:
         await deployment.start()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
@@ -341,6 +349,19 @@ async def run(mode: str, projectors: int, gateways: int) -> dict[str, Any]:
         await deployment.stop()
     result["machine"]["load_avg_at_end"] = os.getloadavg()
     return result
+
+
+def _code_version() -> str:
+    """The commit the services ran from, and whether the working tree differed from it."""
+    root = HERE.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "services", "libs"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{rev}{' + uncommitted changes in services/libs' if dirty else ''}"
 
 
 def results_name(mode: str, projectors: int, gateways: int) -> str:

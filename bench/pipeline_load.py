@@ -39,6 +39,8 @@ class LoadResult:
     seqs: dict[str, list[int]] = field(default_factory=lambda: collections.defaultdict(list))
     lag_ms: array.array[float] = field(default_factory=lambda: array.array("d"))
     send_seconds: float = 0.0
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     def summary(self) -> dict[str, Any]:
         lags = sorted(self.lag_ms)
@@ -53,6 +55,8 @@ class LoadResult:
             # How late the generator itself started appends (a saturated client shows here).
             "schedule_lag_p99_ms": round(lags[int(0.99 * (len(lags) - 1))], 2) if lags else None,
             "schedule_lag_max_ms": round(lags[-1], 2) if lags else None,
+            # Open loop: requests awaiting an answer pile up when the system falls behind.
+            "max_in_flight": self.max_in_flight,
         }
 
 
@@ -72,6 +76,8 @@ class Appender:
         url = f"{self.runtime_url}/api/v1/runs/{run_id}/events"
         sent_ns = time.monotonic_ns()
         result.lag_ms.append(max(0.0, (time.perf_counter() - due) * 1000))
+        result.in_flight += 1
+        result.max_in_flight = max(result.max_in_flight, result.in_flight)
         try:
             async with self.http.post(url, data=BODY % (key, sent_ns), headers=self.headers,
                                       timeout=self.timeout) as response:
@@ -83,6 +89,8 @@ class Appender:
                     result.errors[f"http {response.status} {_code(raw)}".strip()] += 1
         except Exception as exc:
             result.errors[type(exc).__name__] += 1
+        finally:
+            result.in_flight -= 1
 
     async def open_loop(self, runs: list[str], rate: float, seconds: float, tag: str) -> LoadResult:
         """Appends at `rate`/s for `seconds`, round-robin over `runs`; waits for every answer."""

@@ -120,7 +120,9 @@ def render_run(r: dict[str, Any]) -> str:
         f"({cfg['subs_per_run']} per run topic, `khala.v1+proto`, {cfg['receivers']} receiver process(es)), "
         f"open-loop single-event appends, {cfg['seconds']:g} s per rate. Latency: frame arrival minus the time "
         f"taken just before the append was sent, every delivery. Machine: {r['machine']['cpus']} cores, "
-        f"{r['machine']['note']} (load average at start {', '.join(f'{x:.1f}' for x in r['machine']['load_avg_at_start'])}).",
+        f"{r['machine']['note']} (load average at start {', '.join(f'{x:.1f}' for x in r['machine']['load_avg_at_start'])}; "
+        f"`load 1m` below is the 1-minute load average at each case's end: above 2, processes waited for a core). "
+        f"Services ran from {r.get('code', 'unknown')}.",
         "",
         "| goal | measured | verdict |",
         "|---|---|---|",
@@ -128,19 +130,20 @@ def render_run(r: dict[str, Any]) -> str:
     lines += [f"| {goal} | {measured} | **{verdict}** |" for goal, measured, verdict, _what in summary_rows(r)]
     lines += ["", "### Rate ladder", "",
               "| rate ev/s | 2xx/s | errors | deliveries | missing | dup | reorder | p50 ms | p99 ms | max ms "
-              "| gen lag p99 ms | system ms/ev | verdict |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| gen lag p99 ms | max in flight | system ms/ev | load 1m | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in r["ladder"] + ([r["burst"]] if r.get("burst") else []):
         label = f"{s['rate']} (burst, {s['seconds']:g} s)" if s["case"].startswith("burst") else s["rate"]
         if "latency_ms" not in s:
-            lines.append(f"| {label} | | | | | | | | | | | | {s['verdict']} ({'; '.join(s['fail_reasons'])}) |")
+            lines.append(f"| {label} | | | | | | | | | | | | | | {s['verdict']} ({'; '.join(s['fail_reasons'])}) |")
             continue
         a, lat = s["streams"]["a"], s["latency_ms"]["all"]
         verdict = s["verdict"] + (f" ({'; '.join(s['fail_reasons'])})" if s["fail_reasons"] else "")
         lines.append(
             f"| {label} | {a['achieved_rate']} | {a['error_count']} | {s['deliveries']} | {s['missing']} "
             f"| {s['duplicates']} | {s['reorders']} | {_cell(lat['p50'])} | {_cell(lat['p99'])} | {_cell(lat['max'])} "
-            f"| {_cell(a['schedule_lag_p99_ms'])} | {_cell(s['cpu']['system_ms_per_event'])} | {verdict} |")
+            f"| {_cell(a['schedule_lag_p99_ms'])} | {_cell(a.get('max_in_flight'))} "
+            f"| {_cell(s['cpu']['system_ms_per_event'])} | {_cell(s.get('load_avg_1m_at_end'))} | {verdict} |")
     fair = r.get("fairness")
     if fair:
         lines += ["", "### Fairness", "", "| case | A 2xx/s | A errors | B 2xx/s | B errors | B p50 ms | B p99 ms | verdict |",

@@ -4,8 +4,9 @@
 (a scratch database, a unique broker prefix, free ports), plus extra projector
 and gateway replicas on ports of their own, and removes the database and the
 broker objects at the end. `CpuMeter` reads utime+stime from /proc for every
-process that carries the load: the services, the Postgres cluster (every
-`postgres` process, plus what the postmaster reaped), RabbitMQ (`beam.smp`) and
+process that carries the load: the services, the Postgres cluster (the postmaster
+listening on the database URL's port, its children, and what it reaped), RabbitMQ
+(the process listening on the AMQP URL's port) and
 the load generator's own processes. Postgres and RabbitMQ are shared with other
 users of the machine: their figures cover the case's window only, and include
 whatever else ran then.
@@ -23,6 +24,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -137,6 +139,10 @@ class BenchDeployment:
         pids.update({name: proc.pid for name, (proc, _port) in self.replicas.items()})
         return pids
 
+    def server_ports(self) -> tuple[int, int]:
+        """The TCP ports of the Postgres and RabbitMQ servers this deployment uses."""
+        return urlsplit(self.pg).port or 5432, urlsplit(self.amqp).port or 5672
+
     def gateway_ws_urls(self) -> list[str]:
         assert self.stack is not None
         urls = [self.stack.ws_url]
@@ -194,50 +200,65 @@ def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
     return ticks / CLK_TCK
 
 
-def pids_named(comm: str) -> list[int]:
-    """Every process whose command name is `comm`."""
+def listener_pid(port: int) -> int | None:
+    """The process listening on TCP `port` (found through /proc/net/tcp{,6} socket inodes)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(f"socket:[{cols[9]}]")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return int(entry.name)
+    return None
+
+
+def children_of(parent: int) -> list[int]:
+    """Every process whose parent is `parent`."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() == comm:
-                    found.append(int(entry.name))
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[1]) == parent:  # fields start at `state`; [1] is ppid
+                found.append(int(entry.name))
     return found
 
 
-def postgres_cpu_seconds() -> float:
-    """The whole Postgres cluster: every `postgres` process, plus the CPU of backends the
-    postmaster has reaped (a backend that ends inside the window still counts)."""
-    total = 0.0
-    pids = set(pids_named("postgres"))
-    for pid in pids:
-        fields = _stat(pid)
-        if fields is None:
-            continue
-        postmaster = int(fields[1]) not in pids  # its parent is no postgres (fields start at `state`)
-        total += cpu_seconds(pid, reaped=postmaster)
-    return total
-
-
-def rabbitmq_cpu_seconds() -> float:
-    return sum(cpu_seconds(pid) for pid in pids_named("beam.smp"))
+def postgres_cpu_seconds(postmaster: int) -> float:
+    """One Postgres cluster: its postmaster, every backend and helper it forked, and what it
+    reaped (a backend that ends inside the window still counts)."""
+    return cpu_seconds(postmaster, reaped=True) + sum(cpu_seconds(pid) for pid in children_of(postmaster))
 
 
 SYSTEM = ("runtime", "projector", "gateway", "postgres", "rabbitmq")
 
 
 class CpuMeter:
-    """CPU seconds per process between `snapshot()` calls, grouped by role."""
+    """CPU seconds per process between `snapshot()` calls, grouped by role.
 
-    def __init__(self, services: dict[str, int], load_pids: dict[str, int]) -> None:
+    Postgres and RabbitMQ are the servers listening on the deployment's ports (another
+    Postgres or RabbitMQ on the machine is not counted)."""
+
+    def __init__(self, services: dict[str, int], load_pids: dict[str, int], pg_port: int, amqp_port: int) -> None:
         self.services = services
         self.load_pids = load_pids
+        self.postmaster = listener_pid(pg_port)
+        self.rabbitmq = listener_pid(amqp_port)
 
     def snapshot(self) -> dict[str, float]:
         snap = {name: cpu_seconds(pid) for name, pid in self.services.items()}
         snap.update({f"load:{name}": cpu_seconds(pid) for name, pid in self.load_pids.items()})
-        snap["postgres"] = postgres_cpu_seconds()
-        snap["rabbitmq"] = rabbitmq_cpu_seconds()
+        if self.postmaster is not None:
+            snap["postgres"] = postgres_cpu_seconds(self.postmaster)
+        if self.rabbitmq is not None:
+            snap["rabbitmq"] = cpu_seconds(self.rabbitmq)
         return snap
 
     @staticmethod
