@@ -119,6 +119,8 @@ async def error_middleware(
             413: "payload_too_large",
         }.get(exc.status, "bad_request")
         response = error_response(exc.status, code, exc.reason or code)
+        if "Allow" in exc.headers:  # RFC 9110: a 405 names the methods the resource allows
+            response.headers["Allow"] = exc.headers["Allow"]
     except Exception as exc:
         if is_dependency_outage(exc):
             structlog.get_logger("http").warning(
