@@ -353,3 +353,33 @@ async def test_unusable_key_files_stop_the_start(
     with pytest.raises(SettingsError) as caught:
         await ControlApp(settings).start()
     assert caught.value.name == "KHALA_CONTROL_SIGNING_KEY_FILE"
+
+
+async def test_jwks_is_served_from_memory_and_publishes_a_staged_key_within_a_second(
+    empty_database: str, control_settings: Settings
+) -> None:
+    pool = await create_pool(empty_database, SCHEMA, max_size=4)
+    try:
+        now = [1000.0]
+        cipher = key_cipher(control_settings)
+        serving = KeyRing(pool, "control", cipher, refresh_s=30.0, clock=lambda: now[0])
+        first = await serving.ensure_active()
+        assert [k["kid"] for k in (await serving.jwks())["keys"]] == [first]
+
+        # Another process stages a key (a rotation waiting out its publish delay).
+        async def stop_before_promoting(_: float) -> None:
+            raise RuntimeError("still waiting")
+
+        with pytest.raises(RuntimeError):
+            await KeyRing(pool, "control", cipher).rotate(10.0, sleep=stop_before_promoting)
+        # Within the cache time the document comes from memory, even with Postgres unusable.
+        async with pool.acquire() as held, held.transaction():
+            await held.execute("LOCK TABLE signing_keys IN ACCESS EXCLUSIVE MODE")
+            cached = await asyncio.wait_for(serving.jwks(), 2.0)
+        assert [k["kid"] for k in cached["keys"]] == [first]
+        now[0] += 1.0
+        documents = await asyncio.gather(*(serving.jwks() for _ in range(20)))
+        staged = {k.status: k.kid for k in await serving.list()}["next"]
+        assert all({k["kid"] for k in d["keys"]} == {first, staged} for d in documents)
+    finally:
+        await pool.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import hashlib
 import json
 import time
@@ -37,6 +38,8 @@ from khala_control.storage import keys as key_store
 from khala_control.storage.keys import KeyStatus, StoredKey
 
 ALGORITHM = "ES256"
+# Longest time a process serves its in-memory JWKS before reading Postgres again.
+JWKS_CACHE_S = 1.0
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 log = get_logger("signing")
 
@@ -124,6 +127,8 @@ class KeyRing:
         self._clock = clock
         self._current: tuple[str, ec.EllipticCurvePrivateKey] | None = None
         self._loaded_at = 0.0
+        self._jwks: tuple[float, builtins.list[dict[str, Any]]] | None = None
+        self._jwks_load: asyncio.Future[builtins.list[dict[str, Any]]] | None = None
 
     async def ensure_active(self) -> str:
         """The active kid, generating the first key if there is none."""
@@ -158,6 +163,7 @@ class KeyRing:
                 await key_store.stage(conn, new_key)
                 staged = (new_key.kid, 0.0)
                 log.info("signing key staged", purpose=self.purpose, kid=new_key.kid)
+        self._jwks = None  # publish the staged key from this process at once
         kid, age_s = staged
         if publish_delay_s > age_s:
             await sleep(publish_delay_s - age_s)
@@ -170,6 +176,7 @@ class KeyRing:
         if promoted:
             log.info("signing key rotated", purpose=self.purpose, kid=kid)
         self._install(active)
+        self._jwks = None
         return active.kid
 
     async def list(self) -> list[KeyStatus]:
@@ -183,9 +190,28 @@ class KeyRing:
         return encode_es256(claims, private, kid), kid
 
     async def jwks(self) -> dict[str, Any]:
-        """The JWKS document: active, next and previous public keys."""
+        """The JWKS document: active, next and previous public keys.
+
+        Served from memory, read again from Postgres at most every
+        `min(refresh_s, JWKS_CACHE_S)` (concurrent reads share one query), so
+        the public endpoint costs no Postgres round trip per request. A key
+        staged by a rotation is published within that time, well inside the
+        rotation's publish delay (10 s by default).
+        """
+        cached = self._jwks
+        if cached is not None and self._clock() - cached[0] < min(self._refresh_s, JWKS_CACHE_S):
+            return {"keys": [dict(key) for key in cached[1]]}
+        if self._jwks_load is None or self._jwks_load.done():
+            self._jwks_load = asyncio.ensure_future(self._load_jwks())
+        keys = await asyncio.shield(self._jwks_load)
+        return {"keys": [dict(key) for key in keys]}
+
+    async def _load_jwks(self) -> builtins.list[dict[str, Any]]:
+        started = self._clock()
         async with self._pool.acquire() as conn:
-            return {"keys": await key_store.published_jwks(conn, self.purpose)}
+            keys = await key_store.published_jwks(conn, self.purpose)
+        self._jwks = (started, keys)
+        return keys
 
     async def _active(self) -> tuple[str, ec.EllipticCurvePrivateKey]:
         if self._current is None or self._clock() - self._loaded_at >= self._refresh_s:
