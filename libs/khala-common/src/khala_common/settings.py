@@ -22,6 +22,33 @@ MAX_PARTITIONS = 64
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def is_production(environ: Mapping[str, str]) -> bool:
+    """Whether KHALA_ENV is `production` (SettingsError if it is neither that nor
+    `development`, the default)."""
+    value = environ.get("KHALA_ENV", "").strip().lower() or "development"
+    if value not in ("development", "production"):
+        raise SettingsError("KHALA_ENV", f"must be development or production, got {value!r}")
+    return value == "production"
+
+
+def refuse_dev_defaults(environ: Mapping[str, str], problems: Mapping[str, str | None]) -> None:
+    """With KHALA_ENV=production, raise SettingsError for the first setting whose
+    problem is not None (`problems` maps a variable to what is wrong with it).
+
+    Fail closed: a production process never starts on a convenience default of
+    `make run` (a published token or key, the dev identity provider, ...).
+    """
+    if not is_production(environ):
+        return
+    for name, problem in problems.items():
+        if problem is not None:
+            raise SettingsError(name, f"{problem} (not allowed with KHALA_ENV=production)")
+
+
+def _unset(environ: Mapping[str, str], name: str) -> str | None:
+    return "is not set" if not environ.get(name, "").strip() else None
+
+
 class SettingsError(ValueError):
     """A configuration variable is missing or invalid."""
 
@@ -145,6 +172,19 @@ class CommonSettings:
         """Read the common variables (`service` names KHALA_<SERVICE>_ADMIN_PORT);
         SettingsError names the first bad one. Services' `from_env` call this."""
         env = Env(environ)
+        service_token = env.string("KHALA_SERVICE_TOKEN", DEFAULT_SERVICE_TOKEN)
+        refuse_dev_defaults(
+            environ,
+            {
+                "KHALA_DATABASE_URL": _unset(environ, "KHALA_DATABASE_URL"),
+                "KHALA_AMQP_URL": _unset(environ, "KHALA_AMQP_URL")
+                or ("uses the guest account" if "//guest:guest@" in environ["KHALA_AMQP_URL"]
+                    else None),
+                "KHALA_SERVICE_TOKEN": "is the published dev token"
+                if service_token == DEFAULT_SERVICE_TOKEN
+                else None,
+            },
+        )
         admin_port = (
             env.integer(f"KHALA_{service.upper()}_ADMIN_PORT", 0, minimum=0) if service else 0
         )
@@ -154,7 +194,7 @@ class CommonSettings:
             ),
             amqp_url=env.url("KHALA_AMQP_URL", DEFAULT_AMQP_URL, schemes=("amqp", "amqps")),
             amqp_prefix=environ.get("KHALA_AMQP_PREFIX", ""),
-            service_token=env.string("KHALA_SERVICE_TOKEN", DEFAULT_SERVICE_TOKEN),
+            service_token=service_token,
             bind_host=env.string("KHALA_BIND_HOST", DEFAULT_BIND_HOST),
             admin_port=admin_port,
             projector_partitions=env.integer(

@@ -12,7 +12,13 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from khala_common.settings import LOG_LEVELS, CommonSettings, Env, SettingsError
+from khala_common.settings import (
+    LOG_LEVELS,
+    CommonSettings,
+    Env,
+    SettingsError,
+    refuse_dev_defaults,
+)
 from khala_control.domain.rate_limit import RateLimit, RateLimitSettings, parse_rate_limit
 from khala_control.domain.surfaces import DEFAULT_MATRIX_SPEC, SurfacePolicy
 
@@ -115,6 +121,7 @@ class Settings(CommonSettings):
                 issuer = env.url(name, schemes=("http", "https")).rstrip("/")
                 break
         common = CommonSettings.read(environ, "control")
+        _refuse_dev_defaults(environ, env)
         return cls(
             **common.common_fields(),
             log_level=_choice(env, "KHALA_LOG_LEVEL", "info", LOG_LEVELS),
@@ -163,6 +170,28 @@ def _choice(env: Env, name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise SettingsError(name, f"must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _refuse_dev_defaults(environ: Mapping[str, str], env: Env) -> None:
+    """With KHALA_ENV=production: no dev key, no dev IdP, only https identity providers."""
+    keys = _fernet_keys(env)
+    issuers = _issuers(env)
+    plain = [issuer for issuer in issuers if issuer.startswith("http://")]
+    refuse_dev_defaults(
+        environ,
+        {
+            "KHALA_CONTROL_KEY_ENCRYPTION_KEY": "is not set (signing keys would be encrypted "
+            "with the published dev key)"
+            if DEV_KEY_ENCRYPTION_KEY in keys
+            else None,
+            "KHALA_DEV_IDP_ENABLED": "is true (anyone could sign in as anyone)"
+            if env.boolean("KHALA_DEV_IDP_ENABLED", False)
+            else None,
+            "KHALA_OIDC_ISSUER": "is not set (nobody could sign in)"
+            if not issuers
+            else (f"{plain[0]!r} is not https" if plain else None),
+        },
+    )
 
 
 def _fernet_keys(env: Env) -> tuple[str, ...]:

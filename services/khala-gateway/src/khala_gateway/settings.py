@@ -6,10 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from khala_common.frame_limits import DEFAULT_MAX_FRAME_BYTES
-from khala_common.settings import LOG_LEVELS, CommonSettings, Env, SettingsError
+from khala_common.settings import (
+    LOG_LEVELS,
+    CommonSettings,
+    Env,
+    SettingsError,
+    refuse_dev_defaults,
+)
 from khala_gateway.domain.limits import parse_version
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8081"
+DEV_ADMIN_TOKEN = "khala-dev-admin-token"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +98,14 @@ class Settings(CommonSettings):
         env = Env(environ)
         control_url = env.url("KHALA_CONTROL_URL", DEFAULT_CONTROL_URL, schemes=("http", "https"))
         common = CommonSettings.read(environ, "gateway")
+        refuse_dev_defaults(
+            environ,
+            {
+                "KHALA_GATEWAY_ADMIN_TOKEN": "is the published dev token"
+                if env.string("KHALA_GATEWAY_ADMIN_TOKEN", DEV_ADMIN_TOKEN) == DEV_ADMIN_TOKEN
+                else None,
+            },
+        )
         settings = cls(
             **common.common_fields(),
             log_level=env.string("KHALA_LOG_LEVEL", "info"),
