@@ -53,6 +53,10 @@ test-chaos-ci: install ## Chaos in CI (~3 min): SIGKILL every service, RabbitMQ 
 test-fuzz: install ## Long fuzz run: hypothesis connections, then 1M seeded mutated WebSocket messages against a live gateway
 	$(TEST_ENV) KHALA_FUZZ_MESSAGES=1000000 KHALA_FUZZ_MIN_MESSAGES=1000000 KHALA_FUZZ_SECONDS=3600 $(RUN) pytest -m "fuzz or fuzz_ci" tests/fuzz -rP $(PYTEST_ARGS)
 
+.PHONY: test-drills
+test-drills: install ## Drills as tests (rebuild under traffic, backup/restore) and the bench harnesses at tiny sizes
+	$(TEST_ENV) $(RUN) pytest -m drills tests/drills -rA $(PYTEST_ARGS)
+
 .PHONY: test-fuzz-ci
 test-fuzz-ci: install ## Seeded 90 s live WebSocket fuzz slice (>= 20k messages) beside normal clients whose streams are checked
 	$(TEST_ENV) $(RUN) pytest -m fuzz_ci tests/fuzz -rP $(PYTEST_ARGS)
