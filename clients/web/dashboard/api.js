@@ -1,9 +1,11 @@
-// HTTP side of the dashboard: configuration, sign-in through control's dev
-// identity provider, access-token refresh, orgs, sync tokens and runtime reads.
+// HTTP side of the dashboard: configuration, sign-in (an OpenID provider's ID
+// token, or control's dev identity provider), access-token refresh, orgs, sync
+// tokens and runtime reads.
 //
 // Base URLs default to the page's own origin (control serves the dashboard and
 // proxies runtime's /api/v1/*); the query string overrides them:
 //   ?control=http://host:8081&runtime=http://host:8082&gateway=ws://host:8084/v1/ws&surface=desktop
+//   &oidc_issuer=https://idp.example.com&oidc_client_id=khala-dashboard
 
 const SESSION_KEY = "khala.dashboard.session";
 const DEVICE_KEY = "khala.dashboard.device";
@@ -19,6 +21,9 @@ export function loadConfig(location) {
     gateway: query.get("gateway") || `${origin.replace(/^http/, "ws")}/v1/ws`,
     surface: query.get("surface") || "desktop",
     clientVersion: query.get("client_version") || "1.0.0",
+    // An external OpenID provider (authorization code + PKCE; oidc.js), if any.
+    oidcIssuer: trim(query.get("oidc_issuer") || ""),
+    oidcClientId: query.get("oidc_client_id") || "khala-dashboard",
   };
 }
 
@@ -123,6 +128,11 @@ export class Api {
 
   async signInDev(email, name) {
     const { id_token: idToken } = await this.#fetch("POST", `${this.config.control}/api/dev/id-token`, { email, name }, false);
+    await this.signInWithIdToken(idToken);
+  }
+
+  /** Exchange an identity provider's ID token for a device session. */
+  async signInWithIdToken(idToken) {
     const data = await this.#fetch(
       "POST",
       `${this.config.control}/api/auth/session`,

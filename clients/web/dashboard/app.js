@@ -13,8 +13,10 @@
 
 import { JSON_SUBPROTOCOL, KhalaClient, MemoryCursorStore, SCHEMAS, decodePayload, toPlain } from "./lib/khala-sdk.js";
 import { Api, loadConfig } from "./api.js";
+import { beginSignIn, completeSignIn, takeCallback } from "./oidc.js";
 import { el, heartbeatBadge, projectionBadge, statusBadge, timeAgo } from "./render.js";
 
+const callback = takeCallback(window.location, window.history); // restores the pre-sign-in query
 const config = loadConfig(window.location);
 const api = new Api(config);
 const $ = (id) => document.getElementById(id);
@@ -56,6 +58,15 @@ async function boot() {
     if (row) selectRun(row.dataset.runId);
   });
   setInterval(renderWorkers, 1000); // heartbeat ages tick
+  $("signin-sso-box").hidden = !config.oidcIssuer;
+  $("signin-sso").addEventListener("click", () => beginSignIn(config, window.location).catch(showError));
+  try {
+    if (callback) await api.signInWithIdToken(await completeSignIn(callback));
+  } catch (error) {
+    signedOut();
+    showError(error);
+    return;
+  }
   if (api.signedIn) await signedIn();
   else signedOut();
 }
