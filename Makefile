@@ -55,6 +55,7 @@ test-fuzz: install ## Long fuzz run: hypothesis connections, then 1M seeded muta
 
 .PHONY: test-drills
 test-drills: install ## Drills as tests (rebuild under traffic, backup/restore) and the bench harnesses at tiny sizes
+	cd bench/peers/socketio && npm ci --silent --no-audit --no-fund
 	$(TEST_ENV) $(RUN) pytest -m drills tests/drills -rA $(PYTEST_ARGS)
 
 .PHONY: test-fuzz-ci
