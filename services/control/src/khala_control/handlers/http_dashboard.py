@@ -2,11 +2,16 @@
 of runtime's `/api/v1/*` so the page reaches both APIs from one origin.
 
 The proxy forwards method, body and the caller's Authorization to runtime,
-which authorizes every call itself; control adds no authority of its own.
+which authorizes every call itself; control adds no authority of its own. It
+forwards only runtime's public API: the path must be `/api/v1/runs...` or
+`/api/v1/workers...` made of plain segments (`[A-Za-z0-9_-]`, no dot segments,
+no percent-encoding), so no spelling of a path reaches runtime's operational
+or internal routes; anything else is 404 `not_found` without a call to runtime.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import aiohttp
@@ -40,9 +45,30 @@ def _index(directory: Path):  # type: ignore[no-untyped-def]
     return serve
 
 
+_PREFIX = "/api/v1/"
+_PUBLIC_ROOTS = ("runs", "workers")
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def public_api_path(raw_path: str) -> str | None:
+    """`raw_path` if it names runtime's public API in plain segments, else None."""
+    if not raw_path.startswith(_PREFIX):
+        return None
+    segments = raw_path[len(_PREFIX) :].split("/")
+    if segments[0] not in _PUBLIC_ROOTS or len(segments) > 3:
+        return None
+    if not all(_SEGMENT.fullmatch(segment) for segment in segments):
+        return None
+    return raw_path
+
+
 async def _proxy(request: web.Request) -> web.StreamResponse:
     """Forward one /api/v1/* call to runtime and relay its answer."""
-    url = request.app[_runtime_key] + request.path_qs
+    path = public_api_path(request.rel_url.raw_path)
+    if path is None:
+        raise ApiError(404, "not_found", "no such route")
+    query = request.rel_url.raw_query_string
+    url = request.app[_runtime_key] + path + (f"?{query}" if query else "")
     headers = {k: v for k in _FORWARD_REQUEST if (v := request.headers.get(k)) is not None}
     try:
         async with request.app[_session_key].request(
