@@ -27,9 +27,15 @@ from khala_common.logs import get_logger
 from khala_common.topology import Topology
 from khala_runtime.auth import ACCESS_AUDIENCE, Authenticator
 from khala_runtime.control_client import ControlClient
+from khala_runtime.domain.rate_limit import OrgRateLimiter
 from khala_runtime.fault_injection import CrashBeforeConfirm
 from khala_runtime.handlers import http_runs, http_workers, openapi
-from khala_runtime.handlers.context import auth_key, service_key, worker_service_key
+from khala_runtime.handlers.context import (
+    append_limit_key,
+    auth_key,
+    service_key,
+    worker_service_key,
+)
 from khala_runtime.handlers.errors import domain_error_middleware
 from khala_runtime.handlers.grpc_runtime import SERVICE_NAME, RuntimeServicer
 from khala_runtime.outbox_relay import OutboxRelay
@@ -101,6 +107,9 @@ async def build_app(settings: Settings) -> web.Application:
     app[service_key] = service
     app[worker_service_key] = workers
     app[auth_key] = Authenticator(verifier, control)
+    app[append_limit_key] = OrgRateLimiter(
+        settings.append_rate_per_org, settings.append_burst_per_org
+    )
     app[grpc_key] = grpc_server
     app[relay_key] = relay
     app[readiness_app_key] = readiness

@@ -56,6 +56,12 @@ class Settings(CommonSettings):
     """KHALA_HEARTBEAT_STALE_AFTER_MS: a worker heartbeat older than this is `stale` (30000)."""
     db_pool_size: int
     """KHALA_DB_POOL_SIZE: largest number of Postgres connections of the request pool (10)."""
+    append_rate_per_org: float = 5000.0
+    """KHALA_RUNTIME_APPEND_RATE_PER_ORG: events per second one org may append (5000);
+    above it appends get 429 `rate_limited` + Retry-After. 0 turns the limit off."""
+    append_burst_per_org: int = 10_000
+    """KHALA_RUNTIME_APPEND_BURST_PER_ORG: events one org may append at once (10000; at
+    least 500, the largest append)."""
     test_crash_before_confirm: int = 0
     """KHALA_RUNTIME_TEST_CRASH_BEFORE_CONFIRM: FAULT INJECTION FOR TESTS ONLY. n > 0 makes
     `serve` SIGKILL itself while its outbox relay's nth publish awaits the broker's confirm
@@ -89,6 +95,12 @@ class Settings(CommonSettings):
                 "KHALA_HEARTBEAT_STALE_AFTER_MS", 30_000, minimum=1
             ),
             db_pool_size=env.integer("KHALA_DB_POOL_SIZE", 10, minimum=1),
+            append_rate_per_org=env.number(
+                "KHALA_RUNTIME_APPEND_RATE_PER_ORG", 5000.0, minimum=0.0
+            ),
+            append_burst_per_org=env.integer(
+                "KHALA_RUNTIME_APPEND_BURST_PER_ORG", 10_000, minimum=500
+            ),
             test_crash_before_confirm=env.integer(
                 "KHALA_RUNTIME_TEST_CRASH_BEFORE_CONFIRM", 0, minimum=0
             ),

@@ -11,12 +11,14 @@ from khala_runtime.auth import Authenticator
 from khala_runtime.domain.access import Principal
 from khala_runtime.domain.errors import ValidationError
 from khala_runtime.domain.ids import is_valid_segment
+from khala_runtime.domain.rate_limit import OrgRateLimiter
 from khala_runtime.service import RunService
 from khala_runtime.workers import WorkerService
 
 service_key = web.AppKey("runtime_service", RunService)
 worker_service_key = web.AppKey("runtime_worker_service", WorkerService)
 auth_key = web.AppKey("runtime_auth", Authenticator)
+append_limit_key = web.AppKey("runtime_append_limit", OrgRateLimiter)
 
 MAX_PAGE = 1000
 REPLAY_HEADER = "Idempotent-Replayed"

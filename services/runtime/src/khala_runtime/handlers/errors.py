@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from aiohttp import web
 
-from khala_common.http import ApiError
+from khala_common.http import ApiError, error_response
 from khala_runtime.auth import AuthError, ControlUnavailable
 from khala_runtime.domain.errors import DomainError
 
@@ -59,6 +59,10 @@ async def domain_error_middleware(request: web.Request, handler: Handler) -> web
     try:
         return await handler(request)
     except DomainError as exc:
+        if exc.code == "rate_limited":
+            response = error_response(429, exc.code, exc.message, **exc.details)
+            response.headers["Retry-After"] = str(exc.details.get("retry_after_s", 1))
+            return response
         raise ApiError(HTTP_STATUS.get(exc.code, 400), exc.code, exc.message, **exc.details) from None
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message) from None

@@ -4,6 +4,7 @@ receipt (201, or 200 for an idempotent replay)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -11,7 +12,13 @@ from aiohttp import web
 
 from khala_runtime.domain.access import Action, require_surface, subject_guard
 from khala_runtime.domain.errors import DomainError
-from khala_runtime.handlers.context import path_id, principal, receipt_response
+from khala_runtime.domain.rate_limit import OrgRateLimiter
+from khala_runtime.handlers.context import (
+    append_limit_key,
+    path_id,
+    principal,
+    receipt_response,
+)
 from khala_runtime.handlers.encoding import receipt_json
 from khala_runtime.write_path import Authorize
 from openagents.runtime.v1.events_pb2 import EventInput, Receipt
@@ -38,6 +45,17 @@ class Appender(Protocol):
 A = TypeVar("A", bound=Appender)
 
 
+def _limited(authorize: Authorize, limiter: OrgRateLimiter, events: int) -> Authorize:
+    """`authorize`, then the org's append rate limit (inside the append's transaction,
+    so a refused append writes nothing)."""
+
+    def check(org_id: str) -> None:
+        authorize(org_id)
+        limiter.take(org_id, events, time.monotonic())
+
+    return check
+
+
 def append_route(
     service: web.AppKey[A],
     id_name: str,
@@ -60,7 +78,11 @@ def append_route(
             subject_id,
             inputs,
             expected_seq=expected_seq,
-            authorize=subject_guard(caller, action, lambda: unknown(subject_id)),
+            authorize=_limited(
+                subject_guard(caller, action, lambda: unknown(subject_id)),
+                request.app[append_limit_key],
+                len(inputs),
+            ),
         )
         return receipt_response(receipt_json(receipt), replayed)
 

@@ -146,7 +146,7 @@ def _command(summary: str) -> dict[str, Any]:
         "summary": summary,
         "parameters": [_WORKER_ID],
         "requestBody": _body(_COMMAND_BODY, required=False),
-        "responses": {**_receipts(), **_errors(400, 403, 404, 409, 413, 422)},
+        "responses": {**_receipts(), **_errors(400, 403, 404, 409, 413, 422, 429)},
     }}
 
 
@@ -197,7 +197,7 @@ _PATHS: dict[str, Any] = {
             "summary": "Append events atomically",
             "parameters": [_RUN_ID],
             "requestBody": _body(_append_body("RunEventInput")),
-            "responses": {**_receipts(), **_errors(400, 403, 404, 409, 413, 422)},
+            "responses": {**_receipts(), **_errors(400, 403, 404, 409, 413, 422, 429)},
         },
         "get": {
             "summary": "Read events after a seq",
@@ -239,7 +239,7 @@ _PATHS: dict[str, Any] = {
             "summary": "Ingest worker events atomically",
             "parameters": [_WORKER_ID],
             "requestBody": _body(_append_body("WorkerEventInput")),
-            "responses": {**_receipts(), **_errors(400, 403, 404, 409, 413, 422)},
+            "responses": {**_receipts(), **_errors(400, 403, 404, 409, 413, 422, 429)},
         },
         "get": {
             "summary": "Read a worker's events after a seq",
