@@ -76,3 +76,24 @@ def test_bucket_refills_at_the_rate() -> None:
     limiter.take("o", 50, now=0.5)  # 50 back
     limiter.take("other", 200, now=0.5)
     OrgRateLimiter(rate=0.0, burst=1.0).take("o", 10_000, now=0.0)  # 0 = off
+
+
+async def test_control_outage_answers_503_without_internal_details(
+    control: Any, settings_for: Any, identity: Any, unique: str
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    _, _, url, _ = control
+    started = await start(settings_for(url, dead))
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(session, f"http://127.0.0.1:{started.http_port}")
+            token = identity.login({f"o{unique}": "owner"})
+            status, answer, _ = await api.call("GET", f"/api/v1/runs?org_id=o{unique}", token)
+        assert (status, answer["error"]["code"]) == (503, "control_unavailable")
+        assert dead not in str(answer) and "UNAVAILABLE" not in str(answer)
+    finally:
+        await started.stop()

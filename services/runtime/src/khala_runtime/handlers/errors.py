@@ -11,8 +11,11 @@ import grpc
 from aiohttp import web
 
 from khala_common.http import ApiError, error_response
+from khala_common.logs import get_logger
 from khala_runtime.auth import AuthError, ControlUnavailable
 from khala_runtime.domain.errors import DomainError
+
+log = get_logger("khala_runtime.errors")
 
 HTTP_STATUS = {
     "validation_error": 422,
@@ -67,4 +70,8 @@ async def domain_error_middleware(request: web.Request, handler: Handler) -> web
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message) from None
     except ControlUnavailable as exc:
-        raise ApiError(503, "control_unavailable", f"cannot verify the session: {exc}") from None
+        # The gRPC status text names internal hosts: it goes to the log, not the body.
+        log.warning("session introspection failed", error=str(exc))
+        raise ApiError(
+            503, "control_unavailable", "cannot verify the session right now; retry"
+        ) from None
