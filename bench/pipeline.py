@@ -11,7 +11,8 @@ unique broker prefix, N projector and M gateway processes), signs in through
 control's dev identity provider, creates the runs of two orgs (A: the load;
 B: the fairness case), and opens the subscribers: `subs_per_run` WebSocket
 clients per run topic on the binary subprotocol, spread over the gateways and
-over a few receiver processes (bench/pipeline_recv.py). The load is open loop
+over a few receiver processes (bench/pipeline_recv.py). Every process of the load
+generator runs on uvloop. The load is open loop
 (bench/pipeline_load.py): single-event appends at a fixed rate, round-robin over
 the runs, each carrying the time taken just before its request was sent.
 
@@ -51,6 +52,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import uvloop
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -401,12 +403,12 @@ def main() -> None:
     if args.profile:
         from pipeline_profile import profile
 
-        asyncio.run(profile(args.profile, args.profile_seconds, args.projectors, args.gateways))
+        uvloop.run(profile(args.profile, args.profile_seconds, args.projectors, args.gateways))
         return
     mode = "full" if args.full else "smoke" if args.smoke else "quick"
     out = args.out or (LOGS if mode == "smoke" else RESULTS)
     started = time.monotonic()
-    result = asyncio.run(run(mode, args.projectors, args.gateways))
+    result = uvloop.run(run(mode, args.projectors, args.gateways))
     result["elapsed_s"] = round(time.monotonic() - started, 1)
     path = write_results(result, out)
     print(render_markdown([result]))
