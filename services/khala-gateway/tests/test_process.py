@@ -10,7 +10,7 @@ import sys
 
 import aiohttp
 import pytest
-from gateway_testkit import ISSUER, Client, Issuer
+from gateway_testkit import ISSUER, SERVICE_TOKEN, Client, Issuer
 
 from khala_common.topology import Topology
 from khala_gateway.__main__ import main
@@ -44,6 +44,8 @@ async def test_serve_drains_on_sigterm(
         KHALA_AMQP_URL=amqp_url,
         KHALA_AMQP_PREFIX=topology.prefix,
         KHALA_CONTROL_URL=issuer.url,
+        KHALA_CONTROL_GRPC_TARGET=issuer.grpc_target,
+        KHALA_SERVICE_TOKEN=SERVICE_TOKEN,
         KHALA_TOKEN_ISSUER=ISSUER,
         KHALA_GATEWAY_HTTP_PORT=str(http_port),
         KHALA_GATEWAY_GRPC_PORT=str(_free_port()),
