@@ -167,14 +167,17 @@ class TokenVerifier:
                 key = await self._jwks.key_for(kid)
             except Exception:
                 raise TokenError("unauthorized", "signing keys are unavailable") from None
+            # Other verifications ran during the await: the entry may be gone
+            # (evicted, expired, key withdrawn), so never assume it is still there.
             if key is not None:
                 exp = claims.get("exp")
                 if isinstance(exp, int | float) and self._clock() >= exp + self._leeway_s:
-                    del self._verified[token]
+                    self._verified.pop(token, None)
                     raise TokenError("token_expired", "token has expired")
-                self._verified.move_to_end(token)
+                if token in self._verified:
+                    self._verified.move_to_end(token)
                 return dict(claims)
-            del self._verified[token]  # its key was withdrawn: verify again (and refuse)
+            self._verified.pop(token, None)  # its key was withdrawn: verify again (and refuse)
         kid, claims = await self._verify_signed(token)
         if self._cache_size > 0:
             self._verified[token] = (kid, claims)
