@@ -306,8 +306,12 @@ def _one_line(r: dict[str, Any]) -> str:
             + (f"; {'; '.join(r['fail_reasons'])}" if r["fail_reasons"] else ""))
 
 
-async def run(mode: str, projectors: int, gateways: int) -> dict[str, Any]:
-    cfg = MODES[mode]
+async def run(
+    mode: str, projectors: int, gateways: int, ladder: list[int] | None = None
+) -> dict[str, Any]:
+    cfg = dict(MODES[mode])
+    if ladder:  # an exploratory run: these rates only, no burst or fairness case
+        cfg.update(ladder=ladder, cpu_rate=ladder[0])
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -330,9 +334,14 @@ async def run(mode: str, projectors: int, gateways: int) -> dict[str, Any]:
         await deployment.start()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             bench = Bench(mode, deployment, http)
+            bench.cfg = cfg
             result["setup"] = await bench.setup()
             print(f"setup: {result['setup']}", flush=True)
             result["ladder"] = await bench.ladder()
+            if ladder:
+                await bench.close()
+                bench = None
+                return result
             burst = cfg["burst"]
             result["burst"] = await bench.case(f"burst-{burst['rate']}", [("a", bench.runs_a, burst["rate"])],
                                                burst["seconds"])
@@ -397,6 +406,8 @@ def main() -> None:
     parser.add_argument("--profile-seconds", type=float, default=20)
     parser.add_argument("--projectors", type=int, default=1, help="projector processes (default 1)")
     parser.add_argument("--gateways", type=int, default=1, help="gateway processes; subscribers spread over them")
+    parser.add_argument("--ladder", default="",
+                        help="exploration: comma-separated rates only (no burst/fairness; written to --out)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results directory (default bench/results; smoke: .khala/bench-logs/pipeline)")
     args = parser.parse_args()
@@ -408,8 +419,17 @@ def main() -> None:
     mode = "full" if args.full else "smoke" if args.smoke else "quick"
     out = args.out or (LOGS if mode == "smoke" else RESULTS)
     started = time.monotonic()
-    result = uvloop.run(run(mode, args.projectors, args.gateways))
+    ladder = [int(r) for r in args.ladder.split(",") if r]
+    if ladder and args.out is None:
+        parser.error("--ladder needs --out (exploratory runs never overwrite bench/results)")
+    result = uvloop.run(run(mode, args.projectors, args.gateways, ladder or None))
     result["elapsed_s"] = round(time.monotonic() - started, 1)
+    if ladder:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"pipeline_ladder_{int(time.time())}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results: {path}")
+        return
     path = write_results(result, out)
     print(render_markdown([result]))
     print(f"results: {path} ({result['elapsed_s']} s)")

@@ -69,9 +69,14 @@ async def build_app(settings: Settings) -> web.Application:
         settings.service_token,
         timeout_s=settings.projector_timeout_s,
     )
-    service = RunService(pool, projections=projector)
+    service = RunService(
+        pool, projections=projector, group_inflight=settings.group_commit_inflight
+    )
     workers = WorkerService(
-        pool, stale_after_ms=settings.heartbeat_stale_after_ms, projections=projector
+        pool,
+        stale_after_ms=settings.heartbeat_stale_after_ms,
+        projections=projector,
+        group_inflight=settings.group_commit_inflight,
     )
     grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
     grpc_server.add(
@@ -89,6 +94,7 @@ async def build_app(settings: Settings) -> web.Application:
         relay_broker,
         poll_interval_s=settings.outbox_poll_interval_s,
         partitions=settings.projector_partitions,
+        linger_s=settings.outbox_linger_ms / 1000,
     )
 
     readiness = Readiness()

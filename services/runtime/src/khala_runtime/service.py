@@ -79,10 +79,13 @@ class RunService:
         pool: asyncpg.Pool,
         new_ids: Callable[[int], list[str]] | None = None,
         projections: ProjectionSource | None = None,
+        group_inflight: int = 2,
     ) -> None:
         self._pool = pool
         self._new_ids = new_ids or uuid4_strings
-        self._committer = GroupCommitter(pool, _RUNS, self._new_ids)
+        self._committer = GroupCommitter(
+            pool, _RUNS, self._new_ids, max_inflight=group_inflight
+        )
         self._projections = projections or NoProjector()
 
     @property

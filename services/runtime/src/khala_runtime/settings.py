@@ -47,6 +47,13 @@ class Settings(CommonSettings):
     """KHALA_MAX_BODY_BYTES: largest accepted HTTP request body (1 MiB); larger is 413."""
     outbox_poll_interval_s: float
     """KHALA_OUTBOX_POLL_INTERVAL_S: relay poll interval when no NOTIFY arrives (1.0)."""
+    outbox_linger_ms: float = 0.0
+    """KHALA_OUTBOX_LINGER_MS: least time between the starts of two relay drains (0);
+    under load a drain then carries that many milliseconds of commits in a few
+    partition batches instead of one message per commit (docs/pipeline.md)."""
+    group_commit_inflight: int = 2
+    """KHALA_RUNTIME_GROUP_COMMIT_INFLIGHT: append transactions in flight per process
+    and stream kind (2); appends arriving meanwhile form the next group."""
     projector_grpc_target: str
     """KHALA_PROJECTOR_GRPC_TARGET: host:port of ProjectorAdmin (GetProjectionStatus)."""
     projector_timeout_s: float
@@ -89,6 +96,10 @@ class Settings(CommonSettings):
             control_grpc_target=env.string("KHALA_CONTROL_GRPC_TARGET", "127.0.0.1:9081"),
             max_body_bytes=env.integer("KHALA_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             outbox_poll_interval_s=env.number("KHALA_OUTBOX_POLL_INTERVAL_S", 1.0, minimum=0.01),
+            outbox_linger_ms=env.number("KHALA_OUTBOX_LINGER_MS", 0.0, minimum=0.0),
+            group_commit_inflight=env.integer(
+                "KHALA_RUNTIME_GROUP_COMMIT_INFLIGHT", 2, minimum=1
+            ),
             projector_grpc_target=env.string("KHALA_PROJECTOR_GRPC_TARGET", "127.0.0.1:9083"),
             projector_timeout_s=env.number("KHALA_PROJECTOR_TIMEOUT_S", 0.5, minimum=0.01),
             heartbeat_stale_after_ms=env.integer(

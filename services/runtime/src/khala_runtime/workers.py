@@ -70,12 +70,15 @@ class WorkerService:
         stale_after_ms: int = DEFAULT_STALE_AFTER_MS,
         projections: ProjectionSource | None = None,
         new_ids: Callable[[int], list[str]] | None = None,
+        group_inflight: int = 2,
     ) -> None:
         self._pool = pool
         self._stale_after_ms = stale_after_ms
         self._projections = projections or NoProjector()
         self._new_ids = new_ids or uuid4_strings
-        self._committer = GroupCommitter(pool, _WORKERS, self._new_ids)
+        self._committer = GroupCommitter(
+            pool, _WORKERS, self._new_ids, max_inflight=group_inflight
+        )
 
     @property
     def stale_after_ms(self) -> int:
