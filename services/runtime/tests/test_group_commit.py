@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 
+from khala_runtime.domain.chain import GENESIS, verify_chain
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.model import CreateRun
 from khala_runtime.domain.requests import parse_append
 from khala_runtime.handlers.context import service_key
+from khala_runtime.service import RunService
+from khala_runtime.storage.events import read_events
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +100,32 @@ async def test_appends_to_one_run_stay_gapless_and_chained(runtime: Any, unique:
         "SELECT stream_seq FROM events WHERE stream_id = $1 ORDER BY stream_seq", f"run:{run_id}"
     )
     assert [row["stream_seq"] for row in rows] == list(range(1, 43))
+
+
+async def test_two_writers_with_stale_remembered_heads_keep_the_log_gapless_and_chained(
+    runtime: Any, unique: str
+) -> None:
+    """Two services on one database (as two runtime replicas): each one's remembered
+    head goes stale whenever the other appends, so the optimistic write finds the
+    head moved and the locked path decides; the log stays gapless and chained."""
+    first = runtime.app[service_key]
+    second = RunService(first.pool)
+    run_id = f"two-{unique}"
+    await first.create_run(CreateRun(f"org{unique}", run_id, ""))
+    await first.append(run_id, _events("run.started"), expected_seq=None)
+    for i in range(10):
+        writer = first if i % 2 == 0 else second
+        receipt, _ = await writer.append(run_id, _events("run.output"), expected_seq=None)
+        assert receipt.first_seq == 3 + i
+    # A plan refused on a stale head is decided on the committed one: expected_seq
+    # matches the table, not the writer's memory.
+    receipt, _ = await second.append(run_id, _events("run.output"), expected_seq=12)
+    assert receipt.first_seq == 13
+    with pytest.raises(DomainError) as refused:
+        await first.append(run_id, _events("run.output"), expected_seq=12)
+    assert refused.value.code == "seq_conflict"
+    events = await read_events(
+        first.pool, f"run:{run_id}", after_seq=0, up_to_seq=100, limit=100
+    )
+    assert [e.stream_seq for e in events] == list(range(1, 14))
+    assert verify_chain(events, GENESIS)

@@ -64,6 +64,7 @@ def run_not_found(run_id: str) -> DomainError:
 _RUNS = AppendTarget(
     kind="run",
     lock=run_sql.lock_runs,
+    read=run_sql.read_runs,
     plan=plan_append,
     heads_write=run_sql.heads_write,
     routing_key=run_routing_key,

@@ -53,6 +53,7 @@ def worker_not_found(worker_id: str) -> DomainError:
 _WORKERS = AppendTarget(
     kind="worker",
     lock=worker_sql.lock_workers,
+    read=worker_sql.read_workers,
     plan=plan_worker_append,
     heads_write=worker_sql.heads_write,
     routing_key=worker_routing_key,

@@ -47,6 +47,9 @@ LockHeads = Callable[
 ]
 
 
+ReadHeads = Callable[[asyncpg.Pool, Sequence[str]], Awaitable[dict[str, H]]]
+
+
 class PlanAppend(Protocol[H]):
     """A stream kind's pure append plan (`plan_append`, `plan_worker_append`)."""
 
@@ -67,8 +70,9 @@ class AppendTarget(Generic[HeadT]):
 
     kind: str  # "run" | "worker": with the subject id, the global lock order
     lock: LockHeads[HeadT]  # lock head rows in id order; (commit clock, {id: (head, keys)})
+    read: ReadHeads[HeadT]  # committed heads, no lock: {id: head}
     plan: PlanAppend[HeadT]
-    heads_write: Callable[[Sequence[HeadT]], HeadsWrite]
+    heads_write: Callable[[Sequence[HeadT], Sequence[HeadT] | None], HeadsWrite]
     routing_key: Callable[[str], str]  # of the head's org
     not_found: Callable[[str], DomainError]  # of the subject id
 
@@ -132,7 +136,9 @@ async def commit_appends(
         else:
             outcomes.append((outcome, True))
     if writes:
-        await event_sql.write_streams(conn, writes, now_ms=now, heads=target.heads_write(heads))
+        await event_sql.write_streams(
+            conn, writes, now_ms=now, heads=target.heads_write(heads, None)
+        )
     return outcomes
 
 

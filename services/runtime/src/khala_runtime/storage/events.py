@@ -29,24 +29,39 @@ Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 # events, their outbox rows (in input order, so each stream's outbox ids follow
 # its seqs), the idempotency keys, optionally the heads' update, and the relay's
 # doorbell (Postgres delivers NOTIFY at commit).
-_WRITE = (
-    "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], "
+_INPUT = (
+    "input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], "
     "$5::text[], $6::bytea[], $7::text[], $8::bigint[], $9::text[], $10::smallint[], "
     "$11::text[], $12::bigint[], $13::text[]) WITH ORDINALITY "
     "AS t(event_id, type, payload_json, idempotency_key, chain_hash, body, stream_id, "
-    "stream_seq, org_id, stream_kind, subject_id, occurred_at_ms, routing_key, n)), "
-    f"e AS (INSERT INTO events ({_EVENT_COLUMNS}) "
-    "SELECT stream_id, stream_seq, event_id, org_id, stream_kind, subject_id, type, "
-    "payload_json, idempotency_key, occurred_at_ms, chain_hash FROM input), "
-    "o AS (INSERT INTO outbox (event_id, routing_key, body, created_at_ms) "
-    "SELECT event_id, routing_key, body, $14::bigint FROM input ORDER BY n), "
-    "k AS (INSERT INTO idempotency_keys "
-    "(stream_id, key, request_hash, first_seq, last_seq, created_at_ms) "
-    "SELECT stream_id, key, request_hash, first_seq, last_seq, $14::bigint "
-    "FROM unnest($15::text[], $16::text[], $17::text[], $18::bigint[], $19::bigint[]) "
-    "AS k(stream_id, key, request_hash, first_seq, last_seq))"
+    "stream_seq, org_id, stream_kind, subject_id, occurred_at_ms, routing_key, n))"
 )
+
+
+def _inserts(where: str) -> str:
+    """The events, outbox and idempotency-key CTEs, each restricted by `where`."""
+    return (
+        f"e AS (INSERT INTO events ({_EVENT_COLUMNS}) "
+        "SELECT stream_id, stream_seq, event_id, org_id, stream_kind, subject_id, type, "
+        f"payload_json, idempotency_key, occurred_at_ms, chain_hash FROM input{where}), "
+        "o AS (INSERT INTO outbox (event_id, routing_key, body, created_at_ms) "
+        f"SELECT event_id, routing_key, body, $14::bigint FROM input{where} ORDER BY n), "
+        "k AS (INSERT INTO idempotency_keys "
+        "(stream_id, key, request_hash, first_seq, last_seq, created_at_ms) "
+        "SELECT stream_id, key, request_hash, first_seq, last_seq, $14::bigint "
+        "FROM unnest($15::text[], $16::text[], $17::text[], $18::bigint[], $19::bigint[]) "
+        f"AS k(stream_id, key, request_hash, first_seq, last_seq){where})"
+    )
+
+
+_WRITE = "WITH " + _INPUT + ", " + _inserts("")
 _WRITE_TAIL = f" SELECT pg_notify('{OUTBOX_CHANNEL}', '')"
+# The optimistic form: the heads' CTE comes first and moves only heads still as
+# planned (RETURNING their stream ids); events, outbox rows and keys are written
+# for those streams only, in the same statement (one implicit transaction).
+_ONLY_MOVED = " WHERE stream_id IN (SELECT stream_id FROM h)"
+_WRITE_IF = _INPUT + ", " + _inserts(_ONLY_MOVED)
+_WRITE_IF_TAIL = f" SELECT stream_id, pg_notify('{OUTBOX_CHANNEL}', '') FROM h"
 HEAD_ARGS_FROM = 20
 """Parameter number of the first argument of a heads-update CTE (`$20`)."""
 
@@ -59,6 +74,38 @@ class HeadsWrite:
     args: tuple[object, ...]
 
 
+def heads_update(
+    table: str,
+    kind: str,
+    ids: Sequence[str],
+    columns: Sequence[tuple[str, str, Sequence[object]]],
+    expected: Sequence[tuple[int, str]] | None = None,
+) -> HeadsWrite:
+    """The CTE `h` that sets `columns` (name, SQL type, one value per head) of the
+    `table` rows `<kind>_id = ids[i]`. With `expected` ((last_seq, chain_hash) the
+    appends were planned on), only rows still as expected move, and `h` returns
+    their stream ids (`write_streams_if_heads`)."""
+    id_column = f"{kind}_id"
+    names = [id_column, *(name for name, _, _ in columns)]
+    casts = ["text", *(cast for _, cast, _ in columns)]
+    values: list[Sequence[object]] = [list(ids), *(vals for _, _, vals in columns)]
+    condition = returning = ""
+    if expected is not None:
+        names += ["old_seq", "old_hash"]
+        casts += ["bigint", "text"]
+        values += [[seq for seq, _ in expected], [chain for _, chain in expected]]
+        condition = " AND t.last_seq = u.old_seq AND t.chain_hash = u.old_hash"
+        returning = f" RETURNING '{kind}:' || t.{id_column} AS stream_id"
+    params = ", ".join(f"${HEAD_ARGS_FROM + i}::{cast}[]" for i, cast in enumerate(casts))
+    assignments = ", ".join(f"{name} = u.{name}" for name, _, _ in columns)
+    return HeadsWrite(
+        f"h AS (UPDATE {table} AS t SET {assignments} "
+        f"FROM unnest({params}) AS u({', '.join(names)}) "
+        f"WHERE t.{id_column} = u.{id_column}{condition}{returning})",
+        tuple(values),
+    )
+
+
 @dataclass(frozen=True)
 class StreamWrite:
     """One append's events (one stream) with what the log records beside them."""
@@ -69,14 +116,17 @@ class StreamWrite:
     request_hash: str = ""
 
 
-_SQL_CACHE: dict[str, str] = {}
+_SQL_CACHE: dict[tuple[str, bool], str] = {}
 
 
-def _write_sql(head_cte: str) -> str:
-    sql = _SQL_CACHE.get(head_cte)
+def _write_sql(head_cte: str, conditional: bool = False) -> str:
+    sql = _SQL_CACHE.get((head_cte, conditional))
     if sql is None:
-        sql = _WRITE + (f", {head_cte}" if head_cte else "") + _WRITE_TAIL
-        _SQL_CACHE[head_cte] = sql
+        if conditional:
+            sql = f"WITH {head_cte}, {_WRITE_IF}{_WRITE_IF_TAIL}"
+        else:
+            sql = _WRITE + (f", {head_cte}" if head_cte else "") + _WRITE_TAIL
+        _SQL_CACHE[(head_cte, conditional)] = sql
     return sql
 
 
@@ -89,10 +139,27 @@ async def write_streams(
 ) -> None:
     """Write the events of several appends (distinct streams) with their outbox rows,
     idempotency keys and optionally the heads' update, in ONE statement."""
+    await conn.execute(_write_sql(heads.cte if heads else ""), *_write_args(writes, now_ms, heads))
+
+
+async def write_streams_if_heads(
+    db: Executor, writes: Sequence[StreamWrite], *, now_ms: int, heads: HeadsWrite
+) -> set[str]:
+    """The optimistic append: in ONE statement, move each head only if it still is
+    as planned (`heads` made with `expected`), and write the events, outbox rows
+    and keys of exactly those streams; the stream ids that were written."""
+    rows = await db.fetch(
+        _write_sql(heads.cte, conditional=True), *_write_args(writes, now_ms, heads)
+    )
+    return {row["stream_id"] for row in rows}
+
+
+def _write_args(
+    writes: Sequence[StreamWrite], now_ms: int, heads: HeadsWrite | None
+) -> tuple[object, ...]:
     events = [event for write in writes for event in write.events]
     keyed = [(w, key) for w in writes if w.keys for key in w.keys]
-    await conn.execute(
-        _write_sql(heads.cte if heads else ""),
+    return (
         [e.event_id for e in events],  # asyncpg encodes uuid from its text form
         [e.type for e in events],
         [e.payload_json for e in events],

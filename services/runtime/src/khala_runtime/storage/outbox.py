@@ -27,8 +27,9 @@ async def fetch_unpublished(conn: asyncpg.Connection, limit: int) -> list[Outbox
         limit,
     )
     return [
-        OutboxRow(r["id"], str(r["event_id"]), r["routing_key"], bytes(r["body"]),
-                  r["created_at_ms"])
+        OutboxRow(
+            r["id"], str(r["event_id"]), r["routing_key"], bytes(r["body"]), r["created_at_ms"]
+        )
         for r in rows
     ]
 

@@ -9,12 +9,10 @@ import asyncpg
 
 from khala_runtime.domain.model import RunHead
 from khala_runtime.domain.run_state import RunStatus
-from khala_runtime.storage.events import HEAD_ARGS_FROM, HeadsWrite, found_keys_sql
+from khala_runtime.storage.events import HeadsWrite, found_keys_sql, heads_update
 
 NOW_MS_SQL = "(extract(epoch from now()) * 1000)::bigint"
-_COLUMNS = (
-    "run_id, org_id, title, status, last_seq, chain_hash, created_at_ms, updated_at_ms"
-)
+_COLUMNS = "run_id, org_id, title, status, last_seq, chain_hash, created_at_ms, updated_at_ms"
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 _LOCK = (
@@ -84,23 +82,28 @@ async def get_run(db: Executor, run_id: str) -> RunHead | None:
     return None if row is None else _head(row)
 
 
-def heads_write(heads: Sequence[RunHead]) -> HeadsWrite:
-    """The CTE that advances locked runs' heads within `write_streams`."""
-    n = HEAD_ARGS_FROM
-    return HeadsWrite(
-        f"h AS (UPDATE runs AS r SET status = u.status, last_seq = u.last_seq, "
-        f"chain_hash = u.chain_hash, updated_at_ms = u.updated_at_ms "
-        f"FROM unnest(${n}::text[], ${n + 1}::text[], ${n + 2}::bigint[], ${n + 3}::text[], "
-        f"${n + 4}::bigint[]) AS u(run_id, status, last_seq, chain_hash, updated_at_ms) "
-        "WHERE r.run_id = u.run_id)",
-        (
-            [h.run_id for h in heads],
-            [h.status.value for h in heads],
-            [h.last_seq for h in heads],
-            [h.chain_hash for h in heads],
-            [h.updated_at_ms for h in heads],
-        ),
+def heads_write(heads: Sequence[RunHead], expected: Sequence[RunHead] | None = None) -> HeadsWrite:
+    """The CTE advancing runs' heads within `write_streams` (see `heads_update`)."""
+    return heads_update(
+        "runs",
+        "run",
+        [h.run_id for h in heads],
+        [
+            ("status", "text", [h.status.value for h in heads]),
+            ("last_seq", "bigint", [h.last_seq for h in heads]),
+            ("chain_hash", "text", [h.chain_hash for h in heads]),
+            ("updated_at_ms", "bigint", [h.updated_at_ms for h in heads]),
+        ],
+        None if expected is None else [(h.last_seq, h.chain_hash) for h in expected],
     )
+
+
+async def read_runs(db: Executor, run_ids: Sequence[str]) -> dict[str, RunHead]:
+    """The committed heads of the runs among `run_ids` that exist (no lock)."""
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM runs WHERE run_id = ANY($1::text[])", list(run_ids)
+    )
+    return {row["run_id"]: _head(row) for row in rows}
 
 
 async def list_runs(

@@ -9,7 +9,7 @@ import asyncpg
 
 from khala_runtime.domain.model import WorkerHead
 from khala_runtime.domain.worker_state import WorkerStatus
-from khala_runtime.storage.events import HEAD_ARGS_FROM, HeadsWrite, found_keys_sql
+from khala_runtime.storage.events import HeadsWrite, found_keys_sql, heads_update
 from khala_runtime.storage.runs import NOW_MS_SQL, now_ms
 
 _COLUMNS = (
@@ -82,26 +82,31 @@ async def get_worker(db: Executor, worker_id: str) -> tuple[WorkerHead, int] | N
     return None if row is None else (_head(row), row["now_ms"])
 
 
-def heads_write(heads: Sequence[WorkerHead]) -> HeadsWrite:
-    """The CTE that advances locked workers' heads within `write_streams`."""
-    n = HEAD_ARGS_FROM
-    return HeadsWrite(
-        f"h AS (UPDATE workers AS w SET status = u.status, last_seq = u.last_seq, "
-        f"chain_hash = u.chain_hash, updated_at_ms = u.updated_at_ms, "
-        f"last_heartbeat_at_ms = u.last_heartbeat_at_ms "
-        f"FROM unnest(${n}::text[], ${n + 1}::text[], ${n + 2}::bigint[], ${n + 3}::text[], "
-        f"${n + 4}::bigint[], ${n + 5}::bigint[]) "
-        "AS u(worker_id, status, last_seq, chain_hash, updated_at_ms, last_heartbeat_at_ms) "
-        "WHERE w.worker_id = u.worker_id)",
-        (
-            [h.worker_id for h in heads],
-            [h.status.value for h in heads],
-            [h.last_seq for h in heads],
-            [h.chain_hash for h in heads],
-            [h.updated_at_ms for h in heads],
-            [h.last_heartbeat_at_ms for h in heads],
-        ),
+def heads_write(
+    heads: Sequence[WorkerHead], expected: Sequence[WorkerHead] | None = None
+) -> HeadsWrite:
+    """The CTE advancing workers' heads within `write_streams` (see `heads_update`)."""
+    return heads_update(
+        "workers",
+        "worker",
+        [h.worker_id for h in heads],
+        [
+            ("status", "text", [h.status.value for h in heads]),
+            ("last_seq", "bigint", [h.last_seq for h in heads]),
+            ("chain_hash", "text", [h.chain_hash for h in heads]),
+            ("updated_at_ms", "bigint", [h.updated_at_ms for h in heads]),
+            ("last_heartbeat_at_ms", "bigint", [h.last_heartbeat_at_ms for h in heads]),
+        ],
+        None if expected is None else [(h.last_seq, h.chain_hash) for h in expected],
     )
+
+
+async def read_workers(db: Executor, worker_ids: Sequence[str]) -> dict[str, WorkerHead]:
+    """The committed heads of the workers among `worker_ids` that exist (no lock)."""
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM workers WHERE worker_id = ANY($1::text[])", list(worker_ids)
+    )
+    return {row["worker_id"]: _head(row) for row in rows}
 
 
 async def list_workers(
