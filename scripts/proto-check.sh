@@ -12,8 +12,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cp -r libs/khala-proto/src/openagents "$tmp/committed"
 ./scripts/gen-proto.sh
-if ! diff -r "$tmp/committed" libs/khala-proto/src/openagents >/dev/null; then
-  diff -r "$tmp/committed" libs/khala-proto/src/openagents | head -40
+if ! diff -r -x __pycache__ "$tmp/committed" libs/khala-proto/src/openagents >/dev/null; then
+  diff -r -x __pycache__ "$tmp/committed" libs/khala-proto/src/openagents | head -40
   rm -rf libs/khala-proto/src/openagents && cp -r "$tmp/committed" libs/khala-proto/src/openagents
   echo "generated code is out of date: run 'make proto' and commit the result" >&2
   exit 1
