@@ -570,6 +570,9 @@ async def run(mode: str, only: set[str]) -> dict[str, Any]:
             # The full replay phase reads a 100k-frame topic: more than the default
             # per-topic retention (10k frames) would keep.
             "KHALA_PROJECTOR_EVENT_RETAIN_FRAMES": "0",
+            # Setup loads topics in bulk (the replay topics); the per-org append
+            # limit is the pipeline benchmark's business, not these phases'.
+            "KHALA_RUNTIME_APPEND_RATE_PER_ORG": "0",
         },
     )
     peers: list[Peer] = []
