@@ -81,8 +81,37 @@ def _kill_group(proc: subprocess.Popen[bytes] | None, port: int) -> None:
         time.sleep(0.05)
 
 
+class _Crashable:
+    """kill / restart / close of a private server: SIGKILL its whole process group
+    (a crash: nothing flushed), start again on the same data and ports, remove it."""
+
+    proc: subprocess.Popen[bytes] | None
+    port: int
+    root: Path
+    restarts: int
+
+    def start(self, timeout_s: float = 60.0) -> None:  # pragma: no cover - per server
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """SIGKILL the server's process group and wait until its port is closed."""
+        _kill_group(self.proc, self.port)
+        self.proc = None
+
+    def restart(self) -> None:
+        """Crash, then start again with the same data directory and ports."""
+        self.kill()
+        self.start()
+        self.restarts += 1
+
+    def close(self) -> None:
+        """Kill the server and remove its directory."""
+        self.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @dataclass
-class PrivatePostgres:
+class PrivatePostgres(_Crashable):
     """A Postgres cluster of its own in a temporary directory (trust auth, user postgres)."""
 
     port: int = field(default_factory=free_port)
@@ -154,25 +183,10 @@ class PrivatePostgres:
             time.sleep(0.1)
         raise TimeoutError(f"postgres not ready after {timeout_s}s; see {self.root}/postgres.log")
 
-    def kill(self) -> None:
-        """SIGKILL the postmaster and every backend (a crash: no shutdown checkpoint)."""
-        _kill_group(self.proc, self.port)
-        self.proc = None
-
-    def restart(self) -> None:
-        """Crash, then start again on the same data directory and port (crash recovery)."""
-        self.kill()
-        self.start()
-        self.restarts += 1
-
-    def close(self) -> None:
-        """Kill the server and remove its directory."""
-        self.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass
-class PrivateRabbitMQ:
+class PrivateRabbitMQ(_Crashable):
     """A RabbitMQ node of its own: own node name, AMQP and distribution ports, data dir; no plugins."""
 
     port: int = field(default_factory=free_port)
@@ -239,18 +253,3 @@ class PrivateRabbitMQ:
             time.sleep(0.2)
         raise TimeoutError(f"rabbitmq not ready after {timeout_s}s; see {self.root}/rabbitmq.log")
 
-    def kill(self) -> None:
-        """SIGKILL the Erlang VM and its helper processes (a crash: nothing flushed)."""
-        _kill_group(self.proc, self.port)
-        self.proc = None
-
-    def restart(self) -> None:
-        """Crash, then start again with the same node name, ports and data (durable queues survive)."""
-        self.kill()
-        self.start()
-        self.restarts += 1
-
-    def close(self) -> None:
-        """Kill the node and remove its directory."""
-        self.kill()
-        shutil.rmtree(self.root, ignore_errors=True)

@@ -5,50 +5,18 @@ The loss is real: the broker is reached through a TCP relay the test cuts."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from khala_common.broker import Broker
+from khala_common.testing import TcpRelay
 from khala_common.topology import Topology
 
 pytestmark = pytest.mark.integration
 
 
-class Relay:
-    """A TCP relay that can be cut (links reset, new ones refused) and reopened."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self.links: set[asyncio.StreamWriter] = set()
-
-    async def open(self) -> None:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-        for writer in list(self.links):
-            writer.transport.abort()
-        self.links.clear()
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self.links |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+Relay = TcpRelay
 
 
 async def _until(broker: Broker, connected: bool) -> None:

@@ -187,8 +187,13 @@ async def insert_frames(
     """Insert numbered frames (the caller holds the writer lock); frame_id order."""
     if not rows:
         return []
-    inserted = await conn.fetch(
-        _INSERT_FRAMES,
+    inserted = await conn.fetch(_INSERT_FRAMES, *_frame_args(rows, now_ms))
+    return _stored(rows, inserted)
+
+
+def _frame_args(rows: Sequence[FrameRow], now_ms: int) -> tuple[object, ...]:
+    """$1..$7 of the frame inserts: the rows' columns as arrays, and the commit clock."""
+    return (
         [r.topic for r in rows],
         [r.epoch for r in rows],
         [r.seq for r in rows],
@@ -197,7 +202,6 @@ async def insert_frames(
         [r.frame_bytes for r in rows],
         now_ms,
     )
-    return _stored(rows, inserted)
 
 
 def _stored(rows: Sequence[FrameRow], inserted: Sequence[asyncpg.Record]) -> list[StoredFrame]:
@@ -219,13 +223,7 @@ async def append_frames(
     heads = new_heads(rows)
     inserted = await conn.fetch(
         _APPEND_FRAMES,
-        [r.topic for r in rows],
-        [r.epoch for r in rows],
-        [r.seq for r in rows],
-        [r.kind for r in rows],
-        [r.key for r in rows],
-        [r.frame_bytes for r in rows],
-        now_ms,
+        *_frame_args(rows, now_ms),
         WRITER_LOCK_KEY,
         list(heads),
         list(heads.values()),
