@@ -170,11 +170,15 @@ class OutboxRelay:
             if confirmed:
                 await outbox_sql.mark_published(conn, [row.id for row in confirmed])
                 metrics.OUTBOX_PUBLISHED.inc(len(confirmed))
-            if len(rows) == self._batch_size:  # more may wait: worth a count
-                metrics.OUTBOX_BACKLOG.set(await outbox_sql.backlog(conn))
             if len(confirmed) < len(rows):
                 metrics.OUTBOX_PUBLISH_FAILURES.inc()
                 return False
+            if len(rows) < self._batch_size:
+                # All there was: a row committed since rang the doorbell after
+                # `wake` was cleared, so the leader drains again at once.
+                metrics.OUTBOX_BACKLOG.set(0)
+                return True
+            metrics.OUTBOX_BACKLOG.set(await outbox_sql.backlog(conn))
 
     async def _publish(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
         """Publish rows as partition batches, in order; the rows whose message and
