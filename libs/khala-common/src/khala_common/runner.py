@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -42,4 +43,31 @@ async def serve(
             await on_signal()
     finally:
         await runner.cleanup()
+        log.info("stopped")
+
+
+class Service(Protocol):
+    """What every service's composition root (`khala_<service>.app`) is: built from
+    its settings, started once, stopped once (docs/architecture.md, "One shape")."""
+
+    async def start(self) -> None:
+        """Open pools and connections, bind ports, start background tasks."""
+
+    async def stop(self) -> None:
+        """Undo `start` in reverse order; safe after a partial start."""
+
+
+async def run_service(service: Service) -> None:
+    """Start `service`, run it until SIGTERM/SIGINT, then stop it."""
+    log = get_logger("runner")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await service.stop()
         log.info("stopped")

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 MAX_TOPIC_BYTES = 255
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# One segment of a topic; also the grammar of every identifier that becomes one
+# (org, run, worker and session ids), so an id is always a valid topic segment.
+SEGMENT_RULE = "[A-Za-z0-9_-]{1,64}"
+_SEGMENT = re.compile(SEGMENT_RULE)
+
+
+def is_valid_segment(value: object) -> bool:
+    """Whether `value` is a string that can stand as one topic segment."""
+    return isinstance(value, str) and _SEGMENT.fullmatch(value) is not None
 
 
 class TopicClass(StrEnum):

@@ -13,7 +13,7 @@ from khala_common.settings import (
     SettingsError,
     refuse_dev_defaults,
 )
-from khala_gateway.domain.limits import parse_version
+from khala_common.versions import parse_version
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8081"
 DEV_ADMIN_TOKEN = "khala-dev-admin-token"

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 
 from khala_common.topics import TopicClass
+from khala_common.versions import Version, is_below, parse_version
 from khala_control.domain.errors import ControlError
-from khala_control.domain.versions import Version, is_below, parse_version
 
 DEFAULT_MATRIX_SPEC = (
     "web=runs,workers;desktop=runs,workers,run,worker;ios=runs,workers,run,worker;onyx=runs"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from khala_common.topics import SEGMENT_RULE, is_valid_segment
 from khala_control.domain.errors import ControlError
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,190}$"
 _EMAIL = re.compile(EMAIL_PATTERN)
 MAX_DEVICE_ID = 128
@@ -16,8 +16,8 @@ MAX_CLIENT_VERSION = 64
 
 def check_org_id(org_id: str) -> str:
     """An org id must be one topic segment: `[A-Za-z0-9_-]{1,64}`."""
-    if not _SEGMENT.fullmatch(org_id):
-        raise ControlError("bad_request", "org_id must match [A-Za-z0-9_-]{1,64}")
+    if not is_valid_segment(org_id):
+        raise ControlError("bad_request", f"org_id must match {SEGMENT_RULE}")
     return org_id
 
 

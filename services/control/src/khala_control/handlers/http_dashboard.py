@@ -11,13 +11,13 @@ or internal routes; anything else is 404 `not_found` without a call to runtime.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from khala_common.http import ApiError
+from khala_common.topics import is_valid_segment
 
 _FORWARD_REQUEST = ("Authorization", "Content-Type", "traceparent", "tracestate", "X-Request-Id")
 _FORWARD_RESPONSE = ("Content-Type", "WWW-Authenticate", "Retry-After", "Idempotent-Replayed")
@@ -47,7 +47,6 @@ def _index(directory: Path):  # type: ignore[no-untyped-def]
 
 _PREFIX = "/api/v1/"
 _PUBLIC_ROOTS = ("runs", "workers")
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def public_api_path(raw_path: str) -> str | None:
@@ -57,7 +56,7 @@ def public_api_path(raw_path: str) -> str | None:
     segments = raw_path[len(_PREFIX) :].split("/")
     if segments[0] not in _PUBLIC_ROOTS or len(segments) > 3:
         return None
-    if not all(_SEGMENT.fullmatch(segment) for segment in segments):
+    if not all(is_valid_segment(segment) for segment in segments):
         return None
     return raw_path
 

@@ -3,12 +3,10 @@ field lengths and the send buffer's hard cap."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
+from khala_common.versions import is_below, parse_version
 from khala_gateway.domain import codes
-
-_VERSION = re.compile(r"^\s*v?(\d+(?:\.\d+)*)")
 
 
 class TokenBucket:
@@ -30,35 +28,19 @@ class TokenBucket:
         return False
 
 
-def parse_version(text: str) -> tuple[int, ...] | None:
-    """`1.2.3` (optionally `v1.2.3-beta`) as a tuple, or None if it has no numeric prefix."""
-    match = _VERSION.match(text)
-    if match is None:
-        return None
-    return tuple(int(part) for part in match.group(1).split("."))
-
-
-def _padded(version: tuple[int, ...], length: int) -> tuple[int, ...]:
-    return version + (0,) * (length - len(version))
-
-
 def below_minimum(client_version: str, surface: str, minimums: Mapping[str, str]) -> str | None:
     """The minimum version `client_version` fails for `surface`, or None if it is allowed.
 
-    A surface without a configured minimum accepts any version; with one, an
+    Versions compare the one way Khala compares them everywhere
+    (`khala_common.versions`: semver order, a prerelease before its release). A
+    surface without a configured minimum accepts any version; with one, an
     unparseable client version is below it.
     """
     minimum = minimums.get(surface)
-    if not minimum:
+    wanted = parse_version(minimum) if minimum else None
+    if minimum is None or wanted is None:
         return None
-    wanted = parse_version(minimum)
-    got = parse_version(client_version)
-    if wanted is None:
-        return None
-    if got is None:
-        return minimum
-    length = max(len(wanted), len(got))
-    return minimum if _padded(got, length) < _padded(wanted, length) else None
+    return minimum if is_below(client_version, wanted) else None
 
 
 # Inbound field limits (docs/protocol.md §6): longer values are refused, never

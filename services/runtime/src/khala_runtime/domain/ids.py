@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-import re
+from khala_common.topics import is_valid_segment
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+__all__ = ["is_valid_segment"]
+
 RUN_STREAM_PREFIX = "run:"
 WORKER_STREAM_PREFIX = "worker:"
-
-
-def is_valid_segment(value: object) -> bool:
-    """Whether `value` can be one topic segment (`[A-Za-z0-9_-]{1,64}`)."""
-    return isinstance(value, str) and _SEGMENT.fullmatch(value) is not None
 
 
 def run_stream_id(run_id: str) -> str:

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 
+from khala_common.topics import SEGMENT_RULE
 from khala_runtime.domain.canonical import canonical_json
 from khala_runtime.domain.errors import DomainError, ValidationError
 from khala_runtime.domain.frame_size import frame_fits
@@ -37,7 +38,7 @@ _STRING_FIELDS: dict[str, tuple[str, ...]] = {
 _BAD_KEY_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # Text columns: no NUL and no lone surrogates.
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
-_SEGMENT_RULE = "must match [A-Za-z0-9_-]{1,64}"
+_SEGMENT_RULE = f"must match {SEGMENT_RULE}"
 KnownType = Callable[[str], bool]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from khala_control.domain.versions import Version, is_below, parse_version
+from khala_common.versions import Version, is_below, parse_version
 
 
 @pytest.mark.parametrize(
