@@ -9,12 +9,12 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 
 from khala_common import loop as event_loop
 from khala_common.db import migrate
 from khala_common.logs import configure_logging, get_logger
+from khala_common.runner import run_service
 from khala_common.settings import SettingsError
 from khala_common.telemetry import configure_tracing
 from khala_control.app import (
@@ -27,21 +27,6 @@ from khala_control.app import (
 )
 from khala_control.settings import SCHEMA, Settings
 from khala_control.storage import MIGRATIONS_DIR
-
-
-async def _serve(settings: Settings) -> None:
-    log = get_logger("main")
-    control = ControlApp(settings)
-    await control.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        await control.stop()
 
 
 def _rotate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         _keys(settings, args)
     else:
         try:
-            event_loop.run(_serve(settings))
+            event_loop.run(run_service(ControlApp(settings)))
         except SettingsError as exc:
             print(f"khala-control: invalid configuration: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

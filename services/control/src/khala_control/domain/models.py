@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from khala_control.domain.roles import Role
 
@@ -54,3 +55,26 @@ class Principal:
     session_id: str
     device_id: str
     surface: str
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An audit entry as read back."""
+
+    audit_id: int
+    at: datetime
+    action: str
+    user_id: str | None
+    session_id: str | None
+    client_ip: str | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of an org, with their profile."""
+
+    user_id: str
+    email: str
+    name: str
+    role: Role

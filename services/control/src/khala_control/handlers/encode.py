@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from khala_control.domain.models import DeviceSession, Membership, Principal
-from khala_control.storage.audit import StoredEntry
-from khala_control.storage.orgs import Member
+from khala_control.domain.models import DeviceSession, Member, Membership, Principal, StoredEntry
 from khala_control.usecases.sessions import IssuedSession
 
 

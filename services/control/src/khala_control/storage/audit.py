@@ -20,6 +20,8 @@ from typing import Any
 
 import asyncpg
 
+from khala_control.domain.models import StoredEntry
+
 
 @dataclass(frozen=True)
 class AuditEntry:
@@ -64,19 +66,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(item) for item in value]
     return value
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    """An audit entry as read back."""
-
-    audit_id: int
-    at: datetime
-    action: str
-    user_id: str | None
-    session_id: str | None
-    client_ip: str | None
-    detail: dict[str, Any]
 
 
 _INSERT_ONE = """

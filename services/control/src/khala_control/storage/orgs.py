@@ -7,11 +7,9 @@ their cached memberships of that user (`usecases/caches.py`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
 
-from khala_control.domain.models import Membership
+from khala_control.domain.models import Member, Membership
 from khala_control.domain.roles import Role
 
 MEMBERSHIP_CHANNEL = "khala_control_memberships"
@@ -90,16 +88,6 @@ async def memberships_of(conn: asyncpg.Connection, user_id: str) -> list[Members
         user_id,
     )
     return [Membership(row["org_id"], row["name"], Role(row["role"])) for row in rows]
-
-
-@dataclass(frozen=True)
-class Member:
-    """One member of an org, with their profile."""
-
-    user_id: str
-    email: str
-    name: str
-    role: Role
 
 
 async def org_exists(conn: asyncpg.Connection, org_id: str) -> bool:

@@ -15,13 +15,13 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import jwt
 
 from khala_common.jwt_verify import JwksCache, TokenError, TokenVerifier, http_jwks_fetcher
 from khala_common.logs import get_logger
+from khala_control.adapters.oidc import fetch_discovery
 from khala_control.domain.errors import ControlError
 from khala_control.domain.validation import storable
 
@@ -36,22 +36,6 @@ class Identity:
     subject: str
     email: str
     name: str
-
-
-async def fetch_discovery(issuer: str, timeout_s: float) -> dict[str, Any]:
-    """The issuer's OpenID discovery document (raises on HTTP or shape errors)."""
-    url = f"{issuer}/.well-known/openid-configuration"
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as response:
-        response.raise_for_status()
-        document = await response.json(content_type=None)
-    if not isinstance(document, dict):
-        raise ValueError("discovery document is not a JSON object")
-    if document.get("issuer") != issuer:
-        raise ValueError(f"discovery document names issuer {document.get('issuer')!r}")
-    if not isinstance(document.get("jwks_uri"), str):
-        raise ValueError("discovery document has no jwks_uri")
-    return document
 
 
 class OidcVerifier:

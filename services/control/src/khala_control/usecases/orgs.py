@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from khala_control.domain.errors import ControlError
-from khala_control.domain.models import Membership, Principal, User
+from khala_control.domain.models import Member, Membership, Principal, StoredEntry, User
 from khala_control.domain.roles import (
     Role,
     check_audit_reader,
@@ -35,8 +35,7 @@ from khala_control.domain.validation import MAX_NAME, check_length, check_org_id
 from khala_control.metrics import DENIALS
 from khala_control.storage import audit, users
 from khala_control.storage import orgs as store
-from khala_control.storage.audit import AuditEntry, StoredEntry
-from khala_control.storage.orgs import Member
+from khala_control.storage.audit import AuditEntry
 from khala_control.usecases.audit_writer import AuditWriter
 from khala_control.usecases.caches import MembershipCache
 

@@ -1,0 +1,1 @@
+"""Clients of what control talks to: identity providers over HTTP and the broker."""
