@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from khala_runtime.control_client import ControlClient, ControlUnavailable
+from khala_runtime.adapters.control_client import ControlClient, ControlUnavailable
 
 pytestmark = pytest.mark.integration
 

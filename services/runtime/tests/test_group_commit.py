@@ -14,8 +14,8 @@ from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.model import CreateRun
 from khala_runtime.domain.requests import parse_append
 from khala_runtime.handlers.context import service_key
-from khala_runtime.service import RunService
 from khala_runtime.storage.events import read_events
+from khala_runtime.usecases.runs import RunService
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from khala_common.broker import Broker
 from khala_common.settings import DEFAULT_PARTITIONS
 from khala_common.topology import TYPE_HEADER, Topology, partition_of
 from khala_runtime.app import relay_key
-from khala_runtime.outbox_relay import OutboxRelay
+from khala_runtime.usecases.outbox_relay import OutboxRelay
 
 pytestmark = pytest.mark.integration
 

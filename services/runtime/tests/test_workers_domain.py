@@ -20,7 +20,7 @@ from khala_runtime.domain.requests import (
 )
 from khala_runtime.domain.worker_append import check_reattach, plan_register, plan_worker_append
 from khala_runtime.domain.worker_state import WorkerStatus, worker_transition
-from khala_runtime.ids import uuid4_strings
+from khala_runtime.usecases.event_ids import uuid4_strings
 from openagents.runtime.v1.events_pb2 import STREAM_KIND_WORKER, EventInput
 
 NOW = 1_700_000_000_000

@@ -24,7 +24,7 @@ from khala_runtime.app import build_app, drain
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.settings import Settings
 from khala_runtime.storage import MIGRATIONS_DIR, SCHEMA
-from khala_runtime.verify import ChainReport, verify_all, verify_stream
+from khala_runtime.usecases.verify import ChainReport, verify_all, verify_stream
 
 EXIT_BROKEN = 1
 EXIT_CONFIG = 2

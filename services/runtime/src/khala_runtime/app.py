@@ -25,10 +25,10 @@ from khala_common.http import Readiness, make_app
 from khala_common.jwt_verify import JwksCache, TokenVerifier, http_jwks_fetcher
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
-from khala_runtime.auth import ACCESS_AUDIENCE, Authenticator
-from khala_runtime.control_client import ControlClient
+from khala_runtime.adapters.control_client import ControlClient
+from khala_runtime.adapters.fault_injection import CrashBeforeConfirm
+from khala_runtime.adapters.projector_client import ProjectorClient
 from khala_runtime.domain.rate_limit import OrgRateLimiter
-from khala_runtime.fault_injection import CrashBeforeConfirm
 from khala_runtime.handlers import http_runs, http_workers, openapi
 from khala_runtime.handlers.context import (
     append_limit_key,
@@ -38,12 +38,12 @@ from khala_runtime.handlers.context import (
 )
 from khala_runtime.handlers.errors import domain_error_middleware
 from khala_runtime.handlers.grpc_runtime import SERVICE_NAME, RuntimeServicer
-from khala_runtime.outbox_relay import OutboxRelay
-from khala_runtime.projector_client import ProjectorClient
-from khala_runtime.service import RunService
 from khala_runtime.settings import Settings
 from khala_runtime.storage import SCHEMA
-from khala_runtime.workers import WorkerService
+from khala_runtime.usecases.auth import ACCESS_AUDIENCE, Authenticator
+from khala_runtime.usecases.outbox_relay import OutboxRelay
+from khala_runtime.usecases.runs import RunService
+from khala_runtime.usecases.workers import WorkerService
 from openagents.runtime.v1 import runtime_service_pb2_grpc
 
 log = get_logger("app")

@@ -7,13 +7,13 @@ from typing import Any
 from aiohttp import web
 
 from khala_common.http import read_json_object
-from khala_runtime.auth import Authenticator
 from khala_runtime.domain.access import Principal
 from khala_runtime.domain.errors import ValidationError
 from khala_runtime.domain.ids import is_valid_segment
 from khala_runtime.domain.rate_limit import OrgRateLimiter
-from khala_runtime.service import RunService
-from khala_runtime.workers import WorkerService
+from khala_runtime.usecases.auth import Authenticator
+from khala_runtime.usecases.runs import RunService
+from khala_runtime.usecases.workers import WorkerService
 
 service_key = web.AppKey("runtime_service", RunService)
 worker_service_key = web.AppKey("runtime_worker_service", WorkerService)

@@ -11,8 +11,8 @@ from typing import Any
 
 from khala_runtime.domain.model import RunHead
 from khala_runtime.domain.projection import Projection
-from khala_runtime.service import RunView
-from khala_runtime.workers import WorkerView
+from khala_runtime.usecases.runs import RunView
+from khala_runtime.usecases.workers import WorkerView
 from openagents.runtime.v1.events_pb2 import Receipt, RuntimeEvent
 
 

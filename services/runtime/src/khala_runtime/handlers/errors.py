@@ -12,8 +12,8 @@ from aiohttp import web
 
 from khala_common.http import ApiError, error_response
 from khala_common.logs import get_logger
-from khala_runtime.auth import AuthError, ControlUnavailable
 from khala_runtime.domain.errors import DomainError
+from khala_runtime.usecases.auth import AuthError, ControlUnavailable
 
 log = get_logger("khala_runtime.errors")
 

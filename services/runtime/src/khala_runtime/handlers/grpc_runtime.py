@@ -24,10 +24,10 @@ from khala_runtime.domain.ids import is_valid_segment
 from khala_runtime.domain.model import RunHead, WorkerHead
 from khala_runtime.domain.requests import check_batch, check_event, payload_from_bytes
 from khala_runtime.handlers.errors import GRPC_STATUS
-from khala_runtime.service import RunService
 from khala_runtime.storage import streams as stream_sql
-from khala_runtime.verify import ChainReport, verify_stream
-from khala_runtime.workers import WorkerService
+from khala_runtime.usecases.runs import RunService
+from khala_runtime.usecases.verify import ChainReport, verify_stream
+from khala_runtime.usecases.workers import WorkerService
 from openagents.runtime.v1 import events_pb2, runtime_service_pb2_grpc
 from openagents.runtime.v1 import runtime_service_pb2 as pb
 

@@ -20,7 +20,7 @@ from khala_runtime.handlers.context import (
     receipt_response,
 )
 from khala_runtime.handlers.encoding import receipt_json
-from khala_runtime.write_path import Authorize
+from khala_runtime.usecases.write_path import Authorize
 from openagents.runtime.v1.events_pb2 import EventInput, Receipt
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]

@@ -25,7 +25,7 @@ from khala_runtime.handlers.context import (
 )
 from khala_runtime.handlers.encoding import event_json, run_view_json
 from khala_runtime.handlers.http_append import append_route
-from khala_runtime.service import run_not_found
+from khala_runtime.usecases.runs import run_not_found
 
 
 def new_run_id() -> str:

@@ -26,7 +26,7 @@ from khala_runtime.handlers.context import (
 )
 from khala_runtime.handlers.encoding import event_json, worker_json
 from khala_runtime.handlers.http_append import Handler, append_route
-from khala_runtime.workers import worker_not_found
+from khala_runtime.usecases.workers import worker_not_found
 
 _COMMANDS = {"heartbeat": WORKER_HEARTBEAT, "stop": WORKER_STOPPED, "resume": WORKER_RESUMED}
 

@@ -53,7 +53,7 @@ from khala_runtime.domain.append import AppendPlan
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.storage import events as event_sql
 from khala_runtime.storage.events import StreamWrite
-from khala_runtime.write_path import (
+from khala_runtime.usecases.write_path import (
     IDEMPOTENCY_KEYS_PK,
     Append,
     AppendTarget,
@@ -142,7 +142,7 @@ class GroupCommitter:
         finally:
             for pending in group:
                 self._busy.discard(pending.append.subject_id)
-            self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._inflight.discard(asyncio.current_task())
             self._start_groups()
 
     async def _commit_or_fall_back(self, group: list[_Pending]) -> None:

@@ -29,7 +29,7 @@ class ProjectorClient:
 
     def __init__(self, target: str, service_token: str, *, timeout_s: float) -> None:
         self._channel = insecure_channel(target)
-        self._stub = projector_admin_pb2_grpc.ProjectorAdminStub(self._channel)
+        self._stub = projector_admin_pb2_grpc.ProjectorAdminStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = service_metadata(service_token)
         self._timeout_s = timeout_s
 

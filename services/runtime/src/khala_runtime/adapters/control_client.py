@@ -39,7 +39,7 @@ class ControlClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._channel = insecure_channel(target)
-        self._stub = control_service_pb2_grpc.ControlServiceStub(self._channel)
+        self._stub = control_service_pb2_grpc.ControlServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = service_metadata(service_token)
         self._ttl_s = ttl_s
         self._clock = clock

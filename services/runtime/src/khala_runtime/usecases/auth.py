@@ -10,7 +10,7 @@ client surface (`surface`, the session's) from the token, which control signs.
 from __future__ import annotations
 
 from khala_common.jwt_verify import TokenError, TokenVerifier
-from khala_runtime.control_client import ControlClient, ControlUnavailable
+from khala_runtime.adapters.control_client import ControlClient, ControlUnavailable
 from khala_runtime.domain.access import Principal, Role
 
 ACCESS_AUDIENCE = "khala-api"

@@ -20,13 +20,13 @@ from khala_runtime.domain.ids import worker_routing_key
 from khala_runtime.domain.model import CreateWorker, WorkerHead
 from khala_runtime.domain.projection import UNKNOWN, Projection
 from khala_runtime.domain.worker_append import check_reattach, plan_register, plan_worker_append
-from khala_runtime.group_commit import GroupCommitter
-from khala_runtime.ids import uuid4_strings
-from khala_runtime.service import NoProjector, ProjectionSource
 from khala_runtime.storage import events as event_sql
 from khala_runtime.storage import runs as run_sql
 from khala_runtime.storage import workers as worker_sql
-from khala_runtime.write_path import (
+from khala_runtime.usecases.event_ids import uuid4_strings
+from khala_runtime.usecases.group_commit import GroupCommitter
+from khala_runtime.usecases.runs import NoProjector, ProjectionSource
+from khala_runtime.usecases.write_path import (
     AppendTarget,
     Authorize,
     allow_all,

@@ -19,12 +19,12 @@ from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.ids import parse_stream_id, run_routing_key
 from khala_runtime.domain.model import CreateRun, RunHead
 from khala_runtime.domain.projection import UNKNOWN, Projection
-from khala_runtime.group_commit import GroupCommitter
-from khala_runtime.ids import uuid4_strings
 from khala_runtime.storage import events as event_sql
 from khala_runtime.storage import runs as run_sql
 from khala_runtime.storage import workers as worker_sql
-from khala_runtime.write_path import (
+from khala_runtime.usecases.event_ids import uuid4_strings
+from khala_runtime.usecases.group_commit import GroupCommitter
+from khala_runtime.usecases.write_path import (
     AppendTarget,
     Authorize,
     allow_all,

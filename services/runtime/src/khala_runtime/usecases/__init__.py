@@ -1,0 +1,1 @@
+"""Use cases: the work runtime does (write path, runs, workers, relay, verify)."""
