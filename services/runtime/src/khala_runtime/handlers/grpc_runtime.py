@@ -24,7 +24,6 @@ from khala_runtime.domain.ids import is_valid_segment
 from khala_runtime.domain.model import RunHead, WorkerHead
 from khala_runtime.domain.requests import check_batch, check_event, payload_from_bytes
 from khala_runtime.handlers.errors import GRPC_STATUS
-from khala_runtime.storage import streams as stream_sql
 from khala_runtime.usecases.runs import RunService
 from khala_runtime.usecases.verify import ChainReport, verify_stream
 from khala_runtime.usecases.workers import WorkerService
@@ -225,8 +224,7 @@ class RuntimeServicer(runtime_service_pb2_grpc.RuntimeServiceServicer):
             limit = request.page_size or LIST_STREAMS_DEFAULT
             listing = await _within_deadline(
                 context,
-                stream_sql.list_streams(
-                    self._service.pool,
+                self._service.list_streams(
                     org_id=request.org_id or None,
                     kinds=kinds,
                     after=request.page_token,

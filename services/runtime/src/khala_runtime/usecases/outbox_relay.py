@@ -3,7 +3,7 @@
 Guarantee: at-least-once delivery, in commit order per stream.
 
 * Every accepted event has an outbox row written in the transaction that
-  appended it (see `service.py`), so nothing committed can be missed.
+  appended it (see `write_path.py`), so nothing committed can be missed.
 * One leader per deployment: the relay that holds `pg_try_advisory_lock`
   (on its own dedicated connection) publishes; the others wait and retry.
   If that connection dies, Postgres releases the lock and another relay
@@ -15,17 +15,11 @@ Guarantee: at-least-once delivery, in commit order per stream.
 * Linger: two drains start at least `linger_s` apart, so under load one drain
   carries a few milliseconds of commits; after a quiet spell a commit's NOTIFY
   starts a drain at once.
-* Partitioned batches: the rows of one drain (up to 500) are grouped by the
-  projector partition of their stream (`partition_of`, a stable hash), and
-  each partition's rows travel in id order as RuntimeEventBatch messages
-  (routing key `partition.<k>`, at most MAX_BATCH_EVENTS / MAX_BATCH_BYTES
-  each). One stream lives in one partition, so its events stay in order. The
-  messages are published on one publisher-confirming channel: publishes are
-  started in order and reach the channel's FIFO lock without suspending (the
-  exchange is declared first), so RabbitMQ keeps that order; only the confirms
-  are awaited together. Publishes are mandatory: a partition no queue is bound
-  to (runtime and projector disagreeing on the partition count) fails loudly
-  as a publish failure instead of dropping events.
+* Partitioned batches: the rows of one drain (up to 500) go to the broker in
+  id order through `adapters/outbox_publisher.py`, one RuntimeEventBatch per
+  projector partition touched (a stream lives in one partition, so its events
+  stay in order), on one publisher-confirming channel, mandatory (a partition
+  no queue is bound to fails loudly instead of dropping events).
 * Rows are marked published only after the broker confirmed their message
   and every earlier message of their partition: from a partition's first
   failure on, its rows are republished, in order, on the next attempt. A crash
@@ -37,30 +31,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from khala_common.broker import Broker
 from khala_common.logs import get_logger
-from khala_common.topology import partition_key, partition_of
 from khala_runtime import metrics
+from khala_runtime.adapters.outbox_publisher import EventPublisher
 from khala_runtime.storage import SCHEMA
 from khala_runtime.storage import outbox as outbox_sql
 from khala_runtime.storage.events import OUTBOX_CHANNEL
-from khala_runtime.storage.outbox import OutboxRow
-from openagents.runtime.v1.events_pb2 import RuntimeEvent, RuntimeEventBatch
 
 # A fixed 64-bit key naming "the runtime outbox relay" within the database.
 LOCK_KEY = 0x6B68616C615F6F62  # b"khala_ob"
 BATCH_SIZE = 500
-MAX_BATCH_EVENTS = 200
-MAX_BATCH_BYTES = 512 * 1024
-PUBLISH_TIMEOUT_S = 30.0
 PRUNE_EVERY_S = 60.0
 RETENTION_S = 3600.0
-_TYPE_NAME = RuntimeEventBatch.DESCRIPTOR.full_name
 
 log = get_logger("outbox_relay")
 
@@ -79,9 +66,8 @@ class OutboxRelay:
         linger_s: float = 0.0,
     ) -> None:
         self._dsn = dsn
-        self._partitions = partitions
         self._linger_s = linger_s
-        self._broker = broker
+        self._publisher = EventPublisher(broker, partitions=partitions)
         self._poll_s = poll_interval_s
         self._batch_size = batch_size
         self._last_prune = 0.0
@@ -107,10 +93,7 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 5.0)
 
     async def _connect_broker(self) -> None:
-        if not self._broker.is_connected:
-            await self._broker.close()
-            await self._broker.connect()
-        await self._broker.exchange(self._broker.topology.runtime_events)
+        await self._publisher.connect()
 
     async def _session(self) -> None:
         """One leadership session on a dedicated connection (raises when it ends)."""
@@ -166,7 +149,7 @@ class OutboxRelay:
             if not rows:
                 metrics.OUTBOX_BACKLOG.set(0)
                 return True
-            confirmed = await self._publish(rows)
+            confirmed = await self._publisher.publish(rows)
             if confirmed:
                 await outbox_sql.mark_published(conn, [row.id for row in confirmed])
                 metrics.OUTBOX_PUBLISHED.inc(len(confirmed))
@@ -179,46 +162,6 @@ class OutboxRelay:
                 metrics.OUTBOX_BACKLOG.set(0)
                 return True
             metrics.OUTBOX_BACKLOG.set(await outbox_sql.backlog(conn))
-
-    async def _publish(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
-        """Publish rows as partition batches, in order; the rows whose message and
-        every earlier message of their partition the broker confirmed."""
-        exchange = self._broker.topology.runtime_events
-        batches = partition_batches(rows, self._partitions)
-        try:
-            await self._broker.exchange(exchange)
-            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                results = await asyncio.gather(
-                    *(
-                        self._broker.publish_raw(
-                            exchange,
-                            partition_key(batch.partition),
-                            batch.body(),
-                            type_name=_TYPE_NAME,
-                            message_id=batch.rows[0].event_id,
-                            mandatory=True,
-                        )
-                        for batch in batches
-                    ),
-                    return_exceptions=True,
-                )
-        except Exception as exc:
-            log.warning("outbox publish failed", error=repr(exc), rows=len(rows))
-            return []
-        confirmed: list[OutboxRow] = []
-        failed: set[int] = set()
-        for batch, result in zip(batches, results, strict=True):
-            if isinstance(result, BaseException) or batch.partition in failed:
-                if batch.partition not in failed:
-                    log.warning("outbox publish failed", error=repr(result),
-                                partition=batch.partition, rows=len(batch.rows))
-                failed.add(batch.partition)
-                continue
-            confirmed.extend(batch.rows)
-        now_ms = time.time() * 1000
-        for row in confirmed:
-            metrics.PUBLISH_LATENCY.observe(max(0.0, (now_ms - row.created_at_ms) / 1000))
-        return confirmed
 
     async def _maybe_prune(self, conn: asyncpg.Connection) -> None:
         now = time.monotonic()
@@ -243,39 +186,3 @@ async def _close(conn: asyncpg.Connection) -> None:
     except BaseException:
         conn.terminate()
 
-
-class PartitionBatch:
-    """Outbox rows of one partition that travel in one broker message."""
-
-    __slots__ = ("events", "partition", "rows", "size")
-
-    def __init__(self, partition: int) -> None:
-        self.partition = partition
-        self.rows: list[OutboxRow] = []
-        self.events: list[RuntimeEvent] = []
-        self.size = 0
-
-    def body(self) -> bytes:
-        """The serialized RuntimeEventBatch."""
-        return RuntimeEventBatch(events=self.events).SerializeToString()
-
-
-def partition_batches(rows: Sequence[OutboxRow], partitions: int) -> list[PartitionBatch]:
-    """Rows grouped by their stream's partition (each group in id order), cut into
-    messages of at most MAX_BATCH_EVENTS events and about MAX_BATCH_BYTES."""
-    open_batches: dict[int, PartitionBatch] = {}
-    batches: list[PartitionBatch] = []
-    for row in rows:
-        event = RuntimeEvent.FromString(row.body)
-        partition = partition_of(event.stream_id, partitions)
-        batch = open_batches.get(partition)
-        full = batch is not None and (
-            len(batch.rows) >= MAX_BATCH_EVENTS or batch.size + len(row.body) > MAX_BATCH_BYTES
-        )
-        if batch is None or full:
-            batch = open_batches[partition] = PartitionBatch(partition)
-            batches.append(batch)
-        batch.rows.append(row)
-        batch.events.append(event)
-        batch.size += len(row.body)
-    return batches

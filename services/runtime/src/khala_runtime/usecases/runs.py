@@ -21,6 +21,7 @@ from khala_runtime.domain.model import CreateRun, RunHead
 from khala_runtime.domain.projection import UNKNOWN, Projection
 from khala_runtime.storage import events as event_sql
 from khala_runtime.storage import runs as run_sql
+from khala_runtime.storage import streams as stream_sql
 from khala_runtime.storage import workers as worker_sql
 from khala_runtime.usecases.event_ids import uuid4_strings
 from khala_runtime.usecases.group_commit import GroupCommitter
@@ -182,6 +183,15 @@ class RunService:
             for event in page:
                 yield event
             cursor = page[-1].stream_seq
+
+    async def list_streams(
+        self, *, org_id: str | None, kinds: tuple[str, ...], after: str, limit: int
+    ) -> list[stream_sql.StreamListing]:
+        """Up to `limit` streams of `kinds` (run, worker; optionally one org) with
+        stream_id > `after`, in stream_id order."""
+        return await stream_sql.list_streams(
+            self._pool, org_id=org_id, kinds=kinds, after=after, limit=limit
+        )
 
     async def _head_seq(self, stream_id: str) -> int:
         parsed = parse_stream_id(stream_id)

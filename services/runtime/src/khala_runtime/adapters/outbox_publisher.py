@@ -1,0 +1,149 @@
+"""Broker side of the outbox relay: committed outbox rows go to
+`khala.runtime.events` as per-partition RuntimeEventBatch messages.
+
+Guarantee (the relay builds at-least-once, in-order delivery on it):
+
+* Rows are grouped by the projector partition of their stream (`partition_of`,
+  a stable hash); each partition's rows travel in the order given (the relay
+  passes them in id order) as RuntimeEventBatch messages (routing key
+  `partition.<k>`, at most MAX_BATCH_EVENTS / about MAX_BATCH_BYTES each). One
+  stream lives in one partition, so its events stay in order.
+* All messages go out on one publisher-confirming channel: publishes are
+  started in order and reach the channel's FIFO lock without suspending (the
+  exchange is declared first), so RabbitMQ keeps that order; only the confirms
+  are awaited together.
+* Publishes are mandatory: a partition no queue is bound to (runtime and
+  projector disagreeing on the partition count) fails loudly as a publish
+  failure instead of dropping events.
+* `publish` returns only the rows whose message and every earlier message of
+  their partition the broker confirmed; from a partition's first failure on,
+  its rows are left for the next attempt, so a retry republishes them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Generic, Protocol, TypeVar
+
+from khala_common.broker import Broker
+from khala_common.logs import get_logger
+from khala_common.topology import partition_key, partition_of
+from khala_runtime import metrics
+from openagents.runtime.v1.events_pb2 import RuntimeEvent, RuntimeEventBatch
+
+MAX_BATCH_EVENTS = 200
+MAX_BATCH_BYTES = 512 * 1024
+PUBLISH_TIMEOUT_S = 30.0
+_TYPE_NAME = RuntimeEventBatch.DESCRIPTOR.full_name
+
+log = get_logger("outbox_relay")
+
+
+class Queued(Protocol):
+    """A committed outbox row as the publisher needs it."""
+
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def created_at_ms(self) -> int: ...
+
+
+RowT = TypeVar("RowT", bound=Queued)
+
+
+class EventPublisher:
+    """Publishes outbox rows as partition batches on one confirming broker channel."""
+
+    def __init__(self, broker: Broker, *, partitions: int) -> None:
+        self._broker = broker
+        self._partitions = partitions
+
+    async def connect(self) -> None:
+        """(Re)connect the broker if needed and declare the events exchange."""
+        if not self._broker.is_connected:
+            await self._broker.close()
+            await self._broker.connect()
+        await self._broker.exchange(self._broker.topology.runtime_events)
+
+    async def publish(self, rows: Sequence[RowT]) -> list[RowT]:
+        """Publish rows as partition batches, in order; the rows whose message and
+        every earlier message of their partition the broker confirmed."""
+        exchange = self._broker.topology.runtime_events
+        batches = partition_batches(rows, self._partitions)
+        try:
+            await self._broker.exchange(exchange)
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                results = await asyncio.gather(
+                    *(
+                        self._broker.publish_raw(
+                            exchange,
+                            partition_key(batch.partition),
+                            batch.body(),
+                            type_name=_TYPE_NAME,
+                            message_id=batch.rows[0].event_id,
+                            mandatory=True,
+                        )
+                        for batch in batches
+                    ),
+                    return_exceptions=True,
+                )
+        except Exception as exc:
+            log.warning("outbox publish failed", error=repr(exc), rows=len(rows))
+            return []
+        confirmed: list[RowT] = []
+        failed: set[int] = set()
+        for batch, result in zip(batches, results, strict=True):
+            if isinstance(result, BaseException) or batch.partition in failed:
+                if batch.partition not in failed:
+                    log.warning("outbox publish failed", error=repr(result),
+                                partition=batch.partition, rows=len(batch.rows))
+                failed.add(batch.partition)
+                continue
+            confirmed.extend(batch.rows)
+        now_ms = time.time() * 1000
+        for row in confirmed:
+            metrics.PUBLISH_LATENCY.observe(max(0.0, (now_ms - row.created_at_ms) / 1000))
+        return confirmed
+
+
+class PartitionBatch(Generic[RowT]):
+    """Outbox rows of one partition that travel in one broker message."""
+
+    __slots__ = ("events", "partition", "rows", "size")
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.rows: list[RowT] = []
+        self.events: list[RuntimeEvent] = []
+        self.size = 0
+
+    def body(self) -> bytes:
+        """The serialized RuntimeEventBatch."""
+        return RuntimeEventBatch(events=self.events).SerializeToString()
+
+
+def partition_batches(rows: Sequence[RowT], partitions: int) -> list[PartitionBatch[RowT]]:
+    """Rows grouped by their stream's partition (each group in the given order), cut
+    into messages of at most MAX_BATCH_EVENTS events and about MAX_BATCH_BYTES."""
+    open_batches: dict[int, PartitionBatch[RowT]] = {}
+    batches: list[PartitionBatch[RowT]] = []
+    for row in rows:
+        event = RuntimeEvent.FromString(row.body)
+        partition = partition_of(event.stream_id, partitions)
+        batch = open_batches.get(partition)
+        full = batch is not None and (
+            len(batch.rows) >= MAX_BATCH_EVENTS or batch.size + len(row.body) > MAX_BATCH_BYTES
+        )
+        if batch is None or full:
+            batch = open_batches[partition] = PartitionBatch(partition)
+            batches.append(batch)
+        batch.rows.append(row)
+        batch.events.append(event)
+        batch.size += len(row.body)
+    return batches
