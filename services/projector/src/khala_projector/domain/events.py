@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from khala_common.topics import is_valid_topic
 from openagents.runtime.v1 import events_pb2
@@ -143,3 +143,30 @@ def truncate_utf8(text: str, limit_bytes: int) -> str:
     if len(encoded) <= limit_bytes:
         return text
     return encoded[:limit_bytes].decode(errors="ignore")
+
+
+class Summary(Protocol):
+    """The envelope fields every summary document folds the same way."""
+
+    org_id: str
+    last_seq: int
+    event_count: int
+    last_event_type: str
+    created_at_ms: int
+    updated_at_ms: int
+    status: Any
+
+
+def fold_envelope(out: Summary, event: RuntimeEvent, status_by_type: dict[str, Any]) -> None:
+    """Fold `event` into the fields every summary shares: org, position, counts,
+    times, and the status its type sets (if any)."""
+    if out.event_count == 0:
+        out.created_at_ms = event.occurred_at_ms
+    out.org_id = event.org_id
+    out.last_seq = event.stream_seq
+    out.event_count += 1
+    out.last_event_type = event.type
+    out.updated_at_ms = event.occurred_at_ms
+    status = status_by_type.get(event.type)
+    if status is not None:
+        out.status = status

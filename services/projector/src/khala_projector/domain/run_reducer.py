@@ -7,7 +7,7 @@ reproduces the same document byte for byte.
 
 from __future__ import annotations
 
-from khala_projector.domain.events import payload_of, text_field, truncate_utf8
+from khala_projector.domain.events import fold_envelope, payload_of, text_field, truncate_utf8
 from openagents.codex.v1 import summaries_pb2
 from openagents.codex.v1.summaries_pb2 import RunSummary
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
@@ -34,17 +34,8 @@ def apply_run_event(doc: RunSummary, event: RuntimeEvent) -> RunSummary:
     out = RunSummary()
     out.CopyFrom(doc)
     payload = payload_of(event)
-    if out.event_count == 0:
-        out.created_at_ms = event.occurred_at_ms
     out.run_id = event.stream_id.partition(":")[2]
-    out.org_id = event.org_id
-    out.last_seq = event.stream_seq
-    out.event_count += 1
-    out.last_event_type = event.type
-    out.updated_at_ms = event.occurred_at_ms
-    status = STATUS_BY_TYPE.get(event.type)
-    if status is not None:
-        out.status = status
+    fold_envelope(out, event, STATUS_BY_TYPE)
     if event.type == "run.created":
         title = text_field(payload, "title")
         if title is not None:

@@ -7,7 +7,7 @@ re-derive freshness against their own clock from `last_heartbeat_at_ms`.
 
 from __future__ import annotations
 
-from khala_projector.domain.events import payload_of, text_field, truncate_utf8
+from khala_projector.domain.events import fold_envelope, payload_of, text_field, truncate_utf8
 from openagents.codex.v1 import summaries_pb2
 from openagents.codex.v1.summaries_pb2 import CodexWorkerSummary
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
@@ -41,17 +41,9 @@ def apply_worker_event(doc: CodexWorkerSummary, event: RuntimeEvent) -> CodexWor
     out = CodexWorkerSummary()
     out.CopyFrom(doc)
     if out.event_count == 0:
-        out.created_at_ms = event.occurred_at_ms
         out.status = summaries_pb2.WORKER_STATUS_REGISTERED
     out.worker_id = event.stream_id.partition(":")[2]
-    out.org_id = event.org_id
-    out.last_seq = event.stream_seq
-    out.event_count += 1
-    out.last_event_type = event.type
-    out.updated_at_ms = event.occurred_at_ms
-    status = STATUS_BY_TYPE.get(event.type)
-    if status is not None:
-        out.status = status
+    fold_envelope(out, event, STATUS_BY_TYPE)
     if event.type == "worker.heartbeat":
         out.heartbeat_count += 1
         out.last_heartbeat_at_ms = event.occurred_at_ms
