@@ -121,6 +121,24 @@ class Env:
             return default
         return tuple(part.strip() for part in raw.split(",") if part.strip())
 
+    def port(self, name: str, default: int) -> int:
+        """A TCP port (0-65535; 0 lets the system choose)."""
+        value = self.integer(name, default, minimum=0)
+        if value > 65535:
+            raise SettingsError(name, f"must be a TCP port (0-65535), got {value}")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """One of `choices` (compared lower-cased)."""
+        value = self.string(name, default).lower()
+        if value not in choices:
+            raise SettingsError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def log_level(self) -> str:
+        """KHALA_LOG_LEVEL: debug | info | warning | error (default info)."""
+        return self.choice("KHALA_LOG_LEVEL", "info", LOG_LEVELS)
+
     def url(self, name: str, default: str | None = None, *, schemes: tuple[str, ...]) -> str:
         """A URL variable whose scheme must be one of `schemes`."""
         value = self.string(name, default)

@@ -13,7 +13,6 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 from khala_common.settings import (
-    LOG_LEVELS,
     CommonSettings,
     Env,
     SettingsError,
@@ -124,9 +123,9 @@ class Settings(CommonSettings):
         _refuse_dev_defaults(environ, env)
         return cls(
             **common.common_fields(),
-            log_level=_choice(env, "KHALA_LOG_LEVEL", "info", LOG_LEVELS),
-            http_port=_port(env, "KHALA_CONTROL_HTTP_PORT", 8081),
-            grpc_port=_port(env, "KHALA_CONTROL_GRPC_PORT", 9081),
+            log_level=env.log_level(),
+            http_port=env.port("KHALA_CONTROL_HTTP_PORT", 8081),
+            grpc_port=env.port("KHALA_CONTROL_GRPC_PORT", 9081),
             token_issuer=issuer,
             access_token_ttl_s=env.integer("KHALA_ACCESS_TOKEN_TTL_S", 900, minimum=30),
             refresh_token_ttl_s=env.integer(
@@ -150,26 +149,12 @@ class Settings(CommonSettings):
             trusted_proxy_hops=env.integer("KHALA_TRUSTED_PROXY_HOPS", 0, minimum=0),
             audit_flush_ms=env.integer("KHALA_AUDIT_FLUSH_MS", 50, minimum=0),
             cache_ttl_s=env.number("KHALA_CONTROL_CACHE_TTL_S", 30.0, minimum=0.0),
-            otel_exporter=_choice(env, "KHALA_OTEL_EXPORTER", "none", ("none", "console")),
+            otel_exporter=env.choice("KHALA_OTEL_EXPORTER", "none", ("none", "console")),
             runtime_url=env.url(
                 "KHALA_RUNTIME_URL", "http://127.0.0.1:8082", schemes=("http", "https")
             ),
             dashboard_dir=_directory(env, "KHALA_DASHBOARD_DIR"),
         )
-
-
-def _port(env: Env, name: str, default: int) -> int:
-    port = env.integer(name, default, minimum=0)
-    if port > 65535:
-        raise SettingsError(name, f"must be a port number <= 65535, got {port}")
-    return port
-
-
-def _choice(env: Env, name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env.string(name, default).lower()
-    if value not in choices:
-        raise SettingsError(name, f"must be one of {', '.join(choices)}, got {value!r}")
-    return value
 
 
 def _refuse_dev_defaults(environ: Mapping[str, str], env: Env) -> None:

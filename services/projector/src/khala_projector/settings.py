@@ -5,23 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from khala_common.settings import LOG_LEVELS, CommonSettings, Env, SettingsError
+from khala_common.settings import CommonSettings, Env, SettingsError
 
 SCHEMA = "khala"
-
-
-def _port(env: Env, name: str, default: int) -> int:
-    value = env.integer(name, default, minimum=0)
-    if value > 65535:
-        raise SettingsError(name, f"must be a TCP port (0-65535), got {value}")
-    return value
-
-
-def _log_level(env: Env) -> str:
-    value = env.string("KHALA_LOG_LEVEL", "info").lower()
-    if value not in LOG_LEVELS:
-        raise SettingsError("KHALA_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
-    return value
 
 
 def _period(env: Env, name: str, default: float) -> float:
@@ -111,9 +97,9 @@ class Settings(CommonSettings):
         common = CommonSettings.read(environ, "projector")
         return cls(
             **common.common_fields(),
-            log_level=_log_level(env),
-            http_port=_port(env, "KHALA_PROJECTOR_HTTP_PORT", 8083),
-            grpc_port=_port(env, "KHALA_PROJECTOR_GRPC_PORT", 9083),
+            log_level=env.log_level(),
+            http_port=env.port("KHALA_PROJECTOR_HTTP_PORT", 8083),
+            grpc_port=env.port("KHALA_PROJECTOR_GRPC_PORT", 9083),
             runtime_grpc_target=env.string("KHALA_RUNTIME_GRPC_TARGET", "127.0.0.1:9082"),
             runtime_grpc_timeout_s=env.number("KHALA_RUNTIME_GRPC_TIMEOUT_S", 10.0, minimum=0.1),
             prefetch=env.integer("KHALA_PROJECTOR_PREFETCH", 100, minimum=1),

@@ -5,21 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from khala_common.settings import LOG_LEVELS, CommonSettings, Env, SettingsError
-
-
-def _port(env: Env, name: str, default: int) -> int:
-    value = env.integer(name, default, minimum=0)
-    if value > 65535:
-        raise SettingsError(name, f"must be <= 65535, got {value}")
-    return value
-
-
-def _log_level(env: Env) -> str:
-    value = env.string("KHALA_LOG_LEVEL", "info").lower()
-    if value not in LOG_LEVELS:
-        raise SettingsError("KHALA_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
-    return value
+from khala_common.settings import CommonSettings, Env
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,9 +74,9 @@ class Settings(CommonSettings):
         common = CommonSettings.read(environ, "runtime")
         return cls(
             **common.common_fields(),
-            log_level=_log_level(env),
-            http_port=_port(env, "KHALA_RUNTIME_HTTP_PORT", 8082),
-            grpc_port=_port(env, "KHALA_RUNTIME_GRPC_PORT", 9082),
+            log_level=env.log_level(),
+            http_port=env.port("KHALA_RUNTIME_HTTP_PORT", 8082),
+            grpc_port=env.port("KHALA_RUNTIME_GRPC_PORT", 9082),
             control_url=control_url,
             token_issuer=env.string("KHALA_TOKEN_ISSUER", control_url),
             control_grpc_target=env.string("KHALA_CONTROL_GRPC_TARGET", "127.0.0.1:9081"),
