@@ -10,73 +10,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 
 from khala_common import loop as event_loop
-from khala_common.db import create_pool, migrate
+from khala_common.db import migrate
 from khala_common.logs import configure_logging, get_logger
-from khala_common.runner import serve
+from khala_common.runner import run_service
 from khala_common.settings import SettingsError
 from khala_common.telemetry import configure_tracing
-from khala_runtime.app import build_app, drain
-from khala_runtime.domain.errors import DomainError
+from khala_runtime.app import RuntimeApp, verify_chains
 from khala_runtime.settings import Settings
 from khala_runtime.storage import MIGRATIONS_DIR, SCHEMA
-from khala_runtime.usecases.verify import ChainReport, verify_all, verify_stream
 
-EXIT_BROKEN = 1
 EXIT_CONFIG = 2
-EXIT_UNKNOWN_STREAM = 3
-
-
-async def _serve(settings: Settings) -> None:
-    app = await build_app(settings)
-    await serve(app, settings.bind_host, settings.http_port, on_signal=lambda: drain(app))
-
-
-def _report_line(report: ChainReport, as_json: bool) -> str:
-    broken = report.broken
-    if as_json:
-        return json.dumps({
-            "stream_id": report.stream_id,
-            "ok": report.ok,
-            "head_seq": report.head_seq,
-            "chain_hash": report.chain_hash,
-            "events_checked": report.events_checked,
-            "broken_seq": broken.stream_seq if broken else None,
-            "reason": broken.reason if broken else None,
-            "expected": broken.expected if broken else None,
-            "actual": broken.actual if broken else None,
-        })
-    if broken is None:
-        return f"ok      {report.stream_id} seq={report.head_seq} chain={report.chain_hash}"
-    return (f"BROKEN  {report.stream_id} at seq {broken.stream_seq}: {broken.reason} "
-            f"(expected {broken.expected}, found {broken.actual})")
-
-
-async def _verify(settings: Settings, stream_id: str | None, as_json: bool) -> int:
-    pool = await create_pool(settings.database_url, SCHEMA, max_size=2)
-    status = 0
-    try:
-        if stream_id is not None:
-            try:
-                reports = [await verify_stream(pool, stream_id)]
-            except DomainError as exc:
-                print(f"khala-runtime verify: {exc.message}", file=sys.stderr)
-                return EXIT_UNKNOWN_STREAM
-        else:
-            reports = []
-            async for report in verify_all(pool):
-                print(_report_line(report, as_json), flush=True)
-                status = status if report.ok else EXIT_BROKEN
-        for report in reports:
-            print(_report_line(report, as_json), flush=True)
-            status = status if report.ok else EXIT_BROKEN
-    finally:
-        await pool.close()
-    return status
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("migrations applied", count=applied, schema=SCHEMA)
         return 0
     if command == "verify":
-        return asyncio.run(_verify(settings, args.stream, args.json))
+        return asyncio.run(verify_chains(settings, args.stream, args.json))
     configure_tracing("khala-runtime")
-    event_loop.run(_serve(settings))
+    event_loop.run(run_service(RuntimeApp(settings)))
     return 0
 
 

@@ -1,21 +1,24 @@
 """Composition root of the runtime service.
 
-`build_app` wires the Postgres pool, run and worker services, authenticator,
-projector client, gRPC server, broker and outbox relay into one aiohttp
-application that owns them: the gRPC server and the relay task are started and
-stopped by `cleanup_ctx`, and the pool, broker and gRPC channels are closed
-after them. Tests build the same
-app with ports 0 through `start` and read the bound ports from it.
+`RuntimeApp.start()` wires everything in dependency order — Postgres pool,
+broker, the control and projector clients, the run and worker use cases, the
+gRPC server, the outbox relay task, then the HTTP app (routes, authenticator,
+per-org append limit) — and registers each on an exit stack; `stop()` first
+stops advertising readiness (HTTP /readyz and gRPC health), then unwinds the
+stack in reverse: HTTP stops, the relay task is cancelled and awaited, gRPC
+stops, then the broker, the clients and the pool close. Tests build the same
+object with ports 0 through `start` and read `http_port` and `grpc_port`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from types import TracebackType
 from typing import cast
 
+import asyncpg
 from aiohttp import web
 
 from khala_common.broker import Broker
@@ -29,7 +32,7 @@ from khala_runtime.adapters.control_client import ControlClient
 from khala_runtime.adapters.fault_injection import CrashBeforeConfirm
 from khala_runtime.adapters.projector_client import ProjectorClient
 from khala_runtime.domain.rate_limit import OrgRateLimiter
-from khala_runtime.handlers import http_runs, http_workers, openapi
+from khala_runtime.handlers import cli, http_runs, http_workers, openapi
 from khala_runtime.handlers.context import (
     append_limit_key,
     auth_key,
@@ -52,44 +55,163 @@ grpc_key = web.AppKey("runtime_grpc", GrpcServer)
 relay_key = web.AppKey("runtime_relay", OutboxRelay)
 readiness_app_key = web.AppKey("runtime_readiness", Readiness)
 
+# How long HTTP shutdown waits for requests in flight.
+SHUTDOWN_TIMEOUT_S = 10.0
 
-async def build_app(settings: Settings) -> web.Application:
-    """The runtime application; its gRPC port is bound already (`grpc_key`)."""
-    pool = await create_pool(settings.database_url, SCHEMA, max_size=settings.db_pool_size)
-    broker = Broker(settings.amqp_url, Topology(prefix=settings.amqp_prefix))
-    control = ControlClient(settings.control_grpc_target, settings.service_token)
-    verifier = TokenVerifier(
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class RuntimeApp:
+    """The running runtime service: HTTP API, gRPC RuntimeService, outbox relay."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.readiness = Readiness()
+        self.http_port = 0
+        self.grpc_port = 0
+        self._app: web.Application | None = None
+        self._grpc: GrpcServer | None = None
+        self._stack: AsyncExitStack | None = None
+
+    @property
+    def app(self) -> web.Application:
+        """The HTTP application (its keys reach the use cases, the relay, gRPC)."""
+        if self._app is None:
+            raise RuntimeError("runtime is not started")
+        return self._app
+
+    async def start(self) -> None:
+        """Open every resource and start serving; on failure, close what was opened."""
+        stack = AsyncExitStack()
+        try:
+            await self._start(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def stop(self) -> None:
+        """Stop advertising readiness, then close everything in reverse start order."""
+        self.readiness.draining = True
+        if self._grpc is not None:
+            await self._grpc.set_serving(False)
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+            log.info("runtime stopped")
+
+    async def __aenter__(self) -> RuntimeApp:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        settings = self.settings
+        pool = await create_pool(settings.database_url, SCHEMA, max_size=settings.db_pool_size)
+        stack.push_async_callback(pool.close)
+        projector = ProjectorClient(
+            settings.projector_grpc_target,
+            settings.service_token,
+            timeout_s=settings.projector_timeout_s,
+        )
+        stack.push_async_callback(projector.close)
+        control = ControlClient(settings.control_grpc_target, settings.service_token)
+        stack.push_async_callback(control.close)
+        broker = Broker(settings.amqp_url, Topology(prefix=settings.amqp_prefix))
+        stack.push_async_callback(broker.close)
+
+        runs = RunService(pool, projections=projector, group_inflight=settings.group_commit_inflight)
+        workers = WorkerService(
+            pool,
+            stale_after_ms=settings.heartbeat_stale_after_ms,
+            projections=projector,
+            group_inflight=settings.group_commit_inflight,
+        )
+
+        grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
+        grpc_server.add(
+            runtime_service_pb2_grpc.add_RuntimeServiceServicer_to_server,
+            RuntimeServicer(runs, workers),
+            [SERVICE_NAME],
+        )
+        grpc_server.follow(self.readiness)
+        await grpc_server.start()
+        stack.push_async_callback(grpc_server.stop)
+        self._grpc = grpc_server
+        self.grpc_port = grpc_server.port
+        log.info("grpc listening", port=grpc_server.port)
+
+        relay = _relay(settings, broker)
+        stack.push_async_callback(_cancel, asyncio.create_task(relay.run(), name="outbox-relay"))
+
+        self.readiness.add("postgres", lambda: check_pool(pool))
+        # No broker check: while RabbitMQ is down runtime still accepts appends (they
+        # wait in the outbox, KhalaOutboxBacklog) and serves reads, so it stays ready.
+        app = self._http_app(runs, workers, Authenticator(_token_verifier(settings), control))
+        app[grpc_key] = grpc_server
+        app[relay_key] = relay
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.bind_host, settings.http_port, reuse_address=True)
+        await site.start()
+        self._app = app
+        self.http_port = runner.addresses[0][1]
+        log.info("runtime started", http_port=self.http_port, grpc_port=self.grpc_port)
+
+    def _http_app(
+        self, runs: RunService, workers: WorkerService, auth: Authenticator
+    ) -> web.Application:
+        settings = self.settings
+        app = make_app(
+            self.readiness,
+            client_max_size=settings.max_body_bytes,
+            admin_port=settings.admin_port,
+            admin_host=settings.bind_host,
+        )
+        app.middlewares.append(domain_error_middleware)
+        app[service_key] = runs
+        app[worker_service_key] = workers
+        app[auth_key] = auth
+        app[append_limit_key] = OrgRateLimiter(
+            settings.append_rate_per_org, settings.append_burst_per_org
+        )
+        app[readiness_app_key] = self.readiness
+        openapi.add_routes(app)
+        http_runs.add_routes(app)
+        http_workers.add_routes(app)
+        return app
+
+
+def _token_verifier(settings: Settings) -> TokenVerifier:
+    """Verifies access tokens against control's JWKS."""
+    return TokenVerifier(
         JwksCache(http_jwks_fetcher(settings.jwks_url)),
         issuer=settings.token_issuer,
         audience=ACCESS_AUDIENCE,
         required=("exp", "iat", "sub", "sid"),
     )
-    projector = ProjectorClient(
-        settings.projector_grpc_target,
-        settings.service_token,
-        timeout_s=settings.projector_timeout_s,
-    )
-    service = RunService(
-        pool, projections=projector, group_inflight=settings.group_commit_inflight
-    )
-    workers = WorkerService(
-        pool,
-        stale_after_ms=settings.heartbeat_stale_after_ms,
-        projections=projector,
-        group_inflight=settings.group_commit_inflight,
-    )
-    grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
-    grpc_server.add(
-        runtime_service_pb2_grpc.add_RuntimeServiceServicer_to_server,
-        RuntimeServicer(service, workers),
-        [SERVICE_NAME],
-    )
+
+
+def _relay(settings: Settings, broker: Broker) -> OutboxRelay:
+    """The outbox relay, over a crashing broker proxy if a test asks for one."""
     relay_broker = broker
     if settings.test_crash_before_confirm:
         log.warning("FAULT INJECTION enabled: SIGKILL before a publish confirm",
                     publish=settings.test_crash_before_confirm)
         relay_broker = cast(Broker, CrashBeforeConfirm(broker, settings.test_crash_before_confirm))
-    relay = OutboxRelay(
+    return OutboxRelay(
         settings.database_url,
         relay_broker,
         poll_interval_s=settings.outbox_poll_interval_s,
@@ -97,84 +219,22 @@ async def build_app(settings: Settings) -> web.Application:
         linger_s=settings.outbox_linger_ms / 1000,
     )
 
-    readiness = Readiness()
-    grpc_server.follow(readiness)
-    readiness.add("postgres", lambda: check_pool(pool))
-    # No broker check: while RabbitMQ is down runtime still accepts appends (they
-    # wait in the outbox, KhalaOutboxBacklog) and serves reads, so it stays ready.
 
-    app = make_app(
-        readiness,
-        client_max_size=settings.max_body_bytes,
-        admin_port=settings.admin_port,
-        admin_host=settings.bind_host,
-    )
-    app.middlewares.append(domain_error_middleware)
-    app[service_key] = service
-    app[worker_service_key] = workers
-    app[auth_key] = Authenticator(verifier, control)
-    app[append_limit_key] = OrgRateLimiter(
-        settings.append_rate_per_org, settings.append_burst_per_org
-    )
-    app[grpc_key] = grpc_server
-    app[relay_key] = relay
-    app[readiness_app_key] = readiness
-    openapi.add_routes(app)
-    http_runs.add_routes(app)
-    http_workers.add_routes(app)
+Started = RuntimeApp
+"""A running runtime (tests and tools); kept as the name `start` returns."""
 
-    async def serve_grpc(_: web.Application) -> AsyncIterator[None]:
-        await grpc_server.start()
-        log.info("grpc listening", port=grpc_server.port)
-        yield
-        await grpc_server.stop()
 
-    async def run_relay(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(relay.run(), name="outbox-relay")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def start(settings: Settings) -> RuntimeApp:
+    """Build and start the runtime on the configured ports (0 = ephemeral)."""
+    runtime = RuntimeApp(settings)
+    await runtime.start()
+    return runtime
 
-    async def close_resources(_: web.Application) -> None:
-        await broker.close()
-        await control.close()
-        await projector.close()
+
+async def verify_chains(settings: Settings, stream_id: str | None, as_json: bool) -> int:
+    """`khala-runtime verify`: check one stream (or all) over a small pool; exit status."""
+    pool: asyncpg.Pool = await create_pool(settings.database_url, SCHEMA, max_size=2)
+    try:
+        return await cli.verify_command(pool, stream_id, as_json)
+    finally:
         await pool.close()
-
-    app.cleanup_ctx.append(serve_grpc)
-    app.cleanup_ctx.append(run_relay)
-    app.on_cleanup.append(close_resources)
-    return app
-
-
-async def drain(app: web.Application) -> None:
-    """Stop advertising readiness before shutdown (SIGTERM)."""
-    app[readiness_app_key].draining = True
-    await app[grpc_key].set_serving(False)
-
-
-@dataclass
-class Started:
-    """A running runtime (tests and tools): the app, its runner and bound ports."""
-
-    app: web.Application
-    runner: web.AppRunner
-    http_port: int
-    grpc_port: int
-
-    async def stop(self) -> None:
-        """Shut down the way SIGTERM does."""
-        await drain(self.app)
-        await self.runner.cleanup()
-
-
-async def start(settings: Settings) -> Started:
-    """Build and start the app on the configured ports (0 = ephemeral)."""
-    app = await build_app(settings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.bind_host, settings.http_port)
-    await site.start()
-    http_port = runner.addresses[0][1]
-    return Started(app, runner, http_port, app[grpc_key].port)
