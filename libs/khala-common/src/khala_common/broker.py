@@ -55,7 +55,7 @@ class Broker:
         channel = await self._connection.channel(publisher_confirms=True)
         if prefetch:
             await channel.set_qos(prefetch_count=prefetch)
-        self._channel = channel  # type: ignore[assignment]
+        self._channel = channel
 
     async def close(self) -> None:
         """Close channel and connection (idempotent)."""

@@ -56,7 +56,7 @@ SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-class ServiceCredentialInterceptor(aio.ServerInterceptor):
+class ServiceCredentialInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs
     """Refuses calls whose bearer token is not the shared service credential."""
 
     def __init__(self, token: str) -> None:
@@ -96,7 +96,7 @@ def _code_of(context: aio.ServicerContext, failed: BaseException | None) -> str:
     return "OK"
 
 
-class RedMetricsInterceptor(aio.ServerInterceptor):
+class RedMetricsInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs
     """Counts and times every call by method and status code (rate, errors, duration)."""
 
     async def intercept_service(
@@ -109,60 +109,69 @@ class RedMetricsInterceptor(aio.ServerInterceptor):
             return handler
         method = handler_call_details.method or "unknown"
         if handler.unary_unary is not None:
-            inner = handler.unary_unary
-
-            async def unary_unary(request: Any, context: aio.ServicerContext) -> Any:
-                started = time.perf_counter()
-                failed: BaseException | None = None
-                try:
-                    result = inner(request, context)
-                    return await result if inspect.isawaitable(result) else result
-                except BaseException as exc:
-                    failed = exc
-                    raise
-                finally:
-                    _observe(method, context, failed, started)
-
             return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
+                _timed_unary(method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
-
-            async def generator(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-                started = time.perf_counter()
-                failed: BaseException | None = None
-                try:
-                    async for message in inner_stream(request, context):
-                        yield message
-                except BaseException as exc:
-                    failed = exc
-                    raise
-                finally:
-                    _observe(method, context, failed, started)
-
-            async def writer(request: Any, context: aio.ServicerContext) -> None:
-                # a handler that streams with context.write() (the health Watch)
-                started = time.perf_counter()
-                failed: BaseException | None = None
-                try:
-                    result = inner_stream(request, context)
-                    if inspect.isawaitable(result):
-                        await result
-                except BaseException as exc:
-                    failed = exc
-                    raise
-                finally:
-                    _observe(method, context, failed, started)
-
             return grpc.unary_stream_rpc_method_handler(
-                generator if inspect.isasyncgenfunction(inner_stream) else writer,
+                _timed_unary_stream(method, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+def _timed_unary(method: str, inner: Any) -> Callable[[Any, aio.ServicerContext], Awaitable[Any]]:
+    """`inner` (a unary-unary behaviour), observed by the RED metrics."""
+
+    async def unary_unary(request: Any, context: aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        failed: BaseException | None = None
+        try:
+            result = inner(request, context)
+            return await result if inspect.isawaitable(result) else result
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            _observe(method, context, failed, started)
+
+    return unary_unary
+
+
+def _timed_unary_stream(method: str, inner: Any) -> Callable[[Any, aio.ServicerContext], Any]:
+    """`inner` (a unary-stream behaviour: an async generator, or a coroutine that
+    streams with context.write()), observed by the RED metrics."""
+
+    async def generator(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        failed: BaseException | None = None
+        try:
+            async for message in inner(request, context):
+                yield message
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            _observe(method, context, failed, started)
+
+    async def writer(request: Any, context: aio.ServicerContext) -> None:
+        # a handler that streams with context.write() (the health Watch)
+        started = time.perf_counter()
+        failed: BaseException | None = None
+        try:
+            result = inner(request, context)
+            if inspect.isawaitable(result):
+                await result
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            _observe(method, context, failed, started)
+
+    return generator if inspect.isasyncgenfunction(inner) else writer
 
 
 def _observe(

@@ -163,10 +163,7 @@ class TokenVerifier:
         remembered = self._verified.get(token)
         if remembered is not None:
             kid, claims = remembered
-            try:
-                key = await self._jwks.key_for(kid)
-            except Exception:
-                raise TokenError("unauthorized", "signing keys are unavailable") from None
+            key = await self._key_for(kid)
             # Other verifications ran during the await: the entry may be gone
             # (evicted, expired, key withdrawn), so never assume it is still there.
             if key is not None:
@@ -188,20 +185,8 @@ class TokenVerifier:
 
     async def _verify_signed(self, token: str) -> tuple[str, dict[str, Any]]:
         """Full verification: the signing key's kid and the claims."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise TokenError("unauthorized", "token is malformed") from None
-        alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
-            raise TokenError("unauthorized", f"algorithm {alg!r} is not allowed")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise TokenError("unauthorized", "token has no kid")
-        try:
-            key = await self._jwks.key_for(kid)
-        except Exception:
-            raise TokenError("unauthorized", "signing keys are unavailable") from None
+        alg, kid = _signing_header(token)
+        key = await self._key_for(kid)
         if key is None:
             raise TokenError("unauthorized", f"unknown kid {kid!r}")
         try:
@@ -214,14 +199,46 @@ class TokenVerifier:
                 leeway=self._leeway_s,
                 options={"require": self._required},
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenError("token_expired", "token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise TokenError("unauthorized", "token is not yet valid") from None
-        except jwt.InvalidAudienceError:
-            raise TokenError("unauthorized", "token audience is wrong") from None
-        except jwt.InvalidIssuerError:
-            raise TokenError("unauthorized", "token issuer is wrong") from None
-        except jwt.PyJWTError:
-            raise TokenError("unauthorized", "token signature or claims are invalid") from None
+        except jwt.PyJWTError as exc:
+            raise _refusal(exc) from None
         return kid, claims
+
+    async def _key_for(self, kid: str) -> PyJWK | None:
+        """The signing key named `kid` (None if unknown); a JWKS outage is a refusal."""
+        try:
+            return await self._jwks.key_for(kid)
+        except Exception:
+            raise TokenError("unauthorized", "signing keys are unavailable") from None
+
+
+def _signing_header(token: str) -> tuple[str, str]:
+    """The token's algorithm and kid, checked before any key is looked up."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise TokenError("unauthorized", "token is malformed") from None
+    alg = header.get("alg")
+    if alg not in ALLOWED_ALGORITHMS:
+        raise TokenError("unauthorized", f"algorithm {alg!r} is not allowed")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise TokenError("unauthorized", "token has no kid")
+    return str(alg), kid
+
+
+# What a failed decode means to the caller; any other PyJWTError is a bad
+# signature or claim.
+_DECODE_REFUSALS: tuple[tuple[type[jwt.PyJWTError], str, str], ...] = (
+    (jwt.ExpiredSignatureError, "token_expired", "token has expired"),
+    (jwt.ImmatureSignatureError, "unauthorized", "token is not yet valid"),
+    (jwt.InvalidAudienceError, "unauthorized", "token audience is wrong"),
+    (jwt.InvalidIssuerError, "unauthorized", "token issuer is wrong"),
+)
+
+
+def _refusal(exc: jwt.PyJWTError) -> TokenError:
+    """The TokenError for a failed decode."""
+    for kind, code, message in _DECODE_REFUSALS:
+        if isinstance(exc, kind):
+            return TokenError(code, message)
+    return TokenError("unauthorized", "token signature or claims are invalid")
