@@ -18,9 +18,9 @@ from projector_testkit import (
     wait_for,
 )
 
+from khala_projector.adapters.dlq import DeadLetterQueue
 from khala_projector.app import running
-from khala_projector.cli import dlq_command
-from khala_projector.dlq import DeadLetterQueue
+from khala_projector.handlers.cli import dlq_command
 
 pytestmark = pytest.mark.integration
 

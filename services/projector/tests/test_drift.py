@@ -18,15 +18,15 @@ from projector_testkit import (
     worker_events,
 )
 
+from khala_projector.adapters.runtime_reader import RuntimeReader
 from khala_projector.app import running
 from khala_projector.domain.events import stream_of
 from khala_projector.domain.projection import fold
-from khala_projector.drift import DriftDetector
-from khala_projector.projector import Projector
-from khala_projector.publisher import FanoutPublisher
-from khala_projector.runtime_reader import RuntimeReader
 from khala_projector.storage.projection_store import CheckpointRow, ProjectionStore
 from khala_projector.storage.topic_log import TopicLog
+from khala_projector.usecases.drift import DriftDetector
+from khala_projector.usecases.projector import Projector
+from khala_projector.usecases.publisher import FanoutPublisher
 from openagents.codex.v1.summaries_pb2 import RunSummary
 
 LIFECYCLE = ["run.created", "run.started", "run.output", "run.completed"]

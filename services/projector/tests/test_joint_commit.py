@@ -13,18 +13,18 @@ from projector_testkit import (
     wait_checkpoints,
 )
 
+from khala_projector.adapters.runtime_reader import RuntimeReader
 from khala_projector.app import running
 from khala_projector.domain.events import stream_of
 from khala_projector.domain.projection import fold
-from khala_projector.projector import Projector
-from khala_projector.publisher import FanoutPublisher
-from khala_projector.runtime_reader import RuntimeReader
 from khala_projector.storage.projection_store import (
     CheckpointMoved,
     ProjectionStore,
     StreamState,
 )
 from khala_projector.storage.topic_log import TopicLog
+from khala_projector.usecases.projector import Projector
+from khala_projector.usecases.publisher import FanoutPublisher
 
 pytestmark = pytest.mark.integration
 

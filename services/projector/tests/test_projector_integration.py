@@ -22,14 +22,14 @@ from projector_testkit import (
 from khala_common.broker import Broker
 from khala_common.grpc_server import insecure_channel, service_metadata
 from khala_common.topology import TYPE_HEADER
+from khala_projector.adapters.runtime_reader import RuntimeReader
 from khala_projector.app import running
 from khala_projector.domain.events import stream_of
 from khala_projector.domain.projection import fold
-from khala_projector.projector import Projector
-from khala_projector.publisher import FanoutPublisher
-from khala_projector.runtime_reader import RuntimeReader
 from khala_projector.storage.projection_store import ProjectionStore, StreamState
 from khala_projector.storage.topic_log import TopicLog
+from khala_projector.usecases.projector import Projector
+from khala_projector.usecases.publisher import FanoutPublisher
 from openagents.codex.v1 import summaries_pb2
 from openagents.codex.v1.summaries_pb2 import CodexWorkerSummary, RunSummary
 from openagents.runtime.v1.events_pb2 import RuntimeEvent

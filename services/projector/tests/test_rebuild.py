@@ -23,14 +23,15 @@ from projector_testkit import (
     worker_events,
 )
 
+from khala_projector.adapters.fanout import fanout_doorbell
+from khala_projector.adapters.runtime_reader import RuntimeReader, RuntimeUnavailable
 from khala_projector.app import running
-from khala_projector.cli import rebuild_command
 from khala_projector.domain.events import stream_of
 from khala_projector.domain.projection import Projection, fold
 from khala_projector.domain.rebuild import RebuildScope
-from khala_projector.rebuild import Rebuilder, RebuildError, fanout_doorbell
-from khala_projector.runtime_reader import RuntimeReader, RuntimeUnavailable
+from khala_projector.handlers.cli import rebuild_command
 from khala_projector.storage.rebuild_store import RebuildStore
+from khala_projector.usecases.rebuild import Rebuilder, RebuildError
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 pytestmark = pytest.mark.integration

@@ -12,12 +12,12 @@ from projector_testkit import make_event
 
 from khala_common.topology import TYPE_HEADER
 from khala_projector.__main__ import _parse_args
-from khala_projector.dlq import describe, original_routing_key, replay_headers
+from khala_projector.domain.dead_letters import describe, original_routing_key, replay_headers
 from khala_projector.domain.epochs import epoch_from, new_epoch
 from khala_projector.domain.projection import Projection
 from khala_projector.domain.rebuild import RebuildScope
 from khala_projector.domain.status import stream_status
-from khala_projector.progress import ProgressBar, render
+from khala_projector.handlers.progress import ProgressBar, render
 
 
 def test_epochs_are_time_ordered_63_bit_and_never_the_legacy_ones():

@@ -11,10 +11,10 @@ from projector_testkit import make_event, metric_value, replay, snapshot, topic_
 from khala_projector.domain.events import stream_of
 from khala_projector.domain.projection import fold
 from khala_projector.domain.retention import RetentionPolicy
-from khala_projector.retention import RetentionWorker
 from khala_projector.storage.projection_store import ProjectionStore
 from khala_projector.storage.rebuild_store import RebuildStore
 from khala_projector.storage.retention_store import RetentionStore
+from khala_projector.usecases.retention import RetentionWorker
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 pytestmark = pytest.mark.integration

@@ -13,12 +13,10 @@ from projector_testkit import (
     topic_head,
 )
 
+from khala_projector.adapters.runtime_reader import RuntimeReader
 from khala_projector.domain.events import stream_of
 from khala_projector.domain.projection import Projection, fold
 from khala_projector.domain.rebuild import RebuildScope, RebuildStatus
-from khala_projector.projector import Projector
-from khala_projector.publisher import FanoutPublisher
-from khala_projector.runtime_reader import RuntimeReader
 from khala_projector.storage.projection_store import (
     CheckpointMoved,
     ProjectionStore,
@@ -26,6 +24,8 @@ from khala_projector.storage.projection_store import (
 )
 from khala_projector.storage.rebuild_store import RebuildStore
 from khala_projector.storage.topic_log import TopicLog
+from khala_projector.usecases.projector import Projector
+from khala_projector.usecases.publisher import FanoutPublisher
 
 pytestmark = pytest.mark.integration
 

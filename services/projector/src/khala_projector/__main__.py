@@ -11,12 +11,12 @@ import sys
 from khala_common import loop as event_loop
 from khala_common.db import migrate
 from khala_common.logs import configure_logging, get_logger
-from khala_common.runner import serve
+from khala_common.runner import run_service
 from khala_common.settings import SettingsError
 from khala_common.telemetry import configure_tracing
-from khala_projector.app import create_app, services_key
-from khala_projector.cli import dlq_command, rebuild_command
+from khala_projector.app import ProjectorApp
 from khala_projector.domain.projection import Projection
+from khala_projector.handlers.cli import dlq_command, rebuild_command
 from khala_projector.settings import SCHEMA, Settings
 from khala_projector.storage import MIGRATIONS_DIR
 
@@ -54,15 +54,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-async def _serve(settings: Settings) -> None:
-    app = create_app(settings)
-
-    async def drain() -> None:
-        app[services_key].readiness.draining = True
-
-    await serve(app, settings.bind_host, settings.http_port, on_signal=drain)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point `khala-projector`."""
     args = _parse_args(argv)
@@ -90,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(code)
     if args.command == "dlq":
         raise SystemExit(asyncio.run(dlq_command(settings, args.action, args.limit)))
-    event_loop.run(_serve(settings))
+    event_loop.run(run_service(ProjectorApp(settings)))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
-"""Composition root: Postgres pool, broker, runtime client, publisher, consumer,
-gRPC admin server and the HTTP app with /healthz, /readyz and /metrics.
+"""Composition root of the projector.
 
-Start order: pool → broker (exchanges, partition queues + DLQ) → runtime client →
-republish every frame above the publish cursor (before any consumption) →
-gRPC server → consumer → partition ownership (which queues it consumes) →
-background tasks (publish retry, metrics sampler, retention pass, drift
-detector; the last two only when their period is > 0).
-Shutdown runs in reverse; the aiohttp cleanup context owns every background
-task and awaits it.
+`ProjectorApp.start()` wires, in this order: Postgres pool → broker (exchanges,
+partition queues + DLQ) → runtime client → republish every frame above the
+publish cursor (before any consumption) → gRPC admin server → consumer →
+partition ownership (which queues it consumes) → background tasks (publish
+retry, metrics sampler, retention pass, drift detector; the last two only when
+their period is > 0) → the HTTP app with /healthz, /readyz and /metrics.
+Each step is registered on an exit stack; `stop()` first marks the app
+draining, then unwinds it in reverse, so every background task is cancelled
+and awaited by its owner. Tests build the same object (through `running`) with
+ports 0 and read `http_port` and `grpc_port` after `start()`.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
+from aio_pika.abc import AbstractQueue
 from aiohttp import web
 
 from khala_common.broker import Broker
@@ -27,72 +32,197 @@ from khala_common.grpc_server import GrpcServer
 from khala_common.http import Readiness, make_app
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
+from khala_projector.adapters.runtime_reader import RuntimeReader
 from khala_projector.domain.retention import RetentionPolicy
-from khala_projector.drift import DriftDetector
 from khala_projector.handlers.admin_grpc import ProjectorAdmin
 from khala_projector.handlers.amqp_consumer import EventConsumer
-from khala_projector.partitions import PartitionOwner
-from khala_projector.projector import Projector
-from khala_projector.publisher import FanoutPublisher
-from khala_projector.retention import RetentionWorker
-from khala_projector.runtime_reader import RuntimeReader
-from khala_projector.sampler import MetricsSampler
 from khala_projector.settings import SCHEMA, Settings
 from khala_projector.storage.projection_store import ProjectionStore
 from khala_projector.storage.rebuild_store import RebuildStore
 from khala_projector.storage.retention_store import RetentionStore
 from khala_projector.storage.topic_log import TopicLog
+from khala_projector.usecases.drift import DriftDetector
+from khala_projector.usecases.partitions import PartitionOwner
+from khala_projector.usecases.projector import Projector
+from khala_projector.usecases.publisher import FanoutPublisher
+from khala_projector.usecases.retention import RetentionWorker
+from khala_projector.usecases.sampler import MetricsSampler
 from openagents.sync.v1 import projector_admin_pb2
 from openagents.sync.v1.projector_admin_pb2_grpc import add_ProjectorAdminServicer_to_server
 
 log = get_logger("projector.app")
 
 FIRST_REBALANCE_S = 10.0
+SHUTDOWN_TIMEOUT_S = 10.0
 
 
-@dataclass
-class Services:
-    """What the running app holds; filled in during startup."""
+class ProjectorApp:
+    """The running projector: consumer, fanout publisher, ProjectorAdmin gRPC, HTTP."""
 
-    settings: Settings
-    readiness: Readiness
-    grpc_port: int = 0
-    consumer: EventConsumer | None = None
-    partitions: PartitionOwner | None = None
-    publisher: FanoutPublisher | None = None
-    retention: RetentionWorker | None = None
-    drift: DriftDetector | None = None
-    sampler: MetricsSampler | None = None
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.readiness = Readiness()
+        self.http_port = 0
+        self.grpc_port = 0
+        self.consumer: EventConsumer | None = None
+        self.partitions: PartitionOwner | None = None
+        self.publisher: FanoutPublisher | None = None
+        self.retention: RetentionWorker | None = None
+        self.drift: DriftDetector | None = None
+        self.sampler: MetricsSampler | None = None
+        self._clock = clock
+        self._stack: AsyncExitStack | None = None
+
+    async def start(self) -> None:
+        """Open every resource and start serving; on failure, close what was opened."""
+        stack = AsyncExitStack()
+        try:
+            await self._start(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def stop(self) -> None:
+        """Stop advertising readiness, then close everything in reverse start order."""
+        self.readiness.draining = True
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+            log.info("projector stopped")
+
+    async def __aenter__(self) -> ProjectorApp:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        settings = self.settings
+        pool = await create_pool(settings.database_url, SCHEMA)
+        stack.push_async_callback(pool.close)
+        broker, queues = await _open_broker(settings, stack)
+        reader = RuntimeReader(
+            settings.runtime_grpc_target, settings.service_token, settings.runtime_grpc_timeout_s
+        )
+        stack.push_async_callback(reader.close)
+
+        publisher = FanoutPublisher(broker, TopicLog(pool), broker.topology.fanout)
+        republished = await publisher.catch_up()
+        log.info("republished frames above the publish cursor", frames=republished)
+        self.publisher = publisher
+        # Runs after the consumer stopped (the stack unwinds in reverse).
+        stack.push_async_callback(_quietly, publisher.flush_cursor)
+
+        store = ProjectionStore(pool, crash_in_commit=settings.test_crash_in_commit)
+        projector = Projector(
+            store,
+            reader,
+            publisher,
+            self._clock,
+            crash_after_commit=settings.test_crash_after_commit,
+        )
+        _warn_fault_injection(settings)
+        await self._start_grpc(stack, projector)
+        consumer = await self._start_consumer(stack, projector, queues)
+
+        _own(stack, publisher.retry_forever(settings.republish_interval_s), "republish")
+        rebuilds = RebuildStore(pool)
+        self.sampler = MetricsSampler(broker, rebuilds, settings.projector_partitions)
+        _own(stack, self.sampler.run_forever(settings.metrics_interval_s), "sampler")
+        self.retention = RetentionWorker(
+            RetentionStore(pool), rebuilds, _retention_policy(settings), self._clock
+        )
+        if settings.retention_interval_s > 0:
+            _own(stack, self.retention.run_forever(settings.retention_interval_s), "retention")
+        self.drift = DriftDetector(
+            store, reader, projector, sample=settings.drift_sample, repair=settings.drift_repair
+        )
+        if settings.drift_interval_s > 0:
+            _own(stack, self.drift.run_forever(settings.drift_interval_s), "drift")
+
+        self.readiness.add("postgres", lambda: check_pool(pool))
+        self.readiness.add(
+            "broker", lambda: _require(broker.is_connected, "broker is not connected")
+        )
+        self.readiness.add(
+            "consumer", lambda: _require(consumer.running, "consumer is not running")
+        )
+        await self._start_http(stack)
+        log.info(
+            "projector started",
+            http_port=self.http_port,
+            grpc_port=self.grpc_port,
+            partitions=settings.projector_partitions,
+        )
+
+    async def _start_grpc(self, stack: AsyncExitStack, projector: Projector) -> None:
+        settings = self.settings
+        grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
+        grpc_server.follow(self.readiness)
+        names = [projector_admin_pb2.DESCRIPTOR.services_by_name["ProjectorAdmin"].full_name]
+        grpc_server.add(add_ProjectorAdminServicer_to_server, ProjectorAdmin(projector), names)
+        await grpc_server.start()
+        stack.push_async_callback(grpc_server.stop)
+        self.grpc_port = grpc_server.port
+
+    async def _start_consumer(
+        self, stack: AsyncExitStack, projector: Projector, queues: list[AbstractQueue]
+    ) -> EventConsumer:
+        """Start the consumer, then the partition ownership that hands it its queues."""
+        settings = self.settings
+        consumer = EventConsumer(
+            projector,
+            batch_max=settings.batch_max,
+            delivery_limit=settings.delivery_limit,
+            retry_delay_ms=settings.retry_delay_ms,
+        )
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        self.consumer = consumer
+
+        async def take(partition: int) -> None:
+            await consumer.add_queue(queues[partition])
+
+        async def hand_over(partition: int) -> None:
+            await consumer.remove_queue(queues[partition].name)
+
+        self.partitions = PartitionOwner(
+            settings.database_url,
+            settings.projector_partitions,
+            on_acquire=take,
+            on_release=hand_over,
+            interval_s=settings.rebalance_interval_s,
+        )
+        _own(stack, self.partitions.run(), "partitions")
+        # Consume from the start like a single replica would: wait for the first
+        # rebalance (a replica that finds every partition taken starts with none).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.partitions.settled_once.wait(), FIRST_REBALANCE_S)
+        return consumer
+
+    async def _start_http(self, stack: AsyncExitStack) -> None:
+        settings = self.settings
+        app = make_app(self.readiness, admin_port=settings.admin_port, admin_host=settings.bind_host)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.bind_host, settings.http_port, reuse_address=True)
+        await site.start()
+        self.http_port = int(runner.addresses[0][1])
 
 
-services_key = web.AppKey("khala_projector_services", Services)
-
-
-def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
-    """The projector's aiohttp app; everything else starts in its cleanup context."""
-    readiness = Readiness()
-    app = make_app(readiness, admin_port=settings.admin_port, admin_host=settings.bind_host)
-    app[services_key] = Services(settings, readiness)
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            await _start(app[services_key], stack, clock)
-            yield
-            app[services_key].readiness.draining = True
-
-    app.cleanup_ctx.append(lifecycle)
-    return app
-
-
-async def _start(
-    services: Services, stack: contextlib.AsyncExitStack, clock: Callable[[], float]
-) -> None:
-    settings, readiness = services.settings, services.readiness
-    pool = await create_pool(settings.database_url, SCHEMA)
-    stack.push_async_callback(pool.close)
-
-    topology = Topology(prefix=settings.amqp_prefix)
-    broker = Broker(settings.amqp_url, topology)
+async def _open_broker(
+    settings: Settings, stack: AsyncExitStack
+) -> tuple[Broker, list[AbstractQueue]]:
+    """The connected broker with its exchanges, and the partition queues (+ DLQ)."""
+    broker = Broker(settings.amqp_url, Topology(prefix=settings.amqp_prefix))
     await broker.connect(prefetch=settings.prefetch)
     stack.push_async_callback(broker.close)
     await broker.declare_exchanges()
@@ -100,92 +230,19 @@ async def _start(
         await broker.declare_projector_queue(settings.delivery_limit, partition)
         for partition in range(settings.projector_partitions)
     ]
+    return broker, queues
 
-    reader = RuntimeReader(
-        settings.runtime_grpc_target, settings.service_token, settings.runtime_grpc_timeout_s
-    )
-    stack.push_async_callback(reader.close)
 
-    publisher = FanoutPublisher(broker, TopicLog(pool), topology.fanout)
-    republished = await publisher.catch_up()
-    log.info("republished frames above the publish cursor", frames=republished)
-    services.publisher = publisher
-    # Runs after the consumer stopped (the stack unwinds in reverse).
-    stack.push_async_callback(_quietly, publisher.flush_cursor)
-
-    store = ProjectionStore(pool, crash_in_commit=settings.test_crash_in_commit)
+def _warn_fault_injection(settings: Settings) -> None:
     if settings.test_crash_in_commit:
         log.warning(
             "FAULT INJECTION enabled: SIGKILL inside a commit", commit=settings.test_crash_in_commit
         )
-    projector = Projector(
-        store, reader, publisher, clock, crash_after_commit=settings.test_crash_after_commit
-    )
     if settings.test_crash_after_commit:
         log.warning(
             "FAULT INJECTION enabled: SIGKILL after commit",
             commit=settings.test_crash_after_commit,
         )
-    grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
-    grpc_server.follow(readiness)
-    names = [projector_admin_pb2.DESCRIPTOR.services_by_name["ProjectorAdmin"].full_name]
-    grpc_server.add(add_ProjectorAdminServicer_to_server, ProjectorAdmin(projector), names)
-    await grpc_server.start()
-    stack.push_async_callback(grpc_server.stop)
-    services.grpc_port = grpc_server.port
-
-    consumer = EventConsumer(
-        projector,
-        batch_max=settings.batch_max,
-        delivery_limit=settings.delivery_limit,
-        retry_delay_ms=settings.retry_delay_ms,
-    )
-    await consumer.start()
-    stack.push_async_callback(consumer.stop)
-    services.consumer = consumer
-
-    async def take(partition: int) -> None:
-        await consumer.add_queue(queues[partition])
-
-    async def hand_over(partition: int) -> None:
-        await consumer.remove_queue(queues[partition].name)
-
-    services.partitions = PartitionOwner(
-        settings.database_url,
-        settings.projector_partitions,
-        on_acquire=take,
-        on_release=hand_over,
-        interval_s=settings.rebalance_interval_s,
-    )
-    _own(stack, services.partitions.run(), "partitions")
-    # Consume from the start like a single replica would: wait for the first
-    # rebalance (a replica that finds every partition taken starts with none).
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(services.partitions.settled_once.wait(), FIRST_REBALANCE_S)
-
-    _own(stack, publisher.retry_forever(settings.republish_interval_s), "republish")
-    rebuilds = RebuildStore(pool)
-    services.sampler = MetricsSampler(broker, rebuilds, settings.projector_partitions)
-    _own(stack, services.sampler.run_forever(settings.metrics_interval_s), "sampler")
-    services.retention = RetentionWorker(
-        RetentionStore(pool), rebuilds, _retention_policy(settings), clock
-    )
-    if settings.retention_interval_s > 0:
-        _own(stack, services.retention.run_forever(settings.retention_interval_s), "retention")
-    services.drift = DriftDetector(
-        store, reader, projector, sample=settings.drift_sample, repair=settings.drift_repair
-    )
-    if settings.drift_interval_s > 0:
-        _own(stack, services.drift.run_forever(settings.drift_interval_s), "drift")
-
-    readiness.add("postgres", lambda: check_pool(pool))
-    readiness.add("broker", lambda: _require(broker.is_connected, "broker is not connected"))
-    readiness.add("consumer", lambda: _require(consumer.running, "consumer is not running"))
-    log.info(
-        "projector started",
-        grpc_port=services.grpc_port,
-        partitions=settings.projector_partitions,
-    )
 
 
 def _retention_policy(settings: Settings) -> RetentionPolicy:
@@ -225,13 +282,14 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 class Running:
     """A started projector and its bound ports."""
 
-    app: web.Application
+    app: ProjectorApp
     http_port: int
     grpc_port: int
 
     @property
-    def services(self) -> Services:
-        return self.app[services_key]
+    def services(self) -> ProjectorApp:
+        """What the running app holds (consumer, publisher, sampler, readiness, ...)."""
+        return self.app
 
 
 @contextlib.asynccontextmanager
@@ -239,13 +297,5 @@ async def running(
     settings: Settings, *, clock: Callable[[], float] = time.time
 ) -> AsyncIterator[Running]:
     """Start the app on the configured ports (0 = ephemeral) until the block exits."""
-    app = create_app(settings, clock=clock)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.bind_host, settings.http_port)
-        await site.start()
-        http_port = int(runner.addresses[0][1])
-        yield Running(app, http_port, app[services_key].grpc_port)
-    finally:
-        await runner.cleanup()
+    async with ProjectorApp(settings, clock=clock) as app:
+        yield Running(app, app.http_port, app.grpc_port)

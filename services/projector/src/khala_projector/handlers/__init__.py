@@ -1,1 +1,2 @@
-"""Thin edges of the projector: the AMQP consumer and the ProjectorAdmin gRPC servicer."""
+"""Thin edges of the projector: the AMQP consumer, the ProjectorAdmin gRPC
+servicer and the operator commands (`rebuild`, `dlq`)."""

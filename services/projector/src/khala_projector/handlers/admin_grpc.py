@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from grpc import aio
 
-from khala_projector.projector import Projector
+from khala_projector.usecases.projector import Projector
 from openagents.sync.v1 import projector_admin_pb2 as pb
 from openagents.sync.v1.projector_admin_pb2_grpc import ProjectorAdminServicer
 

@@ -39,7 +39,7 @@ from khala_common.telemetry import extract_context, tracer
 from khala_common.topology import TYPE_HEADER
 from khala_projector import metrics
 from khala_projector.domain.events import InvalidEvent, StreamRef, decode_events
-from khala_projector.projector import Projector
+from khala_projector.usecases.projector import Projector
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 MAX_RETRY_DELAY_MS = 5_000

@@ -21,28 +21,13 @@ from dataclasses import dataclass
 import asyncpg
 
 from khala_common.topics import parse_topic
+from khala_projector.domain.frames import StoredFrame
 from khala_projector.domain.projection import FrameDraft
 from openagents.sync.v1.frames_pb2 import KhalaFrame
 
 INITIAL_EPOCH = "1"
 # pg_advisory_xact_lock key of the frames writer lock ("khalafw" in ASCII).
 WRITER_LOCK_KEY = 0x6B68616C616677
-
-
-@dataclass(frozen=True)
-class StoredFrame:
-    """A committed topic-log row, as published to the fanout."""
-
-    frame_id: int
-    topic: str
-    epoch: str
-    seq: int
-    frame_bytes: bytes
-
-    @property
-    def message_id(self) -> str:
-        """The fanout message id `<topic>/<epoch>/<seq>`."""
-        return f"{self.topic}/{self.epoch}/{self.seq}"
 
 
 @dataclass(frozen=True)

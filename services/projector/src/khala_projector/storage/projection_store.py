@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from khala_projector.domain.events import StreamRef
+from khala_projector.domain.frames import StoredFrame
 from khala_projector.domain.projection import PROJECTION_VERSION, Folded, projection_of
 from khala_projector.storage.frame_writer import (
     INITIAL_EPOCH,
-    StoredFrame,
     append_frames,
     lock_topics,
     number_frames,

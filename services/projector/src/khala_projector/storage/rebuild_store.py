@@ -325,7 +325,7 @@ class RebuildStore:
 
     async def summary(self) -> list[asyncpg.Record]:
         """Per projection: unfinished rebuild progress and the last finished duration."""
-        return await self._pool.fetch(
+        rows: list[asyncpg.Record] = await self._pool.fetch(
             """
             SELECT p.projection,
                    (SELECT count(*) FROM rebuilds AS r
@@ -343,3 +343,4 @@ class RebuildStore:
             FROM (VALUES ('runs'), ('workers')) AS p(projection)
             """
         )
+        return rows

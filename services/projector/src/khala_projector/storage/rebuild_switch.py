@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from khala_projector.domain.events import StreamRef
+from khala_projector.domain.frames import StoredFrame
 from khala_projector.domain.projection import PROJECTION_VERSION, Folded, doc_topic, event_topic
 from khala_projector.domain.rebuild import RebuildScope, RebuildStatus
 from khala_projector.storage.frame_writer import (
-    StoredFrame,
     insert_frames,
     lock_topics,
     new_heads,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from khala_projector.storage.frame_writer import StoredFrame
+from khala_projector.domain.frames import StoredFrame
 
 # Only frames of their topic's current epoch are published: a rebuild's staged
 # epoch is not live yet, and a replaced epoch is gone for every reader.

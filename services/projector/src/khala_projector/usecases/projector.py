@@ -29,14 +29,14 @@ from collections.abc import Callable, Sequence
 
 from khala_common.logs import get_logger
 from khala_projector import metrics
+from khala_projector.adapters.runtime_reader import RuntimeReader
 from khala_projector.domain.events import StreamRef
+from khala_projector.domain.frames import StoredFrame
 from khala_projector.domain.projection import Folded, fold
 from khala_projector.domain.sequencing import contiguous_range, plan
 from khala_projector.domain.status import StreamStatus, stream_status
-from khala_projector.publisher import FanoutPublisher
-from khala_projector.runtime_reader import RuntimeReader
-from khala_projector.storage.frame_writer import StoredFrame
 from khala_projector.storage.projection_store import CheckpointMoved, ProjectionStore, StreamState
+from khala_projector.usecases.publisher import FanoutPublisher
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 # Default for the most events read from runtime and committed per transaction

@@ -23,16 +23,15 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
-from khala_common.broker import Broker
 from khala_common.logs import get_logger
+from khala_projector.adapters.fanout import Doorbell
+from khala_projector.adapters.runtime_reader import RuntimeReader
+from khala_projector.domain.frames import StoredFrame
 from khala_projector.domain.projection import fold
 from khala_projector.domain.rebuild import RebuildScope, RebuildStatus
 from khala_projector.domain.sequencing import contiguous_after, contiguous_range
-from khala_projector.progress import ProgressBar
-from khala_projector.publisher import publish_frames
-from khala_projector.runtime_reader import RuntimeReader
-from khala_projector.storage.frame_writer import StoredFrame
 from khala_projector.storage.rebuild_store import (
     OrgSwitch,
     Rebuild,
@@ -49,17 +48,18 @@ PAGE_STREAMS = 1_000
 
 log = get_logger("projector.rebuild")
 
-Doorbell = Callable[[Sequence[StoredFrame]], Awaitable[None]]
 
+class Progress(Protocol):
+    """Where a rebuild reports its phases (the CLI's progress bar on stderr)."""
 
-def fanout_doorbell(broker: Broker) -> Doorbell:
-    """Publish frames to khala.fanout exactly as the live publisher does."""
+    def update(self, label: str, done: int, total: int, detail: str = "") -> None:
+        """Show the current progress of phase `label`."""
 
-    async def ring(frames: Sequence[StoredFrame]) -> None:
-        if frames:
-            await publish_frames(broker, broker.topology.fanout, frames)
+    def note(self, message: str) -> None:
+        """Print a line of its own."""
 
-    return ring
+    def close(self) -> None:
+        """End the display."""
 
 
 class RebuildError(RuntimeError):
@@ -88,7 +88,7 @@ class Rebuilder:
         reader: RuntimeReader,
         *,
         chunk: int = 500,
-        progress: ProgressBar | None = None,
+        progress: Progress | None = None,
         doorbell: Doorbell | None = None,
         before_switch: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,

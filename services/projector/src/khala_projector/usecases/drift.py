@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 from khala_common.logs import get_logger
 from khala_projector import metrics
+from khala_projector.adapters.runtime_reader import RuntimeReader, RuntimeUnavailable
 from khala_projector.domain.events import InvalidEvent, stream_ref
 from khala_projector.domain.projection import doc_hash, fold, projection_of
 from khala_projector.domain.sequencing import GapNotFilled, contiguous_range
-from khala_projector.projector import Projector
-from khala_projector.runtime_reader import RuntimeReader, RuntimeUnavailable
 from khala_projector.storage.projection_store import CheckpointRow, ProjectionStore, StreamState
+from khala_projector.usecases.projector import Projector
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 log = get_logger("projector.drift")

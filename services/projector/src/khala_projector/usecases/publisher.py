@@ -12,12 +12,7 @@ Guarantees:
   topic's frames normally arrive in seq order. Republishing can repeat frames;
   gateways drop seq <= last_sent and fill gaps from Postgres, which stays the
   ordering oracle: the broker is only a doorbell that carries the frame.
-- Each message (transient) is a FanoutBatch of one org's frames, in frame_id
-  order: routing key `org.<org>` (topology.fanout_key), message_id
-  `<key>/<first frame_id>-<last frame_id>`, each entry the exact
-  `frames.frame_bytes` (a serialized openagents.sync.v1.KhalaFrame). One
-  message per org per commit instead of one per frame is most of what the
-  fanout hop costs (docs/pipeline.md); a batch holds at most MAX_BATCH_BYTES.
+- The message format (per-org FanoutBatch messages) is adapters/fanout.py's.
 """
 
 from __future__ import annotations
@@ -28,15 +23,12 @@ from collections.abc import Sequence
 
 from khala_common.broker import Broker
 from khala_common.logs import get_logger
-from khala_common.topology import fanout_key
 from khala_projector import metrics
-from khala_projector.storage.frame_writer import StoredFrame
+from khala_projector.adapters.fanout import publish_frames
+from khala_projector.domain.frames import StoredFrame
 from khala_projector.storage.topic_log import TopicLog
-from openagents.sync.v1.frames_pb2 import FanoutBatch
 
-BATCH_TYPE = FanoutBatch.DESCRIPTOR.full_name
 PAGE_SIZE = 500
-MAX_BATCH_BYTES = 512 * 1024
 # Longest the stored publish cursor lags the published frames while busy.
 CURSOR_WRITE_S = 0.25
 
@@ -128,43 +120,3 @@ class FanoutPublisher:
         metrics.PUBLISH_FAILURES.inc()
         metrics.PUBLISH_BACKLOG.set(1)
         log.warning("fanout publish failed; will retry from cursor", error=repr(exc))
-
-
-async def publish_frames(broker: Broker, exchange: str, frames: Sequence[StoredFrame]) -> None:
-    """Publish committed frames as per-org FanoutBatch messages; returns once the
-    broker confirmed them all (raises otherwise)."""
-    # Publishes are issued in order on one channel; awaiting their confirms
-    # together keeps one round trip per call instead of one per message.
-    await asyncio.gather(
-        *(
-            broker.publish_raw(
-                exchange,
-                key,
-                FanoutBatch(frames=[f.frame_bytes for f in batch]).SerializeToString(),
-                type_name=BATCH_TYPE,
-                message_id=f"{key}/{batch[0].frame_id}-{batch[-1].frame_id}",
-                # Doorbells: a lost one is read from Postgres, so the broker need
-                # not write them to disk.
-                persistent=False,
-            )
-            for key, batch in org_batches(frames)
-        )
-    )
-
-
-def org_batches(frames: Sequence[StoredFrame]) -> list[tuple[str, list[StoredFrame]]]:
-    """Frames grouped by fanout key (each group in the given order), cut at
-    MAX_BATCH_BYTES; groups in order of their first frame."""
-    groups: dict[str, list[StoredFrame]] = {}
-    sizes: dict[str, int] = {}
-    batches: list[tuple[str, list[StoredFrame]]] = []
-    for frame in frames:
-        key = fanout_key(frame.topic)
-        group = groups.get(key)
-        if group is None or sizes[key] + len(frame.frame_bytes) > MAX_BATCH_BYTES:
-            group = groups[key] = []
-            sizes[key] = 0
-            batches.append((key, group))
-        group.append(frame)
-        sizes[key] += len(frame.frame_bytes)
-    return batches

@@ -24,36 +24,14 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-import asyncpg
-
 from khala_common.logs import get_logger
 from khala_projector import metrics
-
-# pg_advisory_lock(int4, int4) class keys: "khlp" (partition k) and "khlm" (member slot).
-PARTITION_LOCK_CLASS = 0x6B686C70
-MEMBER_LOCK_CLASS = 0x6B686C6D
-MAX_MEMBERS = 1024
-
-_COUNT_MEMBERS = """
-SELECT count(*) FROM pg_locks
-WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = $1
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-"""
+from khala_projector.domain.partitions import fair_share, preference
+from khala_projector.storage.partition_locks import PartitionLocks
 
 log = get_logger("projector.partitions")
 
 OnPartition = Callable[[int], Awaitable[None]]
-
-
-def fair_share(partitions: int, members: int) -> int:
-    """How many partitions each of `members` replicas aims to own."""
-    return -(-partitions // max(1, members))
-
-
-def preference(partitions: int, slot: int, share: int) -> list[int]:
-    """The order in which a member slot tries free partitions (spreads first picks)."""
-    start = (slot * share) % partitions
-    return [(start + i) % partitions for i in range(partitions)]
 
 
 class PartitionOwner:
@@ -91,46 +69,36 @@ class PartitionOwner:
                 backoff = min(backoff * 2, 5.0)
 
     async def _session(self) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(
-            self._dsn, server_settings={"application_name": "khala-projector-partitions"}
-        )
+        locks = await PartitionLocks.connect(self._dsn)
         try:
-            slot = await self._take_member_slot(conn)
+            slot = await locks.take_member_slot()
             log.info("projector member", slot=slot)
             while True:
-                if conn.is_closed():
+                if locks.is_closed():
                     raise ConnectionError("partition lock connection lost")
-                await self.rebalance(conn, slot)
+                await self.rebalance(locks, slot)
                 self.settled_once.set()
                 await asyncio.sleep(self._interval_s)
         finally:
-            await self._release_all(conn)
+            await self._release_all(locks)
 
-    async def _take_member_slot(self, conn: asyncpg.Connection) -> int:
-        for slot in range(MAX_MEMBERS):
-            if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", MEMBER_LOCK_CLASS, slot):
-                return slot
-        raise RuntimeError(f"more than {MAX_MEMBERS} projector replicas")
-
-    async def rebalance(self, conn: asyncpg.Connection, slot: int) -> None:
+    async def rebalance(self, locks: PartitionLocks, slot: int) -> None:
         """One step towards this replica's fair share of the partitions."""
-        self.members = int(await conn.fetchval(_COUNT_MEMBERS, MEMBER_LOCK_CLASS))
+        self.members = await locks.count_members()
         share = fair_share(self._partitions, self.members)
         if len(self.owned) > share:
             for partition in sorted(self.owned, reverse=True)[: len(self.owned) - share]:
-                await self._hand_over(conn, partition)
+                await self._hand_over(locks, partition)
         elif len(self.owned) < share:
             for partition in preference(self._partitions, slot, share):
                 if len(self.owned) >= share:
                     break
                 if partition not in self.owned:
-                    await self._try_take(conn, partition)
+                    await self._try_take(locks, partition)
         metrics.PARTITIONS_OWNED.set(len(self.owned))
 
-    async def _try_take(self, conn: asyncpg.Connection, partition: int) -> None:
-        if not await conn.fetchval(
-            "SELECT pg_try_advisory_lock($1, $2)", PARTITION_LOCK_CLASS, partition
-        ):
+    async def _try_take(self, locks: PartitionLocks, partition: int) -> None:
+        if not await locks.try_lock(partition):
             return
         self.owned.add(partition)
         try:
@@ -138,26 +106,21 @@ class PartitionOwner:
         except BaseException:
             self.owned.discard(partition)
             with contextlib.suppress(Exception):
-                await conn.execute(
-                    "SELECT pg_advisory_unlock($1, $2)", PARTITION_LOCK_CLASS, partition
-                )
+                await locks.unlock(partition)
             raise
         log.info("partition taken", partition=partition, owned=sorted(self.owned))
 
-    async def _hand_over(self, conn: asyncpg.Connection, partition: int) -> None:
+    async def _hand_over(self, locks: PartitionLocks, partition: int) -> None:
         await self._on_release(partition)  # stop consuming first, then let go
         self.owned.discard(partition)
-        await conn.execute("SELECT pg_advisory_unlock($1, $2)", PARTITION_LOCK_CLASS, partition)
+        await locks.unlock(partition)
         log.info("partition handed over", partition=partition, owned=sorted(self.owned))
 
-    async def _release_all(self, conn: asyncpg.Connection) -> None:
+    async def _release_all(self, locks: PartitionLocks) -> None:
         """Stop consuming every owned partition, then close (releasing every lock)."""
         for partition in sorted(self.owned):
             with contextlib.suppress(Exception):
                 await self._on_release(partition)
         self.owned.clear()
         metrics.PARTITIONS_OWNED.set(0)
-        try:
-            await asyncio.wait_for(conn.close(), 2.0)
-        except BaseException:
-            conn.terminate()
+        await locks.close()

@@ -22,7 +22,7 @@ class RuntimeReader:
 
     def __init__(self, target: str, service_token: str, timeout_s: float) -> None:
         self._channel = insecure_channel(target)
-        self._stub = RuntimeServiceStub(self._channel)
+        self._stub = RuntimeServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = service_metadata(service_token)
         self._timeout_s = timeout_s
 
