@@ -79,7 +79,7 @@ class Settings(CommonSettings):
     # transaction by `khala-projector rebuild`.
     rebuild_chunk: int = 500
     # KHALA_PROJECTOR_REBALANCE_INTERVAL_S: how often a replica counts the replicas
-    # and takes or hands over partitions (partitions.py).
+    # and takes or hands over partitions (usecases/partitions.py).
     rebalance_interval_s: float = 1.0
     # KHALA_PROJECTOR_TEST_CRASH_AFTER_COMMIT: FAULT INJECTION FOR TESTS ONLY.
     # n > 0 makes `serve` SIGKILL itself right after its nth projection commit,
