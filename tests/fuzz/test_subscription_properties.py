@@ -1,5 +1,5 @@
 """Property test of the gateway's per-(socket, topic) delivery state machine
-(`khala_gateway.delivery.subscription.Subscription`; quick, part of `make test`).
+(`khala_gateway.usecases.subscription.Subscription`; quick, part of `make test`).
 
 Hypothesis drives one subscription through any interleaving of: frames committed
 to the topic log whose broker message is delivered, lost, duplicated or
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from khala_gateway.delivery.subscription import Subscription
 from khala_gateway.domain.cursor import Stale, StartPlan, TopicHead
 from khala_gateway.domain.outbox import Lane, Outbox
 from khala_gateway.domain.wire import WireFrame
 from khala_gateway.metrics import TopicStats
+from khala_gateway.usecases.subscription import Subscription
 from openagents.sync.v1 import frames_pb2, ws_pb2
 
 TOPIC = "org.acme.run.r1"

@@ -12,9 +12,8 @@ from aiohttp import WSMsgType
 from aiohttp._websocket.writer import WebSocketWriter
 from aiohttp.base_protocol import BaseProtocol
 
-from khala_gateway.delivery.connection import Connection, FlushQueue, Limits
-from khala_gateway.delivery.subscription import ReplayGate, State, Subscription
 from khala_gateway.domain.cursor import StartPlan, TopicHead
+from khala_gateway.domain.limits import Limits
 from khala_gateway.domain.outbox import Lane
 from khala_gateway.domain.principal import Principal
 from khala_gateway.domain.wire import (
@@ -27,6 +26,9 @@ from khala_gateway.domain.wire import (
     ws_message,
 )
 from khala_gateway.metrics import TopicStats
+from khala_gateway.usecases.connection import Connection
+from khala_gateway.usecases.send_buffer import FlushQueue
+from khala_gateway.usecases.subscription import ReplayGate, State, Subscription
 from openagents.sync.v1 import frames_pb2, ws_pb2
 
 TOPICS = ("org.acme.run.a", "org.acme.run.b")

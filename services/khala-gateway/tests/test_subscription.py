@@ -10,12 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from khala_gateway.delivery.subscription import State, Subscription
 from khala_gateway.domain import codes
 from khala_gateway.domain.cursor import Stale, StartPlan, TopicHead
 from khala_gateway.domain.outbox import Lane, Outbox
 from khala_gateway.domain.wire import WireFrame
 from khala_gateway.metrics import TopicStats
+from khala_gateway.usecases.subscription import State, Subscription
 from openagents.sync.v1 import frames_pb2, ws_pb2
 
 TOPIC = "org.acme.run.r1"
@@ -219,6 +219,44 @@ async def test_full_send_queue_leaves_frames_in_the_log_until_there_is_room() ->
     assert got == list(range(1, 11))
 
 
+async def random_action(
+    rng: random.Random, log: MemoryLog, owner: Owner, sub: Subscription, in_flight: list[WireFrame]
+) -> list[int]:
+    """One random step of the broker, the feeder, the head poll or the socket; seqs sent."""
+    action = rng.random()
+    if action < 0.4:
+        frame = log.append()
+        if rng.random() > 0.2:  # 20% of broker messages are lost
+            in_flight.append(frame)
+    elif action < 0.7 and in_flight:
+        frame = in_flight.pop(rng.randrange(len(in_flight)))  # any order
+        sub.on_live(frame)
+        if rng.random() < 0.2:
+            sub.on_live(frame)  # redelivered
+    elif action < 0.85:
+        await sub.step(log, rng.randint(1, 10), now=1e9)  # type: ignore[arg-type]
+    elif action < 0.9:
+        sub.on_head(log.head_now())
+    else:
+        return frame_seqs(owner.drain())
+    return []
+
+
+async def settle(
+    rng: random.Random, log: MemoryLog, owner: Owner, sub: Subscription, in_flight: list[WireFrame]
+) -> list[int]:
+    """Deliver what is in flight, then poll and feed until nothing is left; seqs sent."""
+    got: list[int] = []
+    for frame in in_flight:
+        sub.on_live(frame)
+    for _ in range(3):
+        sub.on_head(log.head_now())
+        while sub.needs_work():
+            await run_feeder(sub, log, chunk=rng.randint(1, 10))
+            got += frame_seqs(owner.drain())
+    return got + frame_seqs(owner.drain())
+
+
 async def test_random_interleavings_never_duplicate_or_gap() -> None:
     rng = random.Random(7)
     for _ in range(200):
@@ -231,28 +269,6 @@ async def test_random_interleavings_never_duplicate_or_gap() -> None:
         sub.begin(log.head_now(), StartPlan(False, after), [])
         got: list[int] = []
         for _ in range(rng.randint(10, 80)):
-            action = rng.random()
-            if action < 0.4:
-                frame = log.append()
-                if rng.random() > 0.2:  # 20% of broker messages are lost
-                    in_flight.append(frame)
-            elif action < 0.7 and in_flight:
-                frame = in_flight.pop(rng.randrange(len(in_flight)))  # any order
-                sub.on_live(frame)
-                if rng.random() < 0.2:
-                    sub.on_live(frame)  # redelivered
-            elif action < 0.85:
-                await sub.step(log, rng.randint(1, 10), now=1e9)  # type: ignore[arg-type]
-            elif action < 0.9:
-                sub.on_head(log.head_now())
-            else:
-                got += frame_seqs(owner.drain())
-        for frame in in_flight:
-            sub.on_live(frame)
-        for _ in range(3):
-            sub.on_head(log.head_now())
-            while sub.needs_work():
-                await run_feeder(sub, log, chunk=rng.randint(1, 10))
-                got += frame_seqs(owner.drain())
-        got += frame_seqs(owner.drain())
+            got += await random_action(rng, log, owner, sub, in_flight)
+        got += await settle(rng, log, owner, sub, in_flight)
         assert got == list(range(after + 1, max(log.rows, default=0) + 1))

@@ -8,10 +8,10 @@ import sys
 
 from khala_common import loop as event_loop
 from khala_common.logs import configure_logging, get_logger
-from khala_common.runner import serve
+from khala_common.runner import run_service
 from khala_common.settings import SettingsError
 from khala_common.telemetry import configure_tracing
-from khala_gateway.app import Gateway
+from khala_gateway.app import GatewayApp
 from khala_gateway.settings import Settings
 
 SERVICE = "khala-gateway"
@@ -29,17 +29,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def _serve(settings: Settings) -> None:
-    gateway = Gateway(settings)
-    await serve(
-        gateway.build_app(),
-        settings.bind_host,
-        settings.http_port,
-        on_signal=gateway.drain,
-        shutdown_timeout_s=10.0,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     args = _parse_args(argv)
@@ -54,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         log.info("nothing to migrate: the gateway reads schema khala owned by the projector")
         return 0
-    event_loop.run(_serve(settings))
+    event_loop.run(run_service(GatewayApp(settings)))
     return 0
 
 

@@ -1,10 +1,11 @@
 """Composition root: pools, broker consumers, JWKS, hub, gRPC and the HTTP/WS app.
 
-`Gateway.build_app()` returns the aiohttp application; its cleanup context owns
+`GatewayApp(settings)` is the gateway process (a `khala_common.runner.Service`):
+`start()` builds the aiohttp application and listens; its cleanup context owns
 every resource and background task (head poll, housekeeping, consumers, gRPC
-server) and cancels/awaits them on shutdown, after draining the sockets.
-`GatewayServer` runs it on a real socket (tests use port 0 and read the bound
-ports from it).
+server) and cancels/awaits them on `stop()`, after draining the sockets.
+`GatewayServer` is the same app for tests (port 0: they read the bound ports
+from it).
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ from khala_common.http import Readiness, admin_router, make_app
 from khala_common.jwt_verify import JwksCache, TokenVerifier, http_jwks_fetcher
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
-from khala_gateway.delivery.admission import Admission
-from khala_gateway.delivery.auth import SYNC_AUDIENCE, Authenticator
-from khala_gateway.delivery.bindings import Bindings
-from khala_gateway.delivery.hub import Hub
-from khala_gateway.delivery.revocations import RevocationSync, RevokedSessions
+from khala_gateway.adapters.bindings import Bindings
+from khala_gateway.adapters.fanout_queue import FanoutQueue
+from khala_gateway.adapters.revocation_sync import RevocationSync
+from khala_gateway.adapters.token_verify import SYNC_AUDIENCE, Authenticator
+from khala_gateway.domain.revocations import RevokedSessions
 from khala_gateway.handlers.admin import AdminHttp, GatewayAdminServicer
 from khala_gateway.handlers.control_consumer import ControlConsumer
 from khala_gateway.handlers.fanout_consumer import FanoutConsumer
 from khala_gateway.handlers.ws_handler import WsHandler
 from khala_gateway.settings import Settings
 from khala_gateway.storage.topic_log import TopicLog
+from khala_gateway.usecases.admission import Admission
+from khala_gateway.usecases.hub import Hub
 from openagents.sync.v1 import gateway_admin_pb2_grpc
 
 log = get_logger("khala_gateway.app")
@@ -54,11 +57,12 @@ def server_version() -> str:
         return "0.0.0"
 
 
-class Gateway:
+class GatewayApp:
     """Everything one gateway process runs, built from Settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, shutdown_timeout_s: float = 10.0) -> None:
         self.settings = settings
+        self.shutdown_timeout_s = shutdown_timeout_s
         self.readiness = Readiness()
         self.instance_id = secrets.token_hex(4)
         self.hub: Hub | None = None
@@ -68,6 +72,27 @@ class Gateway:
         self.grpc_port: int | None = None
         self._ws: WsHandler | None = None
         self._admin: AdminHttp | None = None
+        self._runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+
+    async def start(self) -> None:
+        """Set up the app (its resources) and listen on the HTTP port."""
+        s = self.settings
+        self._runner = web.AppRunner(
+            self.build_app(), access_log=None, shutdown_timeout=self.shutdown_timeout_s
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.bind_host, s.http_port, reuse_address=True)
+        await site.start()
+        self.http_port = int(self._runner.addresses[0][1])
+        log.info("listening", addresses=[str(a) for a in self._runner.addresses])
+
+    async def stop(self) -> None:
+        """Drain the sockets, then release every resource (safe after a partial start)."""
+        await self.drain()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     def build_app(self) -> web.Application:
         """The aiohttp app: /v1/ws, admin, health, readiness and metrics."""
@@ -131,9 +156,10 @@ class Gateway:
                 hub, s.admin_token, instance=self.instance_id, fanout_queue=fanout_queue
             )
             await broker.connect()
-            fanout = FanoutConsumer(broker, hub, fanout_queue, s.fanout_queue_max)
+            queue = FanoutQueue(broker, fanout_queue, s.fanout_queue_max)
+            fanout = FanoutConsumer(queue, hub)
             await fanout.start()
-            hub.bindings = Bindings(fanout)
+            hub.bindings = Bindings(queue)
             control = ControlConsumer(
                 broker,
                 hub,
@@ -191,12 +217,15 @@ class Gateway:
 
 
 class GatewayServer:
-    """Runs a Gateway's app on a TCP site; exposes the bound ports (0 = ephemeral)."""
+    """A GatewayApp as tests run it: a 5 s shutdown budget, the bound ports, the hub."""
 
     def __init__(self, settings: Settings) -> None:
-        self.gateway = Gateway(settings)
-        self._runner: web.AppRunner | None = None
-        self.http_port: int | None = None
+        self.gateway = GatewayApp(settings, shutdown_timeout_s=5.0)
+
+    @property
+    def http_port(self) -> int | None:
+        """The bound HTTP port (after start)."""
+        return self.gateway.http_port
 
     @property
     def grpc_port(self) -> int | None:
@@ -211,13 +240,7 @@ class GatewayServer:
 
     async def start(self) -> None:
         """Set up the app (resources) and listen."""
-        s = self.gateway.settings
-        self._runner = web.AppRunner(self.gateway.build_app(), access_log=None, shutdown_timeout=5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, s.bind_host, s.http_port, reuse_address=True)
-        await site.start()
-        address = self._runner.addresses[0]
-        self.http_port = int(address[1])
+        await self.gateway.start()
 
     async def drain(self) -> None:
         """Drain the sockets (as on SIGTERM)."""
@@ -225,6 +248,4 @@ class GatewayServer:
 
     async def stop(self) -> None:
         """Drain, then release every resource."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.gateway.stop()

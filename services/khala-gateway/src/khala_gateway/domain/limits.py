@@ -1,12 +1,26 @@
 """Inbound limits: a token bucket for messages per second, client-version minimums,
-field lengths and the send buffer's hard cap."""
+field lengths, the send buffer's hard cap and the per-connection limits."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from khala_common.versions import is_below, parse_version
 from khala_gateway.domain import codes
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection limits, from settings."""
+
+    max_frame_bytes: int
+    max_subscriptions: int
+    send_queue_frames: int
+    send_queue_bytes: int
+    replay_chunk: int
+    replay_budget: int = 0
+    max_pending: int = 1_024
 
 
 class TokenBucket:

@@ -11,7 +11,7 @@ from aiohttp import web
 from grpc import aio
 
 from khala_common.http import ApiError
-from khala_gateway.delivery.hub import Hub
+from khala_gateway.usecases.hub import Hub
 from openagents.sync.v1 import gateway_admin_pb2, gateway_admin_pb2_grpc
 
 DEFAULT_TOPIC_LIMIT = 20

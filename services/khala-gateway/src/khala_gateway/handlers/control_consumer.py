@@ -3,7 +3,7 @@
 Bound to `session.revoked`, `device.revoked` and `user.revoked` with a queue
 per instance, so every gateway sees every revocation; eviction happens as the
 message arrives (well within 1 s), and each revoked session id joins the set
-Hello and RefreshAuth are checked against (`delivery/revocations.py`). The
+Hello and RefreshAuth are checked against (`domain/revocations.py`). The
 queue expires (`x-expires`) rather than being exclusive, so it keeps what is
 published while the connection is re-established; after every reconnect the
 set is reloaded from control as well.
@@ -20,8 +20,8 @@ from google.protobuf.message import DecodeError
 from khala_common.broker import Broker
 from khala_common.logs import get_logger
 from khala_gateway import metrics
-from khala_gateway.delivery.hub import Hub
-from khala_gateway.delivery.revocations import RevokedSessions
+from khala_gateway.domain.revocations import RevokedSessions
+from khala_gateway.usecases.hub import Hub
 from openagents.control.v1 import revocation_pb2
 
 log = get_logger("khala_gateway.control")

@@ -16,13 +16,11 @@ from aiohttp import WSMsgType, hdrs, web
 
 from khala_common.http import ApiError
 from khala_common.logs import get_logger
-from khala_gateway.delivery.admission import Admission, Refusal
-from khala_gateway.delivery.connection import Connection, Limits
-from khala_gateway.delivery.hub import Hub
 from khala_gateway.domain import codes
 from khala_gateway.domain.limits import (
     MAX_PRE_AUTH_BYTES,
     MAX_REQUEST_ID_CHARS,
+    Limits,
     TokenBucket,
     hello_problem,
     nonce_problem,
@@ -30,6 +28,10 @@ from khala_gateway.domain.limits import (
 )
 from khala_gateway.domain.wire import Codec, DecodeError, codec_for, error_message
 from khala_gateway.settings import Settings
+from khala_gateway.usecases import session_auth, subscribe
+from khala_gateway.usecases.admission import Admission, Refusal
+from khala_gateway.usecases.connection import Connection
+from khala_gateway.usecases.hub import Hub
 from openagents.sync.v1 import ws_pb2
 
 log = get_logger("khala_gateway.ws")
@@ -216,7 +218,7 @@ class WsHandler:
             return False
         admitted = await self._admission.hello(message.hello)
         if isinstance(admitted, Refusal):
-            _refuse(conn, admitted)
+            session_auth.refuse(conn, admitted)
             return False
         if conn.closing:
             return False
@@ -242,7 +244,7 @@ class WsHandler:
         return True
 
     def _reject(self, conn: Connection, code: str, message: str) -> None:
-        _refuse(conn, Refusal.unauthorized(code, message))
+        session_auth.refuse(conn, Refusal.unauthorized(code, message))
 
     async def _serve(self, ws: web.WebSocketResponse, conn: Connection, codec: Codec) -> None:
         limit = self._settings.max_frame_bytes
@@ -291,12 +293,12 @@ class WsHandler:
             request = message.subscribe
             if self._refused(conn, request.request_id, [c.topic for c in request.cursors]):
                 return
-            await conn.subscribe(request)
+            await subscribe.subscribe(conn, request)
         elif kind == "unsubscribe":
             topics = list(message.unsubscribe.topics)
             if self._refused(conn, message.unsubscribe.request_id, topics):
                 return
-            await conn.unsubscribe(topics)
+            await subscribe.unsubscribe(conn, topics)
         elif kind == "ping":
             problem = nonce_problem(message.ping.nonce)
             if problem is not None:
@@ -304,7 +306,7 @@ class WsHandler:
                 return
             conn.push_control(ws_pb2.ServerMessage(pong=ws_pb2.Pong(nonce=message.ping.nonce)))
         elif kind == "refresh_auth":
-            await self._refresh(conn, message.refresh_auth.token)
+            await session_auth.refresh(conn, self._admission, message.refresh_auth.token)
         elif kind == "hello":
             conn.push_control(error_message(codes.BAD_REQUEST, "Hello was already received"))
         else:
@@ -319,16 +321,3 @@ class WsHandler:
         echo = request_id if len(request_id) <= MAX_REQUEST_ID_CHARS else ""
         conn.push_control(error_message(code, text, request_id=echo))
         return True
-
-    async def _refresh(self, conn: Connection, token: str) -> None:
-        assert conn.principal is not None
-        refreshed = await self._admission.refresh(conn.principal, token)
-        if isinstance(refreshed, Refusal):
-            _refuse(conn, refreshed)
-        else:
-            await conn.replace_principal(refreshed)
-
-
-def _refuse(conn: Connection, refusal: Refusal) -> None:
-    final = [] if refusal.error is None else [ws_pb2.ServerMessage(error=refusal.error)]
-    conn.request_close(refusal.close_code, final, reason=refusal.reason)

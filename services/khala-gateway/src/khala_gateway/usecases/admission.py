@@ -4,14 +4,14 @@ the per-user connection cap (protocol.md §3, §6)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from khala_common.jwt_verify import TokenError
-from khala_gateway.delivery.auth import Authenticator
-from khala_gateway.delivery.hub import Hub
-from khala_gateway.delivery.revocations import RevokedSessions
+from khala_gateway.adapters.token_verify import Authenticator
 from khala_gateway.domain import codes
 from khala_gateway.domain.limits import below_minimum
 from khala_gateway.domain.principal import Principal
+from khala_gateway.domain.revocations import RevokedSessions
 from khala_gateway.settings import Settings
 from openagents.sync.v1 import ws_pb2
 
@@ -41,13 +41,19 @@ class Refusal:
         )
 
 
+class ConnectionCounts(Protocol):
+    """How many authenticated sockets a user holds here (implemented by Hub)."""
+
+    def user_connections(self, user_id: str) -> int: ...
+
+
 class Admission:
     """Decides Hello and RefreshAuth."""
 
     def __init__(
         self,
         authenticator: Authenticator,
-        hub: Hub,
+        hub: ConnectionCounts,
         settings: Settings,
         revoked: RevokedSessions,
     ) -> None:

@@ -17,15 +17,16 @@ import time
 
 from khala_common.logs import get_logger
 from khala_gateway import metrics
-from khala_gateway.delivery.bindings import Bindings
-from khala_gateway.delivery.connection import Connection, FlushQueue
-from khala_gateway.delivery.subscription import ReplayGate, Subscription
+from khala_gateway.adapters.bindings import Bindings
 from khala_gateway.domain import codes
-from khala_gateway.domain.principal import revocation_matches
-from khala_gateway.domain.wire import DecodeError, WireFrame, error_message
+from khala_gateway.domain.wire import DecodeError, WireFrame
 from khala_gateway.metrics import TopicStats
 from khala_gateway.settings import Settings
 from khala_gateway.storage.topic_log import TopicLog
+from khala_gateway.usecases import session_auth
+from khala_gateway.usecases.connection import Connection
+from khala_gateway.usecases.send_buffer import FlushQueue
+from khala_gateway.usecases.subscription import ReplayGate, Subscription
 from openagents.sync.v1 import ws_pb2
 
 log = get_logger("khala_gateway.hub")
@@ -198,47 +199,20 @@ class Hub:
             )
         if s.idle_timeout_s > 0 and now - conn.last_inbound > s.idle_timeout_s:
             conn.request_close(codes.CLOSE_IDLE_TIMEOUT, reason="idle timeout")
-        elif now_ms > principal.expires_at_ms + s.token_expiry_grace_s * 1000:
-            conn.request_close(
-                codes.CLOSE_UNAUTHORIZED,
-                [error_message(codes.TOKEN_EXPIRED, "token expired and no RefreshAuth arrived")],
-                reason="token expired",
-            )
+        elif session_auth.token_expired(principal, now_ms, s.token_expiry_grace_s):
+            session_auth.close_expired(conn)
         elif conn.outbox.saturated_for() > s.slow_consumer_grace_s:
-            metrics.SLOW_CONSUMER_EVICTIONS.inc()
             for topic in conn.subs:
                 self.stats_for(topic).slow_consumer_evictions += 1
-            conn.request_close(
-                codes.CLOSE_SLOW_CONSUMER,
-                [
-                    error_message(
-                        codes.SLOW_CONSUMER,
-                        f"send buffer over its bound for more than {s.slow_consumer_grace_s:g} s",
-                    )
-                ],
-                reason="slow consumer",
-                flush=False,
+            conn.evict_slow(
+                f"send buffer over its bound for more than {s.slow_consumer_grace_s:g} s"
             )
 
     # -- control -----------------------------------------------------------
 
     def revoke(self, kind: int, session_ids: tuple[str, ...], user_id: str, device_id: str) -> int:
         """Close the sockets a revocation covers with reauth_required / 4009."""
-        closed = 0
-        for conn in tuple(self.connections):
-            principal = conn.principal
-            if principal is None or conn.closing:
-                continue
-            if revocation_matches(
-                principal, kind=kind, session_ids=session_ids, user_id=user_id, device_id=device_id
-            ):
-                conn.request_close(
-                    codes.CLOSE_REAUTH_REQUIRED,
-                    [error_message(codes.REAUTH_REQUIRED, "session revoked; sign in again")],
-                    reason="revoked",
-                )
-                closed += 1
-        return closed
+        return session_auth.revoke(self.connections, kind, session_ids, user_id, device_id)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Send Reconnect (jittered per socket) and close every socket with 1012."""

@@ -1,13 +1,10 @@
-"""One authenticated WebSocket: its subscriptions, send queue, sender and feeder.
+"""One socket's send buffer: the bounded outbox, its sender task, the direct-write
+fast path, slow-consumer eviction and the close that follows the last write.
 
-Up to two tasks per socket, owned here and cancelled by `shutdown`: the *sender*
-drains the bounded outbox round-robin across topics into as few WebSocket
-messages as possible (one `frame`/`frames` message per round, markers and
-errors as their own messages), and the *feeder* does the Postgres work
-(replay chunks, snapshots, gap fills, epoch checks) one bounded step per
-topic in turn, only while the outbox has room; it exists only while some
-subscription is behind, so an idle socket costs one task. Live in-order frames bypass
-the feeder entirely (see subscription.py for the ordering guarantee).
+The *sender* drains the bounded outbox round-robin across topics into as few
+WebSocket messages as possible (one `frame`/`frames` message per round, markers
+and errors as their own messages). It is owned here and cancelled by
+`_stop_sending`.
 
 Fast path: while the sender is idle (not in the middle of a round), newly
 queued content is written by the process's FlushQueue instead of waking the
@@ -21,6 +18,10 @@ while the sender is between taking a round and finishing its writes), so each
 topic's messages leave in queue order either way; a socket whose transport is
 over its write buffer limit is left to the sender, which waits for the drain
 (live frames not yet written go back to the head of their lanes).
+
+Bound: the outbox holds at most `send_queue_frames` / `send_queue_bytes` of
+frames; connection-level replies past the hard cap evict the socket at once,
+and the hub evicts a socket saturated for longer than the slow-consumer grace.
 """
 
 from __future__ import annotations
@@ -33,39 +34,20 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from khala_common.logs import get_logger
-from khala_common.telemetry import tracer
 from khala_gateway import metrics
-from khala_gateway.delivery.subscribe import start_subscription
-from khala_gateway.delivery.subscription import ReplayGate, State, Subscription
 from khala_gateway.domain import codes
-from khala_gateway.domain.limits import hard_cap
+from khala_gateway.domain.limits import Limits, hard_cap
 from khala_gateway.domain.outbox import Lane, Outbox
-from khala_gateway.domain.principal import Principal
 from khala_gateway.domain.wire import Codec, WireFrame, error_message
-from khala_gateway.storage.topic_log import TopicLog
 from openagents.sync.v1 import ws_pb2
 
 log = get_logger("khala_gateway.connection")
-_tracer = tracer("khala_gateway.connection")
 
 SEND_QUANTUM = 256  # frames per topic per sender round
 CLOSE_TIMEOUT_S = 2.0  # per final write / close handshake
 FLUSH_TIMEOUT_S = 0.5  # queued content before a (non slow-consumer) close
 CLOSE_BUDGET_S = 5.0  # after this the connection is aborted
 INTERNAL_RETRY_MS = 1_000
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-connection limits, from settings."""
-
-    max_frame_bytes: int
-    max_subscriptions: int
-    send_queue_frames: int
-    send_queue_bytes: int
-    replay_chunk: int
-    replay_budget: int = 0
-    max_pending: int = 1_024
 
 
 class DirectWriter(Protocol):
@@ -88,10 +70,10 @@ class FlushQueue:
     """Sockets with newly queued content, written in one pass per event-loop turn."""
 
     def __init__(self) -> None:
-        self._dirty: dict[Connection, None] = {}
+        self._dirty: dict[SendBuffer, None] = {}
         self._scheduled = False
 
-    def add(self, conn: Connection) -> None:
+    def add(self, conn: SendBuffer) -> None:
         """Write `conn`'s queue on this loop turn's flush."""
         self._dirty[conn] = None
         if not self._scheduled:
@@ -106,23 +88,6 @@ class FlushQueue:
             conn.flush()
 
 
-class HubPort(Protocol):
-    """What a connection needs from the process-wide hub (implemented by Hub)."""
-
-    log: TopicLog
-    replays: ReplayGate
-
-    def attach(self, sub: Subscription) -> None: ...
-
-    def detach(self, sub: Subscription) -> None: ...
-
-    async def acquire_binding(self, topic: str) -> None: ...
-
-    async def release_binding(self, topic: str) -> None: ...
-
-    def stats_for(self, topic: str) -> metrics.TopicStats: ...
-
-
 @dataclass(frozen=True)
 class _ClosePlan:
     code: int
@@ -131,7 +96,7 @@ class _ClosePlan:
     flush_until: float | None  # monotonic deadline for queued content; None: no flush
 
 
-async def _bounded(awaitable: Awaitable[object], timeout_s: float) -> bool:
+async def bounded(awaitable: Awaitable[object], timeout_s: float) -> bool:
     """Await with a timeout; False on timeout or failure. A CancelledError that is
     not aimed at the current task (aiohttp shares one drain future between
     writers) counts as a failure too."""
@@ -147,7 +112,7 @@ async def _bounded(awaitable: Awaitable[object], timeout_s: float) -> bool:
         return False
 
 
-async def _cancel(task: asyncio.Task[None] | None) -> None:
+async def cancel_task(task: asyncio.Task[None] | None) -> None:
     """Cancel a task of this connection and wait for it to end."""
     if task is None or task is asyncio.current_task():
         return
@@ -156,13 +121,12 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
         await task
 
 
-class Connection:
-    """State and tasks of one socket after a valid Hello."""
+class SendBuffer:
+    """The outbox of one socket, its writers and its close."""
 
     def __init__(
         self,
         connection_id: str,
-        hub: HubPort,
         codec: Codec,
         send: Callable[[bytes | str], Awaitable[None]],
         close_socket: Callable[[int, str], Awaitable[object]],
@@ -173,16 +137,10 @@ class Connection:
         flushes: FlushQueue | None = None,
     ) -> None:
         self.connection_id = connection_id
-        self.hub = hub
         self.codec = codec
         self.limits = limits
         self.outbox = Outbox(limits.send_queue_frames, limits.send_queue_bytes)
-        self.principal: Principal | None = None
-        self.subs: dict[str, Subscription] = {}
-        self.behind: dict[Subscription, None] = {}
         self.closing = False
-        self.last_heartbeat = time.monotonic()
-        self.last_inbound = self.last_heartbeat  # any client message (Ping counts)
         self._send = send
         self._direct = direct
         self._flushes = flushes if direct is not None else None
@@ -194,20 +152,23 @@ class Connection:
         self._close_socket = close_socket
         self._abort = abort
         self._send_ready = asyncio.Event()
-        # Set when the feeder has (new) work; the feeder task exists only while
-        # some subscription is behind (an idle socket holds no feeder).
-        self._feed = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
-        self._feeder: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._close_plan: _ClosePlan | None = None
 
+    # -- hooks of the connection ---------------------------------------------
+
+    def _round_taken(self) -> None:
+        """A round left the outbox, so there is room again (the connection feeds)."""
+
+    async def _stop_feeding(self) -> None:
+        """Before the close is written: stop reading Postgres (the connection's feeder)."""
+
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self, principal: Principal, welcome: ws_pb2.Welcome) -> None:
-        """Queue Welcome and start the sender (the feeder starts when there is work)."""
-        self.principal = principal
-        self.outbox.push_control(ws_pb2.ServerMessage(welcome=welcome))
+    def _start_sender(self, first: ws_pb2.ServerMessage) -> None:
+        """Queue `first` (Welcome) and start the sender."""
+        self.outbox.push_control(first)
         self._sender = asyncio.create_task(
             self._guard(self._send_loop()), name=f"send-{self.connection_id}"
         )
@@ -236,8 +197,18 @@ class Connection:
         self._close_plan = _ClosePlan(code, list(final), reason, deadline)
         self._closer = asyncio.create_task(self._close(self._close_plan))
 
+    def evict_slow(self, message: str) -> None:
+        """Close as a slow consumer, without flushing what is queued."""
+        metrics.SLOW_CONSUMER_EVICTIONS.inc()
+        self.request_close(
+            codes.CLOSE_SLOW_CONSUMER,
+            [error_message(codes.SLOW_CONSUMER, message)],
+            reason="slow consumer",
+            flush=False,
+        )
+
     async def _close(self, plan: _ClosePlan) -> None:
-        await _cancel(self._feeder)  # no new Postgres reads; the feeder never writes
+        await self._stop_feeding()  # no new Postgres reads; the feeder never writes
         sender = self._sender
         if sender is not None and not sender.done():
             self._send_ready.set()
@@ -260,9 +231,9 @@ class Connection:
         for message in plan.final:
             if message.HasField("error"):
                 metrics.ERRORS_SENT.labels(message.error.code).inc()
-            if not await _bounded(self._send(self.codec.encode(message)), CLOSE_TIMEOUT_S):
+            if not await bounded(self._send(self.codec.encode(message)), CLOSE_TIMEOUT_S):
                 return False
-        return await _bounded(self._close_socket(plan.code, plan.reason), CLOSE_TIMEOUT_S)
+        return await bounded(self._close_socket(plan.code, plan.reason), CLOSE_TIMEOUT_S)
 
     async def _guard(self, loop: Awaitable[None]) -> None:
         """Run a connection task; if it fails, close the socket instead of stalling it."""
@@ -289,16 +260,17 @@ class Connection:
                 flush=False,
             )
 
-    async def shutdown(self) -> None:
-        """Finish closing, stop the tasks and release every subscription (the handler's finally)."""
+    async def _finish_close(self) -> None:
+        """Let a requested close complete (bounded); no close is started here."""
         self.closing = True
         if self._closer is not None:
-            await _bounded(asyncio.shield(self._closer), CLOSE_BUDGET_S + CLOSE_TIMEOUT_S)
-        await _cancel(self._feeder)
-        await _cancel(self._sender)
-        await asyncio.gather(*(self.drop(sub) for sub in list(self.subs.values())))
+            await bounded(asyncio.shield(self._closer), CLOSE_BUDGET_S + CLOSE_TIMEOUT_S)
 
-    # -- Owner protocol used by subscriptions --------------------------------
+    async def _stop_sending(self) -> None:
+        """Cancel and await the sender."""
+        await cancel_task(self._sender)
+
+    # -- queueing (the Owner protocol of subscriptions) -----------------------
 
     def frames_queued(self) -> None:
         """Something was queued: have it flushed this loop turn, or wake the sender."""
@@ -324,6 +296,20 @@ class Connection:
         live.append(frame)
         self._live_lanes.append(lane)
         return True
+
+    def push_control(self, message: ws_pb2.ServerMessage) -> None:
+        """Queue a connection-level message (Pong, Heartbeat, errors); past the send
+        buffer's hard cap (replies piling up for a client that does not read) the
+        socket is evicted as a slow consumer at once, so its memory stays bounded."""
+        if message.HasField("error"):
+            metrics.ERRORS_SENT.labels(message.error.code).inc()
+        self.outbox.push_control(message)
+        if self.outbox.bytes > hard_cap(self.limits.send_queue_bytes):
+            self.evict_slow("replies piled up unread over the send buffer")
+            return
+        self._send_ready.set()
+
+    # -- writers -------------------------------------------------------------
 
     def flush(self) -> None:
         """Write the pending live frames and one round of the queue now if the sender
@@ -369,8 +355,7 @@ class Connection:
         batch = self.outbox.take_round(
             SEND_QUANTUM, self.limits.max_frame_bytes, codec.frame_cost, codec.batch_overhead
         )
-        if self.behind:
-            self._wake_feeder()
+        self._round_taken()
         hot = metrics.HOT
         for item in batch:
             if isinstance(item, list):
@@ -387,23 +372,6 @@ class Connection:
         hot.messages_sent += len(parts)
         hot.bytes_sent += len(data)
 
-    def needs_feed(self, sub: Subscription) -> None:
-        """`sub` has Postgres work: wake the feeder."""
-        self.behind[sub] = None
-        self._wake_feeder()
-
-    def feed_later(self, delay_s: float) -> None:
-        """Wake the feeder after `delay_s` (retry of a lagging read)."""
-        asyncio.get_running_loop().call_later(delay_s, self._wake_feeder)
-
-    def _wake_feeder(self) -> None:
-        """Signal the feeder, starting it if no feeder task is running."""
-        self._feed.set()
-        if self._feeder is None and self._sender is not None and not self.closing:
-            self._feeder = asyncio.create_task(
-                self._guard(self._feed_loop()), name=f"feed-{self.connection_id}"
-            )
-
     def _requeue_live(self) -> None:
         """Move the pending live frames to the head of their lanes (for the sender)."""
         by_lane: dict[Lane, list[WireFrame]] = {}
@@ -413,25 +381,7 @@ class Connection:
         for lane, frames in by_lane.items():
             self.outbox.push_front(lane, frames)
 
-    def push_control(self, message: ws_pb2.ServerMessage) -> None:
-        """Queue a connection-level message (Pong, Heartbeat, errors); past the send
-        buffer's hard cap (replies piling up for a client that does not read) the
-        socket is evicted as a slow consumer at once, so its memory stays bounded."""
-        if message.HasField("error"):
-            metrics.ERRORS_SENT.labels(message.error.code).inc()
-        self.outbox.push_control(message)
-        if self.outbox.bytes > hard_cap(self.limits.send_queue_bytes):
-            metrics.SLOW_CONSUMER_EVICTIONS.inc()
-            self.request_close(
-                codes.CLOSE_SLOW_CONSUMER,
-                [error_message(codes.SLOW_CONSUMER, "replies piled up unread over the send buffer")],
-                reason="slow consumer",
-                flush=False,
-            )
-            return
-        self._send_ready.set()
-
-    # -- sender and feeder -----------------------------------------------------
+    # -- the sender ------------------------------------------------------------
 
     async def _send_loop(self) -> None:
         while True:
@@ -459,8 +409,6 @@ class Connection:
         is requested (when not flushing)."""
         if self._live:  # taken while the sender was idle; they go first
             self._requeue_live()
-        codec = self.codec
-        hot = metrics.HOT
         direct = self._direct
         while self.outbox:
             if deadline is None and self._close_plan is not None:
@@ -475,115 +423,22 @@ class Connection:
                     self._write(direct, parts)
                     await direct.drain()
                 continue
-            batch = self.outbox.take_round(
-                SEND_QUANTUM, self.limits.max_frame_bytes, codec.frame_cost, codec.batch_overhead
-            )
-            if self.behind:
-                self._wake_feeder()
-            for item in batch:
-                if isinstance(item, list):
-                    data = codec.encode_frames(item)
-                    hot.frames_sent += len(item)
-                else:
-                    data = codec.encode(item)
-                await self._send(data)
-                hot.messages_sent += 1
-                hot.bytes_sent += len(data)
+            await self._send_round()
 
-    async def _feed_loop(self) -> None:
-        """Step behind subscriptions while the outbox has room; end when none is behind."""
-        try:
-            while True:
-                await self._feed.wait()
-                self._feed.clear()
-                progressed = True
-                while progressed and self.behind and self.outbox.room() > 0:
-                    progressed = False
-                    for sub in list(self.behind):
-                        if self.outbox.room() <= 0:
-                            break
-                        progressed = await self._feed_one(sub) or progressed
-                        if not sub.needs_work():
-                            self.behind.pop(sub, None)
-                if not self.behind and not self._feed.is_set():
-                    return
-        finally:
-            if self._feeder is asyncio.current_task():
-                self._feeder = None
-
-    async def _feed_one(self, sub: Subscription) -> bool:
-        if sub.state is State.CLOSED:
-            self.behind.pop(sub, None)
-            return False
-        try:
-            outcome = await sub.step(self.hub.log, self.limits.replay_chunk, time.monotonic())
-        except Exception as exc:
-            log.warning("subscription failed", topic=sub.topic, error=repr(exc))
-            await self._end(
-                sub,
-                ws_pb2.Error(
-                    code=codes.INTERNAL,
-                    message="reading the topic log failed; resubscribe from your cursor",
-                    topic=sub.topic,
-                    retry_after_ms=INTERNAL_RETRY_MS,
-                ),
-            )
-            return True
-        if outcome.end_with is not None:
-            await self._end(sub, outcome.end_with)
-        return outcome.progressed
-
-    # -- subscriptions -------------------------------------------------------
-
-    async def subscribe(self, request: ws_pb2.Subscribe) -> None:
-        """Handle every cursor in order: Subscribed or an Error each."""
-        with _tracer.start_as_current_span("khala.subscribe") as span:
-            span.set_attribute("khala.connection_id", self.connection_id)
-            span.set_attribute("khala.cursors", len(request.cursors))
-            for cursor in request.cursors:
-                if self.closing:
-                    return
-                await start_subscription(
-                    self, request.request_id, cursor, request.snapshot_if_stale
-                )
-
-    async def unsubscribe(self, topics: Sequence[str]) -> None:
-        """End the named subscriptions; unknown topics are ignored."""
-        for topic in topics:
-            sub = self.subs.get(topic)
-            if sub is not None:
-                await self.drop(sub)
-
-    async def replace_principal(self, principal: Principal) -> None:
-        """A RefreshAuth succeeded: new scope and expiry; drop what it no longer allows."""
-        self.principal = principal
-        for topic, sub in list(self.subs.items()):
-            if not principal.may_read(topic):
-                await self._end(
-                    sub,
-                    ws_pb2.Error(
-                        code=codes.FORBIDDEN_TOPIC,
-                        message="the refreshed token's scope no longer allows this topic",
-                        topic=topic,
-                    ),
-                )
-
-    async def _end(self, sub: Subscription, error: ws_pb2.Error) -> None:
-        if sub.state is State.CLOSED:
-            return
-        await self.drop(sub)
-        self.push_control(ws_pb2.ServerMessage(error=error))
-
-    async def drop(self, sub: Subscription) -> None:
-        """End `sub` silently: stop routing, discard its queue, release its binding."""
-        if sub.state is State.CLOSED and self.subs.get(sub.topic) is not sub:
-            return
-        sub.close()
-        self.outbox.discard(sub.lane)
-        if self.subs.get(sub.topic) is sub:
-            del self.subs[sub.topic]
-        self.behind.pop(sub, None)
-        self.hub.detach(sub)
-        if sub.holds_binding:
-            sub.holds_binding = False
-            await self.hub.release_binding(sub.topic)
+    async def _send_round(self) -> None:
+        """One outbox round through `send` (no direct writer): one awaited send per message."""
+        codec = self.codec
+        hot = metrics.HOT
+        batch = self.outbox.take_round(
+            SEND_QUANTUM, self.limits.max_frame_bytes, codec.frame_cost, codec.batch_overhead
+        )
+        self._round_taken()
+        for item in batch:
+            if isinstance(item, list):
+                data = codec.encode_frames(item)
+                hot.frames_sent += len(item)
+            else:
+                data = codec.encode(item)
+            await self._send(data)
+            hot.messages_sent += 1
+            hot.bytes_sent += len(data)

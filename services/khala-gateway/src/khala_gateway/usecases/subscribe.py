@@ -1,4 +1,5 @@
-"""Starting a subscription: validate the cursor, bind the topic, read its head, plan.
+"""Subscription dispatch: Subscribe and Unsubscribe of one socket, and starting one
+subscription: validate the cursor, bind the topic, read its head, plan.
 
 Order matters for the delivery guarantee: the subscription is registered for
 live frames and its topic bound to the fanout queue *before* the head is read,
@@ -8,46 +9,52 @@ and head poll), and a frame committed before is covered by the replay.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from khala_common.logs import get_logger
-from khala_common.topics import parse_topic
-from khala_gateway.delivery.subscription import State, Subscription, stale_error
+from khala_common.telemetry import tracer
+from khala_common.topics import Topic, parse_topic
 from khala_gateway.domain import codes
-from khala_gateway.domain.cursor import Cursor, Stale, StartPlan, plan_start
+from khala_gateway.domain.cursor import Cursor, Stale, StartPlan, TopicHead, plan_start
 from khala_gateway.domain.outbox import Lane
 from khala_gateway.domain.wire import error_message
+from khala_gateway.usecases.ports import Subscriber
+from khala_gateway.usecases.subscription import State, Subscription, stale_error
 from openagents.sync.v1 import ws_pb2
 
-if TYPE_CHECKING:
-    from khala_gateway.delivery.connection import Connection
-
 log = get_logger("khala_gateway.subscribe")
+_tracer = tracer("khala_gateway.subscribe")
 
 INTERNAL_RETRY_MS = 1_000
 INVALID_TOPIC_MESSAGE = "not a Khala topic: org.<org>.runs|workers or org.<org>.run|worker.<id>"
 
 
+async def subscribe(conn: Subscriber, request: ws_pb2.Subscribe) -> None:
+    """Handle every cursor in order: Subscribed or an Error each."""
+    with _tracer.start_as_current_span("khala.subscribe") as span:
+        span.set_attribute("khala.connection_id", conn.connection_id)
+        span.set_attribute("khala.cursors", len(request.cursors))
+        for cursor in request.cursors:
+            if conn.closing:
+                return
+            await start_subscription(conn, request.request_id, cursor, request.snapshot_if_stale)
+
+
+async def unsubscribe(conn: Subscriber, topics: Sequence[str]) -> None:
+    """End the named subscriptions; unknown topics are ignored."""
+    for topic in topics:
+        sub = conn.subs.get(topic)
+        if sub is not None:
+            await conn.drop(sub)
+
+
 async def start_subscription(
-    conn: Connection, request_id: str, cursor: ws_pb2.TopicCursor, snapshot_if_stale: bool
+    conn: Subscriber, request_id: str, cursor: ws_pb2.TopicCursor, snapshot_if_stale: bool
 ) -> None:
     """Validate one cursor, bind its topic, read the head and start delivery (or refuse)."""
     topic = cursor.topic
     parsed = parse_topic(topic)
-    principal = conn.principal
-    assert principal is not None
-    refusal: tuple[str, str] | None = None
-    if parsed is None:
-        refusal = (codes.INVALID_TOPIC, INVALID_TOPIC_MESSAGE)
-    elif not principal.may_read(topic):
-        refusal = (codes.FORBIDDEN_TOPIC, "topic not in token scope")
-    elif topic in conn.subs:
-        refusal = (codes.BAD_REQUEST, "topic is already subscribed; unsubscribe it first")
-    elif len(conn.subs) >= conn.limits.max_subscriptions:
-        refusal = (
-            codes.TOO_MANY_SUBSCRIPTIONS,
-            f"at most {conn.limits.max_subscriptions} subscriptions per connection",
-        )
+    refusal = _refusal(conn, topic, parsed)
     if refusal is not None or parsed is None:
         code, message = refusal or (codes.INVALID_TOPIC, "not a Khala topic")
         conn.push_control(error_message(code, message, topic=topic, request_id=request_id))
@@ -87,6 +94,38 @@ async def start_subscription(
         return
     if sub.state is State.CLOSED:
         return
+    await _begin(conn, sub, request_id, cursor, head, plan, seqs)
+
+
+def _refusal(conn: Subscriber, topic: str, parsed: Topic | None) -> tuple[str, str] | None:
+    """Why the cursor's topic cannot be subscribed on this socket, or None."""
+    principal = conn.principal
+    assert principal is not None
+    if parsed is None:
+        return (codes.INVALID_TOPIC, INVALID_TOPIC_MESSAGE)
+    if not principal.may_read(topic):
+        return (codes.FORBIDDEN_TOPIC, "topic not in token scope")
+    if topic in conn.subs:
+        return (codes.BAD_REQUEST, "topic is already subscribed; unsubscribe it first")
+    if len(conn.subs) >= conn.limits.max_subscriptions:
+        return (
+            codes.TOO_MANY_SUBSCRIPTIONS,
+            f"at most {conn.limits.max_subscriptions} subscriptions per connection",
+        )
+    return None
+
+
+async def _begin(
+    conn: Subscriber,
+    sub: Subscription,
+    request_id: str,
+    cursor: ws_pb2.TopicCursor,
+    head: TopicHead,
+    plan: StartPlan | Stale,
+    seqs: list[int],
+) -> None:
+    """Send Subscribed and start delivery, or refuse a stale cursor (or a full replay gate)."""
+    topic = sub.topic
     retry_after_ms = 0
     if (
         isinstance(plan, StartPlan)
@@ -115,7 +154,8 @@ async def start_subscription(
     )
     sub.begin(head, plan, seqs)
 
-def _refuse_internal(conn: Connection, topic: str, request_id: str) -> None:
+
+def _refuse_internal(conn: Subscriber, topic: str, request_id: str) -> None:
     conn.push_control(
         error_message(
             codes.INTERNAL,

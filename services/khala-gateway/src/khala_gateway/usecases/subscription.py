@@ -150,6 +150,11 @@ class Subscription:
             elif seq < self.known_head:
                 self.owner.needs_feed(self)
             return
+        self._on_live_slow(frame)
+
+    def _on_live_slow(self, frame: WireFrame) -> None:
+        """A live frame off the fast path: buffer, drop, queue, or wake the feeder."""
+        state = self.state
         if state is State.CLOSED:
             return
         if state is State.STARTING:
@@ -159,6 +164,7 @@ class Subscription:
             self.epoch_suspect = True
             self.owner.needs_feed(self)
             return
+        seq = frame.seq
         if seq > self.known_head:
             self.known_head = seq
         decision = classify(seq, self.last_sent)
@@ -267,7 +273,9 @@ class Subscription:
         outcome = StepOutcome()
         if self.last_sent < self.known_head and now >= self.retry_at:
             outcome = await self._fill(log, chunk, now)
-            if outcome.end_with is not None or self.state is State.CLOSED:
+            # The state may have changed during the read (mypy narrows it across the await).
+            closed = self.state is State.CLOSED  # type: ignore[comparison-overlap]
+            if outcome.end_with is not None or closed:
                 return outcome
             self._drain_pending()
         if self.state is State.CATCHING_UP and self.last_sent >= self.known_head:

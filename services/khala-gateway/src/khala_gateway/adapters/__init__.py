@@ -1,0 +1,1 @@
+"""Clients of other services and the broker: token verification, control, queue bindings."""

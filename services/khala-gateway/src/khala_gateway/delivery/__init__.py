@@ -1,1 +1,0 @@
-"""The delivery engine: hub, connections, subscriptions, bindings."""

@@ -1,0 +1,1 @@
+"""The delivery engine: hub, connections, subscriptions, admission and the session lifecycle."""
