@@ -279,39 +279,50 @@ class KhalaClient:
         if kind == "frames":
             return await self._frames(conn, list(message.frames.frames))
         if kind == "subscribed":
-            sub = message.subscribed
-            tracker = self.trackers.get(sub.topic)
-            if tracker is None:
-                return []
-            resumed = tracker.last_applied > 0
-            tracker.subscribed(sub.epoch, sub.oldest_seq)
-            return [(Subscribed(sub.topic, sub.epoch, sub.head_seq, sub.oldest_seq, resumed), None)]
+            return self._subscribed(message.subscribed)
         if kind == "snapshot_begin":
-            begin = message.snapshot_begin
-            tracker = self.trackers.get(begin.topic)
-            if tracker is None or not tracker.active:
-                return []
-            tracker.snapshot_begin(begin.epoch, begin.as_of_seq)
-            return [(SnapshotStarted(begin.topic, begin.epoch, begin.as_of_seq), None)]
+            return self._snapshot_begin(message.snapshot_begin)
         if kind == "snapshot_end":
-            end = message.snapshot_end
-            tracker = self.trackers.get(end.topic)
-            if tracker is None or not tracker.in_snapshot:
-                return []
-            cursor = tracker.snapshot_end(end.as_of_seq)
-            return [(SnapshotCompleted(end.topic, end.as_of_seq), (end.topic, cursor))]
+            return self._snapshot_end(message.snapshot_end)
         if kind == "watermark":
-            mark = message.watermark
-            if mark.live and mark.topic in self.trackers and self._healthy_since is None:
-                self._healthy_since = time.monotonic()
-            return [(Live(mark.topic, mark.seq, mark.live), None)] if mark.topic in self.trackers else []
+            return self._watermark(message.watermark)
         if kind == "error":
             return await self._error(conn, message.error)
         if kind == "reconnect":
-            self._reconnect_at = time.monotonic() + message.reconnect.retry_after_ms / 1000.0
-            text = f"server asked to reconnect ({message.reconnect.reason}) in {message.reconnect.retry_after_ms} ms"
-            return [(Notice("", text), None)]
+            return self._reconnect(message.reconnect)
         return []  # heartbeat, pong, welcome: nothing to apply
+
+    def _subscribed(self, sub: ws_pb2.Subscribed) -> list[tuple[Update, Commit | None]]:
+        tracker = self.trackers.get(sub.topic)
+        if tracker is None:
+            return []
+        resumed = tracker.last_applied > 0
+        tracker.subscribed(sub.epoch, sub.oldest_seq)
+        return [(Subscribed(sub.topic, sub.epoch, sub.head_seq, sub.oldest_seq, resumed), None)]
+
+    def _snapshot_begin(self, begin: ws_pb2.SnapshotBegin) -> list[tuple[Update, Commit | None]]:
+        tracker = self.trackers.get(begin.topic)
+        if tracker is None or not tracker.active:
+            return []
+        tracker.snapshot_begin(begin.epoch, begin.as_of_seq)
+        return [(SnapshotStarted(begin.topic, begin.epoch, begin.as_of_seq), None)]
+
+    def _snapshot_end(self, end: ws_pb2.SnapshotEnd) -> list[tuple[Update, Commit | None]]:
+        tracker = self.trackers.get(end.topic)
+        if tracker is None or not tracker.in_snapshot:
+            return []
+        cursor = tracker.snapshot_end(end.as_of_seq)
+        return [(SnapshotCompleted(end.topic, end.as_of_seq), (end.topic, cursor))]
+
+    def _watermark(self, mark: ws_pb2.Watermark) -> list[tuple[Update, Commit | None]]:
+        if mark.live and mark.topic in self.trackers and self._healthy_since is None:
+            self._healthy_since = time.monotonic()
+        return [(Live(mark.topic, mark.seq, mark.live), None)] if mark.topic in self.trackers else []
+
+    def _reconnect(self, reconnect: ws_pb2.Reconnect) -> list[tuple[Update, Commit | None]]:
+        self._reconnect_at = time.monotonic() + reconnect.retry_after_ms / 1000.0
+        text = f"server asked to reconnect ({reconnect.reason}) in {reconnect.retry_after_ms} ms"
+        return [(Notice("", text), None)]
 
     async def _frames(
         self, conn: SyncConnection, frames: list[frames_pb2.KhalaFrame]

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -29,6 +30,7 @@ from khala_client.updates import (
     Notice,
     TopicFailed,
     TopicReset,
+    Update,
 )
 from khala_client.ws import JSON, PROTO
 
@@ -86,29 +88,59 @@ async def tail(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _follow(client: KhalaClient, args: argparse.Namespace, topics: list[str]) -> None:
-    printed = 0
-    waiting_live = set(topics)
+    progress = _Progress(args.count, args.exit_when_live, set(topics))
     async for update in client.updates():
         if isinstance(update, FrameApplied):
             print(frame_json(update) if args.json else frame_line(update), flush=True)
-            printed += 1
-            if args.count and printed >= args.count:
+            if progress.printed_one():
                 return
         elif isinstance(update, Live):
-            if update.live:
-                waiting_live.discard(update.topic)
-                if args.exit_when_live and not waiting_live:
-                    return
-        elif isinstance(update, Connected):
-            _note(args, f"connected {update.connection_id}")
-        elif isinstance(update, Disconnected):
-            _note(args, f"disconnected ({update.reason}); reconnecting in {update.retry_in_s:.1f}s")
-        elif isinstance(update, TopicReset):
-            _note(args, f"{update.topic}: local cursor dropped ({update.reason}); starting over")
+            if update.live and progress.live(update.topic):
+                return
         elif isinstance(update, TopicFailed):
             _note(args, f"{update.topic}: {update.code}: {update.message}")
-            waiting_live.discard(update.topic)
+            progress.failed(update.topic)
             if not client.topics:
                 raise UsageError(f"no topic left to follow ({update.code})")
-        elif isinstance(update, Notice):
-            _note(args, f"{update.topic + ': ' if update.topic else ''}{update.message}")
+        else:
+            note = _describe(update)
+            if note is not None:
+                _note(args, note)
+
+
+@dataclass
+class _Progress:
+    """When a tail is done: `count` frames printed (if set), or every topic live
+    (with --exit-when-live; a failed topic is no longer waited for)."""
+
+    count: int
+    exit_when_live: bool
+    waiting_live: set[str]
+    printed: int = 0
+
+    def printed_one(self) -> bool:
+        """Count a printed frame; True once `count` frames are printed."""
+        self.printed += 1
+        return bool(self.count) and self.printed >= self.count
+
+    def live(self, topic: str) -> bool:
+        """`topic` went live; True once every topic is (and --exit-when-live)."""
+        self.waiting_live.discard(topic)
+        return self.exit_when_live and not self.waiting_live
+
+    def failed(self, topic: str) -> None:
+        """`topic` failed: stop waiting for it to go live."""
+        self.waiting_live.discard(topic)
+
+
+def _describe(update: Update) -> str | None:
+    """The stderr note for a connection or topic event (None: nothing to say)."""
+    if isinstance(update, Connected):
+        return f"connected {update.connection_id}"
+    if isinstance(update, Disconnected):
+        return f"disconnected ({update.reason}); reconnecting in {update.retry_in_s:.1f}s"
+    if isinstance(update, TopicReset):
+        return f"{update.topic}: local cursor dropped ({update.reason}); starting over"
+    if isinstance(update, Notice):
+        return f"{update.topic + ': ' if update.topic else ''}{update.message}"
+    return None
