@@ -8,7 +8,8 @@ import asyncio
 
 import uvloop
 
-from khala_gateway.handlers.ws_handler import TransportWriter, _direct_writable
+from khala_gateway.handlers.ws_transport import TransportWriter
+from khala_gateway.handlers.ws_transport import direct_writable as _direct_writable
 
 
 def test_uvloop_and_asyncio_transports_both_get_the_direct_writer() -> None:

@@ -7,7 +7,6 @@ awaits the connection's sender and feeder and releases its subscriptions.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 
@@ -27,6 +26,7 @@ from khala_gateway.domain.limits import (
     request_problem,
 )
 from khala_gateway.domain.wire import Codec, DecodeError, codec_for, error_message
+from khala_gateway.handlers.ws_transport import TransportWriter, direct_writable
 from khala_gateway.settings import Settings
 from khala_gateway.usecases import session_auth, subscribe
 from khala_gateway.usecases.admission import Admission, Refusal
@@ -37,60 +37,12 @@ from openagents.sync.v1 import ws_pb2
 log = get_logger("khala_gateway.ws")
 
 CLOSE_HANDSHAKE_TIMEOUT_S = 2.0
-# Above this many bytes buffered in the transport, messages go through
-# aiohttp's writer (which waits for the drain) instead of direct writes.
-DIRECT_WRITE_LIMIT = 64 * 1024
-DRAIN_POLL_S = 0.005
 RATE_LIMIT_RETRY_MS = 5_000
 
 
 def _offered_subprotocols(request: web.Request) -> list[str]:
     raw = request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "")
     return [p.strip() for p in raw.split(",") if p.strip()]
-
-
-class TransportWriter:
-    """Direct writes of complete WebSocket messages to an upgraded socket's transport."""
-
-    __slots__ = ("_drain", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, protocol: object) -> None:
-        self._transport = transport
-        # aiohttp's own writer waits on its protocol's flow control the same way.
-        self._drain = getattr(protocol, "_drain_helper", None)
-
-    def writable(self) -> bool:
-        """Open and under DIRECT_WRITE_LIMIT bytes buffered."""
-        transport = self._transport
-        return not transport.is_closing() and transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
-
-    def write(self, data: bytes) -> None:
-        """Hand complete WebSocket messages to the transport."""
-        if self._transport.is_closing():
-            raise ConnectionResetError("the socket is closing")
-        self._transport.write(data)
-
-    async def drain(self) -> None:
-        """Wait while the transport holds DIRECT_WRITE_LIMIT bytes or more."""
-        transport = self._transport
-        if transport.is_closing() or transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT:
-            return
-        if self._drain is not None:  # returns once the transport resumes writing
-            await self._drain()
-        # Without aiohttp's flow control (or at exactly its high-water mark) poll.
-        while (  # noqa: ASYNC110 - the transport offers no event to wait on
-            not transport.is_closing() and transport.get_write_buffer_size() >= DIRECT_WRITE_LIMIT
-        ):
-            await asyncio.sleep(DRAIN_POLL_S)
-
-
-def _direct_writable(transport: object) -> bool:
-    """Whether `transport` supports TransportWriter: asyncio's transports and
-    uvloop's (which do not subclass asyncio.Transport) both do."""
-    return all(
-        callable(getattr(transport, name, None))
-        for name in ("write", "is_closing", "get_write_buffer_size")
-    )
 
 
 class WsHandler:
@@ -159,7 +111,7 @@ class WsHandler:
             self._limits,
             direct=(
                 TransportWriter(transport, request.protocol)
-                if transport is not None and _direct_writable(transport)
+                if transport is not None and direct_writable(transport)
                 else None
             ),
             flushes=self._hub.flushes,
