@@ -166,18 +166,42 @@ def _seconds(value: Any) -> float:
         return 0.0
 
 
+Kinds = dict[str, dict[str, dict[str, Any]]]
+
+
 def k8s_docs(docs: list[dict[str, Any]], overlay: str) -> None:
     """Policy checks of one rendered overlay (its objects as dicts)."""
-    by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+    by_kind: Kinds = {}
     for d in docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
     deployments = by_kind.get("Deployment", {})
     jobs = by_kind.get("Job", {})
-    hpas = by_kind.get("HorizontalPodAutoscaler", {})
-    services = by_kind.get("Service", {})
     p = f"k8s/{overlay}"
-    # The Flux pair: <name>-jobs holds only the namespace and the release Jobs,
-    # <name>-apps everything else; every other overlay holds both.
+    _overlay_split_checks(p, overlay, by_kind)
+    for name, obj in [*deployments.items(), *jobs.items()]:
+        _pod_security_checks(p, overlay, by_kind, name, obj["spec"]["template"]["spec"])
+    # Jobs: bootstrap, then migrations, then the services (Argo CD PreSync waves;
+    # Flux recreates them; rollout.sh follows the same labels).
+    if not overlay.endswith("-apps"):
+        _bootstrap_files_check(p, by_kind)
+    for name, job in jobs.items():
+        _job_checks(p, name, job)
+    common = next((d for n, d in by_kind.get("ConfigMap", {}).items() if n.startswith("khala-common-config")), {})
+    for name, obj in deployments.items():
+        _deployment_checks(p, overlay, by_kind, name, obj, common)
+    if overlay.endswith("-jobs"):
+        return
+    _gateway_hpa_checks(p, by_kind.get("HorizontalPodAutoscaler", {}))
+    _ingress_checks(p, by_kind)
+    _network_checks(p, by_kind)
+    _delivery_limit_check(p, by_kind)
+
+
+def _overlay_split_checks(p: str, overlay: str, by_kind: Kinds) -> None:
+    """The Flux pair: <name>-jobs holds only the namespace and the release Jobs,
+    <name>-apps everything else; every other overlay holds both."""
+    deployments = by_kind.get("Deployment", {})
+    jobs = by_kind.get("Job", {})
     jobs_only, apps_only = overlay.endswith("-jobs"), overlay.endswith("-apps")
     want_deployments = set() if jobs_only else {f"khala-{s}" for s in SERVICES}
     check(f"{p}: a Deployment per service", set(deployments) == want_deployments, str(sorted(deployments)))
@@ -191,98 +215,122 @@ def k8s_docs(docs: list[dict[str, Any]], overlay: str) -> None:
     if apps_only:
         check(f"{p}: no Namespace and no release Job (the -jobs overlay owns them)",
               not by_kind.get("Namespace") and "khala-bootstrap-files" not in by_kind.get("ConfigMap", {}))
-    for name, obj in [*deployments.items(), *jobs.items()]:
-        spec = obj["spec"]["template"]["spec"]
-        pod_sc = spec.get("securityContext", {})
-        check(f"{p}: {name} pod runs as non-root with RuntimeDefault seccomp",
-              pod_sc.get("runAsNonRoot") is True and pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault")
-        check(f"{p}: {name} does not mount a service account token", spec.get("automountServiceAccountToken") is False)
-        for c in spec["containers"]:
-            sc = c.get("securityContext", {})
-            check(f"{p}: {name}/{c['name']} read-only root, no escalation, drops ALL",
-                  sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False
-                  and sc.get("capabilities", {}).get("drop") == ["ALL"])
-            res = c.get("resources", {})
-            check(f"{p}: {name}/{c['name']} has requests and limits",
-                  {"cpu", "memory"} <= set(res.get("requests", {})) and {"memory"} <= set(res.get("limits", {})))
-            refs = [e.get("configMapRef", e.get("secretRef", {})).get("name") for e in c.get("envFrom", [])]
-            secrets = [e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e]
-            for ref in refs:
-                if ref and ref not in by_kind.get("ConfigMap", {}) and ref not in secrets:
-                    check(f"{p}: {name} references ConfigMap {ref}", False, "not rendered")
-            for secret in secrets:
-                if overlay.startswith("dev"):
-                    check(f"{p}: {name} Secret {secret} is generated", secret in by_kind.get("Secret", {}))
-    # Jobs: bootstrap, then migrations, then the services (Argo CD PreSync waves;
-    # Flux recreates them; rollout.sh follows the same labels).
-    if not apps_only:
-        files_cm = by_kind.get("ConfigMap", {}).get("khala-bootstrap-files")
-        files_hook, files_wave = _hooks(files_cm) if files_cm else ("", None)
-        check(f"{p}: khala-bootstrap-files is a PreSync hook before the bootstrap Jobs",
-              files_hook == "PreSync" and files_wave is not None and files_wave < -2, f"{files_hook} {files_wave}")
-    for name, job in jobs.items():
-        hook, wave = _hooks(job)
-        want = -2 if name in BOOTSTRAP_JOBS else -1
-        ann = job["metadata"].get("annotations", {})
-        check(f"{p}: {name} is an Argo CD PreSync hook in wave {want}, recreated each sync",
-              hook == "PreSync" and wave == want
-              and ann.get("argocd.argoproj.io/hook-delete-policy") == "BeforeHookCreation", f"{hook} {wave}")
-        check(f"{p}: {name} is recreated by Flux (kustomize.toolkit.fluxcd.io/force)",
-              ann.get("kustomize.toolkit.fluxcd.io/force") == "enabled")
-        spec = job["spec"]["template"]["spec"]
-        config_refs = [e["configMapRef"]["name"] for c in spec["containers"] for e in c.get("envFrom", []) if "configMapRef" in e]
-        check(f"{p}: {name} reads no ConfigMap created later in the same sync", not config_refs, str(config_refs))
-        check(f"{p}: {name} needs no ServiceAccount created later in the same sync",
-              spec.get("serviceAccountName", "default") == "default")
-    common = next((d for n, d in by_kind.get("ConfigMap", {}).items() if n.startswith("khala-common-config")), {})
-    for name, obj in deployments.items():
-        svc = name.removeprefix("khala-")
-        spec = obj["spec"]["template"]["spec"]
-        c = spec["containers"][0]
-        check(f"{p}: {name} readiness /readyz, liveness /healthz",
-              c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz"
-              and c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz")
-        pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
-        pre_s = float(pre[-1]) if pre and pre[0] == "sleep" else 0.0
-        grace = spec.get("terminationGracePeriodSeconds", 30)
-        budget = pre_s + (GATEWAY_DRAIN_S + GATEWAY_SHUTDOWN_S if svc == "gateway" else 15)
-        check(f"{p}: {name} grace {grace}s > preStop {pre_s:g}s + shutdown", grace > budget, f"needs > {budget:g}")
-        check(f"{p}: {name} rolls with maxUnavailable 0",
-              obj["spec"].get("strategy", {}).get("rollingUpdate", {}).get("maxUnavailable") == 0)
-        ports = {port["containerPort"] for port in c.get("ports", [])}
-        want_ports = {*SERVICES[svc], ADMIN_PORTS[svc]}
-        check(f"{p}: {name} container ports http, grpc, admin", ports == want_ports, f"{ports} != {want_ports}")
-        admin_env = f"KHALA_{svc.upper()}_ADMIN_PORT"
-        check(f"{p}: {name} serves /metrics and admin routes on the internal port ({admin_env})",
-              common.get("data", {}).get(admin_env) == str(ADMIN_PORTS[svc]),
-              str(common.get("data", {}).get(admin_env)))
-        ann = obj["spec"]["template"]["metadata"].get("annotations", {})
-        check(f"{p}: {name} is scraped on the admin port",
-              ann.get("prometheus.io/port") == str(ADMIN_PORTS[svc]), str(ann.get("prometheus.io/port")))
-        selector = obj["spec"]["selector"]["matchLabels"]
-        managed = [h for h in hpas.values() if h["spec"]["scaleTargetRef"]["name"] == name]
-        if managed:
-            check(f"{p}: {name} sets no replicas (its HPA owns the count)", "replicas" not in obj["spec"],
-                  f"replicas: {obj['spec'].get('replicas')}")
-        replicas = managed[0]["spec"].get("minReplicas", 1) if managed else obj["spec"].get("replicas", 1)
-        pdbs = [d for d in by_kind.get("PodDisruptionBudget", {}).values()
-                if d["spec"]["selector"]["matchLabels"] == selector]
-        check(f"{p}: {name} has a PodDisruptionBudget", len(pdbs) == 1)
-        for pdb in pdbs:
-            check(f"{p}: PodDisruptionBudget {pdb['metadata']['name']} lets a node drain evict a pod",
-                  _pdb_allows_eviction(pdb["spec"], replicas), f"{pdb['spec']} with {replicas} replicas")
-        check(f"{p}: {name} has a Service", name in services)
-        service_ports = {pt.get("name"): pt.get("port") for pt in services.get(name, {}).get("spec", {}).get("ports", [])}
-        check(f"{p}: Service {name} exposes the admin port to Prometheus", service_ports.get("admin") == ADMIN_PORTS[svc],
-              str(service_ports))
-        if svc in MIGRATING:
-            grpc_svc = services.get(f"{name}-grpc", {}).get("spec", {})
-            check(f"{p}: {name}-grpc is a headless Service (client-side round_robin)",
-                  grpc_svc.get("clusterIP") == "None" and grpc_svc.get("selector") == selector)
-        if overlay.startswith("dev") and not managed:
-            check(f"{p}: {name} has one replica", obj["spec"].get("replicas") == 1)
-    if jobs_only:
-        return
+
+
+def _pod_security_checks(p: str, overlay: str, by_kind: Kinds, name: str, spec: dict[str, Any]) -> None:
+    """A Deployment's or Job's pod: non-root, no token, hardened containers with resources."""
+    pod_sc = spec.get("securityContext", {})
+    check(f"{p}: {name} pod runs as non-root with RuntimeDefault seccomp",
+          pod_sc.get("runAsNonRoot") is True and pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault")
+    check(f"{p}: {name} does not mount a service account token", spec.get("automountServiceAccountToken") is False)
+    for c in spec["containers"]:
+        sc = c.get("securityContext", {})
+        check(f"{p}: {name}/{c['name']} read-only root, no escalation, drops ALL",
+              sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False
+              and sc.get("capabilities", {}).get("drop") == ["ALL"])
+        res = c.get("resources", {})
+        check(f"{p}: {name}/{c['name']} has requests and limits",
+              {"cpu", "memory"} <= set(res.get("requests", {})) and {"memory"} <= set(res.get("limits", {})))
+        _env_from_checks(p, overlay, by_kind, name, c.get("envFrom", []))
+
+
+def _env_from_checks(p: str, overlay: str, by_kind: Kinds, name: str, env_from: list[dict[str, Any]]) -> None:
+    """Every ConfigMap a container reads is rendered; dev generates its Secrets."""
+    refs = [e.get("configMapRef", e.get("secretRef", {})).get("name") for e in env_from]
+    secrets = [e["secretRef"]["name"] for e in env_from if "secretRef" in e]
+    for ref in refs:
+        if ref and ref not in by_kind.get("ConfigMap", {}) and ref not in secrets:
+            check(f"{p}: {name} references ConfigMap {ref}", False, "not rendered")
+    if overlay.startswith("dev"):
+        for secret in secrets:
+            check(f"{p}: {name} Secret {secret} is generated", secret in by_kind.get("Secret", {}))
+
+
+def _bootstrap_files_check(p: str, by_kind: Kinds) -> None:
+    files_cm = by_kind.get("ConfigMap", {}).get("khala-bootstrap-files")
+    files_hook, files_wave = _hooks(files_cm) if files_cm else ("", None)
+    check(f"{p}: khala-bootstrap-files is a PreSync hook before the bootstrap Jobs",
+          files_hook == "PreSync" and files_wave is not None and files_wave < -2, f"{files_hook} {files_wave}")
+
+
+def _job_checks(p: str, name: str, job: dict[str, Any]) -> None:
+    """A release Job runs in its PreSync wave, is recreated each sync, and needs
+    nothing the same sync creates later."""
+    hook, wave = _hooks(job)
+    want = -2 if name in BOOTSTRAP_JOBS else -1
+    ann = job["metadata"].get("annotations", {})
+    check(f"{p}: {name} is an Argo CD PreSync hook in wave {want}, recreated each sync",
+          hook == "PreSync" and wave == want
+          and ann.get("argocd.argoproj.io/hook-delete-policy") == "BeforeHookCreation", f"{hook} {wave}")
+    check(f"{p}: {name} is recreated by Flux (kustomize.toolkit.fluxcd.io/force)",
+          ann.get("kustomize.toolkit.fluxcd.io/force") == "enabled")
+    spec = job["spec"]["template"]["spec"]
+    config_refs = [e["configMapRef"]["name"] for c in spec["containers"] for e in c.get("envFrom", []) if "configMapRef" in e]
+    check(f"{p}: {name} reads no ConfigMap created later in the same sync", not config_refs, str(config_refs))
+    check(f"{p}: {name} needs no ServiceAccount created later in the same sync",
+          spec.get("serviceAccountName", "default") == "default")
+
+
+def _deployment_checks(
+    p: str, overlay: str, by_kind: Kinds, name: str, obj: dict[str, Any], common: dict[str, Any]
+) -> None:
+    """A service's Deployment: probes, graceful shutdown, ports, scraping, then its
+    replicas, disruption budget and Services."""
+    svc = name.removeprefix("khala-")
+    spec = obj["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    check(f"{p}: {name} readiness /readyz, liveness /healthz",
+          c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz"
+          and c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz")
+    pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pre_s = float(pre[-1]) if pre and pre[0] == "sleep" else 0.0
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    budget = pre_s + (GATEWAY_DRAIN_S + GATEWAY_SHUTDOWN_S if svc == "gateway" else 15)
+    check(f"{p}: {name} grace {grace}s > preStop {pre_s:g}s + shutdown", grace > budget, f"needs > {budget:g}")
+    check(f"{p}: {name} rolls with maxUnavailable 0",
+          obj["spec"].get("strategy", {}).get("rollingUpdate", {}).get("maxUnavailable") == 0)
+    ports = {port["containerPort"] for port in c.get("ports", [])}
+    want_ports = {*SERVICES[svc], ADMIN_PORTS[svc]}
+    check(f"{p}: {name} container ports http, grpc, admin", ports == want_ports, f"{ports} != {want_ports}")
+    admin_env = f"KHALA_{svc.upper()}_ADMIN_PORT"
+    check(f"{p}: {name} serves /metrics and admin routes on the internal port ({admin_env})",
+          common.get("data", {}).get(admin_env) == str(ADMIN_PORTS[svc]),
+          str(common.get("data", {}).get(admin_env)))
+    ann = obj["spec"]["template"]["metadata"].get("annotations", {})
+    check(f"{p}: {name} is scraped on the admin port",
+          ann.get("prometheus.io/port") == str(ADMIN_PORTS[svc]), str(ann.get("prometheus.io/port")))
+    _availability_checks(p, overlay, by_kind, name, obj)
+
+
+def _availability_checks(p: str, overlay: str, by_kind: Kinds, name: str, obj: dict[str, Any]) -> None:
+    """Who owns a Deployment's replica count, its PodDisruptionBudget and its Services."""
+    svc = name.removeprefix("khala-")
+    services = by_kind.get("Service", {})
+    selector = obj["spec"]["selector"]["matchLabels"]
+    managed = [h for h in by_kind.get("HorizontalPodAutoscaler", {}).values() if h["spec"]["scaleTargetRef"]["name"] == name]
+    if managed:
+        check(f"{p}: {name} sets no replicas (its HPA owns the count)", "replicas" not in obj["spec"],
+              f"replicas: {obj['spec'].get('replicas')}")
+    replicas = managed[0]["spec"].get("minReplicas", 1) if managed else obj["spec"].get("replicas", 1)
+    pdbs = [d for d in by_kind.get("PodDisruptionBudget", {}).values()
+            if d["spec"]["selector"]["matchLabels"] == selector]
+    check(f"{p}: {name} has a PodDisruptionBudget", len(pdbs) == 1)
+    for pdb in pdbs:
+        check(f"{p}: PodDisruptionBudget {pdb['metadata']['name']} lets a node drain evict a pod",
+              _pdb_allows_eviction(pdb["spec"], replicas), f"{pdb['spec']} with {replicas} replicas")
+    check(f"{p}: {name} has a Service", name in services)
+    service_ports = {pt.get("name"): pt.get("port") for pt in services.get(name, {}).get("spec", {}).get("ports", [])}
+    check(f"{p}: Service {name} exposes the admin port to Prometheus", service_ports.get("admin") == ADMIN_PORTS[svc],
+          str(service_ports))
+    if svc in MIGRATING:
+        grpc_svc = services.get(f"{name}-grpc", {}).get("spec", {})
+        check(f"{p}: {name}-grpc is a headless Service (client-side round_robin)",
+              grpc_svc.get("clusterIP") == "None" and grpc_svc.get("selector") == selector)
+    if overlay.startswith("dev") and not managed:
+        check(f"{p}: {name} has one replica", obj["spec"].get("replicas") == 1)
+
+
+def _gateway_hpa_checks(p: str, hpas: dict[str, dict[str, Any]]) -> None:
     hpa = hpas.get("khala-gateway")
     check(f"{p}: the gateway has an HPA", hpa is not None and hpa["spec"]["scaleTargetRef"]["name"] == "khala-gateway")
     metrics = (hpa or {}).get("spec", {}).get("metrics", [])
@@ -290,8 +338,9 @@ def k8s_docs(docs: list[dict[str, Any]], overlay: str) -> None:
           any(m.get("type") == "Pods" and m["pods"]["metric"]["name"] == "khala_gateway_connections"
               and m["pods"]["target"].get("type") == "AverageValue" for m in metrics)
           and any(m.get("type") == "Resource" and m["resource"]["name"] == "cpu" for m in metrics), str(metrics))
-    _ingress_checks(p, by_kind)
-    _network_checks(p, by_kind)
+
+
+def _delivery_limit_check(p: str, by_kind: Kinds) -> None:
     projector_cm = [d for n, d in by_kind.get("ConfigMap", {}).items() if n.startswith("khala-projector-config")]
     definitions = json.loads((DEPLOY / "rabbitmq/definitions.json").read_text())
     limit = next(q["arguments"]["x-delivery-limit"] for q in definitions["queues"] if q["name"] == "khala.projector")
@@ -312,7 +361,7 @@ def _pdb_allows_eviction(spec: dict[str, Any], replicas: int) -> bool:
     return int(value) < replicas
 
 
-def _ingress_checks(p: str, by_kind: dict[str, dict[str, dict[str, Any]]]) -> None:
+def _ingress_checks(p: str, by_kind: Kinds) -> None:
     ingresses = by_kind.get("Ingress", {})
     routed: dict[str, list[tuple[dict[str, Any], Any]]] = {}
     for ing in ingresses.values():
@@ -342,7 +391,7 @@ def _ingress_checks(p: str, by_kind: dict[str, dict[str, dict[str, Any]]]) -> No
     check(f"{p}: the projector has no Ingress", "khala-projector" not in routed)
 
 
-def _network_checks(p: str, by_kind: dict[str, dict[str, dict[str, Any]]]) -> None:
+def _network_checks(p: str, by_kind: Kinds) -> None:
     policies = by_kind.get("NetworkPolicy", {})
     deny = [n for n, d in policies.items() if d["spec"]["podSelector"] == {}
             and set(d["spec"]["policyTypes"]) == {"Ingress", "Egress"} and not d["spec"].get("ingress") and not d["spec"].get("egress")]

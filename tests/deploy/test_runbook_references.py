@@ -87,6 +87,13 @@ def references(path: Path) -> dict[str, set[str]]:
 @pytest.mark.parametrize("path", RUNBOOKS, ids=[p.name for p in RUNBOOKS])
 def test_runbook_names_only_what_exists(path: Path) -> None:
     refs = references(path)
+    problems = [*unwritten_logs(refs), *unknown_metrics(refs["metric"]), *unknown_commands(refs),
+                *missing_files(refs["file"])]
+    assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
+
+
+def unwritten_logs(refs: dict[str, set[str]]) -> list[str]:
+    """Greps over logs and named log events that no service's code writes."""
     code = source()
     problems = []
     for ref in sorted(refs["grep"]):
@@ -97,10 +104,18 @@ def test_runbook_names_only_what_exists(path: Path) -> None:
     for event in sorted(refs["log"]):
         if f'"{event}"' not in code:
             problems.append(f"names log event {event!r}, which no service writes")
+    return problems
+
+
+def unknown_metrics(metrics: set[str]) -> list[str]:
+    """Named metrics that no service registers."""
     exported = checks.registered_metrics()
-    for name in sorted(refs["metric"]):
-        if name not in exported:
-            problems.append(f"names metric {name}, which no service exports")
+    return [f"names metric {name}, which no service exports" for name in sorted(metrics) if name not in exported]
+
+
+def unknown_commands(refs: dict[str, set[str]]) -> list[str]:
+    """Named make targets and service subcommands that do not exist."""
+    problems = []
     makefile = (ROOT / "Makefile").read_text()
     for target in sorted(refs["make"]):
         if not re.search(rf"^{re.escape(target)}:", makefile, re.M):
@@ -109,10 +124,12 @@ def test_runbook_names_only_what_exists(path: Path) -> None:
         svc, sub = command.split()
         if not re.search(rf'add_parser\(\s*"{re.escape(sub)}"', (ROOT / MAINS[svc]).read_text()):
             problems.append(f"names `khala-{svc} {sub}`, which is no subcommand")
-    for file in sorted(refs["file"]):
-        if not (ROOT / file).exists():
-            problems.append(f"names {file}, which does not exist")
-    assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
+    return problems
+
+
+def missing_files(files: set[str]) -> list[str]:
+    """Named repository files that do not exist."""
+    return [f"names {file}, which does not exist" for file in sorted(files) if not (ROOT / file).exists()]
 
 
 def test_the_checker_catches_a_stale_reference(tmp_path: Path) -> None:
