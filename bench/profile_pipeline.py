@@ -72,6 +72,46 @@ def top_inclusive(raw: Path, package: str, limit: int = 25) -> list[str]:
     return [f"{100 * n / max(1, total):5.1f}%  {frame}" for frame, n in inclusive.most_common(limit)]
 
 
+# A py-spy recording: the service it records, the py-spy process, its raw output.
+Spy = tuple[str, "subprocess.Popen[bytes]", Path]
+
+
+def _start_spies(stack: Stack, names: list[str], seconds: float, spies: list[Spy]) -> None:
+    """Add to `spies` a py-spy recording each named service for `seconds` (none if
+    py-spy is not installed); each is added as it starts, so the finally block
+    still collects the ones started before a failure."""
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    for name in names:
+        if not Path(pyspy).exists():
+            break
+        raw = RESULTS / f"profile_{name}.raw"
+        proc = subprocess.Popen(  # runs alongside the load
+            [pyspy, "record", "-p", str(stack.procs[name].pid), "-d", str(int(seconds)),
+             "-r", "100", "--gil", "--format", "raw", "-o", str(raw), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        spies.append((name, proc, raw))
+
+
+def _write_profiles(spies: list[Spy], args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """Wait for each recording and write its hottest functions to profile_<service>.txt."""
+    for name, proc, raw in spies:
+        try:
+            proc.wait(timeout=args.seconds + 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if raw.exists():
+            lines = top_functions(raw)
+            package = f"khala_{name}"
+            (RESULTS / f"profile_{name}.txt").write_text(
+                f"py-spy, {name}, {args.rate} appends/s for {args.seconds} s: functions by own samples\n"
+                + "\n".join(lines)
+                + f"\n\n{package} frames by inclusive samples\n"
+                + "\n".join(top_inclusive(raw, package)) + "\n")
+            raw.replace(LOGS / raw.name)
+            out.setdefault("profiles", {})[name] = lines[:10]
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     pg = os.environ.get("KHALA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     amqp = os.environ.get("KHALA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -85,7 +125,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         extra_env={"KHALA_LOG_LEVEL": "warning", "KHALA_RATE_LIMIT_MINT": "off"},
     )
     out: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, "runs": args.runs, "samples": []}
-    spies: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+    spies: list[Spy] = []
     try:
         await asyncio.to_thread(stack.start_all)
         pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
@@ -99,17 +139,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await api.create_run(f"p-{tag}", run_id)
                 await api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}])
             written = 2 * len(runs)
-            pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            for name in [s for s in args.profile.split(",") if s]:
-                if not Path(pyspy).exists():  # noqa: ASYNC240
-                    break
-                raw = RESULTS / f"profile_{name}.raw"
-                proc = subprocess.Popen(  # noqa: ASYNC220 - runs alongside the load
-                    [pyspy, "record", "-p", str(stack.procs[name].pid), "-d", str(int(args.seconds)),
-                     "-r", "100", "--gil", "--format", "raw", "-o", str(raw), "--nonblocking"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )
-                spies.append((name, proc, raw))
+            _start_spies(stack, [s for s in args.profile.split(",") if s], args.seconds, spies)
             cpu0 = {n: cpu_seconds(p.pid) for n, p in stack.procs.items()}
             count = int(args.rate * args.seconds)
 
@@ -140,21 +170,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             out["cpu_seconds_during_load"] = {n: round(cpu1[n] - cpu0[n], 2) for n in cpu0}
         await pool.close()
     finally:
-        for name, proc, raw in spies:
-            try:
-                proc.wait(timeout=args.seconds + 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            if raw.exists():
-                lines = top_functions(raw)
-                package = f"khala_{name}"
-                (RESULTS / f"profile_{name}.txt").write_text(
-                    f"py-spy, {name}, {args.rate} appends/s for {args.seconds} s: functions by own samples\n"
-                    + "\n".join(lines)
-                    + f"\n\n{package} frames by inclusive samples\n"
-                    + "\n".join(top_inclusive(raw, package)) + "\n")
-                raw.replace(LOGS / raw.name)
-                out.setdefault("profiles", {})[name] = lines[:10]
+        _write_profiles(spies, args, out)
         await asyncio.to_thread(stack.stop_all)
         await delete_prefixed(amqp, Topology(prefix))
         conn = await asyncpg.connect(pg)

@@ -561,20 +561,7 @@ async def run(mode: str, only: set[str]) -> dict[str, Any]:
     await conn.execute(f'CREATE DATABASE "{db}"')
     await conn.close()
     prefix = f"bench.{uuid.uuid4().hex[:6]}."
-    stack = Stack.with_free_ports(
-        database_url=f"{pg.rpartition('/')[0]}/{db}", amqp_url=amqp, amqp_prefix=prefix, log_dir=LOGS,
-        extra_env={
-            "KHALA_GATEWAY_MAX_CONNECTIONS_PER_USER": "1000000", "KHALA_RATE_LIMIT_MINT": "off",
-            "KHALA_RATE_LIMIT_SIGN_IN": "off", "KHALA_RATE_LIMIT_REFRESH": "off", "KHALA_LOG_LEVEL": "warning",
-            "KHALA_GATEWAY_HEARTBEAT_INTERVAL_MS": "30000",
-            # The full replay phase reads a 100k-frame topic: more than the default
-            # per-topic retention (10k frames) would keep.
-            "KHALA_PROJECTOR_EVENT_RETAIN_FRAMES": "0",
-            # Setup loads topics in bulk (the replay topics); the per-org append
-            # limit is the pipeline benchmark's business, not these phases'.
-            "KHALA_RUNTIME_APPEND_RATE_PER_ORG": "0",
-        },
-    )
+    stack = _stack(f"{pg.rpartition('/')[0]}/{db}", amqp, prefix)
     peers: list[Peer] = []
     khala: Khala | None = None
     result: dict[str, Any] = {
@@ -595,48 +582,7 @@ async def run(mode: str, only: set[str]) -> dict[str, Any]:
             nats, sio = NatsSystem(peers[0], size), SioSystem(peers[1], size)
             await nats.start(http)
             await sio.start(http)
-            systems: list[System] = [khala, nats, sio]
-
-            def want(name: str) -> bool:
-                return not only or name in only
-
-            if want("fanout"):
-                for key in ("fanout_one", "fanout_many"):
-                    c = cfg[key]
-                    result[key] = {}
-                    for system in systems:
-                        print(f"{key} {system.name} ...", flush=True)
-                        result[key][system.name] = await phase_fanout(
-                            system, http, c["subscribers"], c.get("topics", 1), c["messages"], c["rate"])
-                        print(f"  {result[key][system.name]}", flush=True)
-            if want("latency"):
-                result["latency"] = {s.name: [] for s in systems}
-                for c in cfg["latency"]:
-                    for system in systems:
-                        print(f"latency {system.name} {c} ...", flush=True)
-                        r = await phase_latency(system, http, c["rate"], c["subscribers"], c["topics"], c["seconds"])
-                        result["latency"][system.name].append(r)
-                        print(f"  {r}", flush=True)
-            if want("replay"):
-                print("replay khala ...", flush=True)
-                c = cfg["replay"]
-                result["replay"] = {"khala": await phase_replay(khala, http, c["frames"], c["clients"])}
-                print(f"  {result['replay']}", flush=True)
-            if want("storm"):
-                c = cfg["storm"]
-                result["storm"] = {"nats": {"skipped": "core NATS keeps no log: nothing to resume from"}}
-                for i, system in enumerate((khala, sio)):
-                    print(f"storm {system.name} ...", flush=True)
-                    result["storm"][system.name] = await phase_storm(
-                        system, f"127.0.0.{10 + i}", c["clients"], c["topics"], c["missed"])
-                    print(f"  {result['storm'][system.name]}", flush=True)
-            if want("idle"):
-                c = cfg["idle"]
-                result["idle"] = {}
-                for i, system in enumerate(systems):
-                    print(f"idle {system.name} ...", flush=True)
-                    result["idle"][system.name] = await phase_idle(system, f"127.0.0.{2 + i}", c["sockets"], c["topics"])
-                    print(f"  {result['idle'][system.name]}", flush=True)
+            await _phases(result, cfg, only, http, khala, nats, sio)
         result["runtime_append"] = _runtime_append()
         result["machine"]["load_avg_at_end"] = os.getloadavg()
         return result
@@ -646,13 +592,101 @@ async def run(mode: str, only: set[str]) -> dict[str, Any]:
         for peer in peers:
             peer.stop()
         await asyncio.to_thread(stack.stop_all)
-        with contextlib.suppress(Exception):
-            await delete_prefixed(amqp, Topology(prefix))
-        with contextlib.suppress(Exception):
-            conn = await asyncpg.connect(pg)
-            await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
-            await conn.close()
+        await _drop_bench_state(pg, db, amqp, prefix)
+
+
+def _stack(database_url: str, amqp: str, prefix: str) -> Stack:
+    """The four services on free ports, with the limits a benchmark must not hit lifted."""
+    return Stack.with_free_ports(
+        database_url=database_url, amqp_url=amqp, amqp_prefix=prefix, log_dir=LOGS,
+        extra_env={
+            "KHALA_GATEWAY_MAX_CONNECTIONS_PER_USER": "1000000", "KHALA_RATE_LIMIT_MINT": "off",
+            "KHALA_RATE_LIMIT_SIGN_IN": "off", "KHALA_RATE_LIMIT_REFRESH": "off", "KHALA_LOG_LEVEL": "warning",
+            "KHALA_GATEWAY_HEARTBEAT_INTERVAL_MS": "30000",
+            # The full replay phase reads a 100k-frame topic: more than the default
+            # per-topic retention (10k frames) would keep.
+            "KHALA_PROJECTOR_EVENT_RETAIN_FRAMES": "0",
+            # Setup loads topics in bulk (the replay topics); the per-org append
+            # limit is the pipeline benchmark's business, not these phases'.
+            "KHALA_RUNTIME_APPEND_RATE_PER_ORG": "0",
+        },
+    )
+
+
+async def _drop_bench_state(pg: str, db: str, amqp: str, prefix: str) -> None:
+    """Best effort: the run's broker objects and its database go."""
+    with contextlib.suppress(Exception):
+        await delete_prefixed(amqp, Topology(prefix))
+    with contextlib.suppress(Exception):
+        conn = await asyncpg.connect(pg)
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+        await conn.close()
+
+
+async def _phases(
+    result: dict[str, Any], cfg: dict[str, Any], only: set[str], http: aiohttp.ClientSession,
+    khala: Khala, nats: NatsSystem, sio: SioSystem,
+) -> None:
+    """Run the phases `only` names (all when empty), in a fixed order, into `result`."""
+    systems: list[System] = [khala, nats, sio]
+    if not only or "fanout" in only:
+        await _fanout_phases(result, cfg, systems, http)
+    if not only or "latency" in only:
+        await _latency_phases(result, cfg, systems, http)
+    if not only or "replay" in only:
+        print("replay khala ...", flush=True)
+        c = cfg["replay"]
+        result["replay"] = {"khala": await phase_replay(khala, http, c["frames"], c["clients"])}
+        print(f"  {result['replay']}", flush=True)
+    if not only or "storm" in only:
+        await _storm_phases(result, cfg, [khala, sio])
+    if not only or "idle" in only:
+        await _idle_phases(result, cfg, systems)
+
+
+async def _fanout_phases(
+    result: dict[str, Any], cfg: dict[str, Any], systems: list[System], http: aiohttp.ClientSession
+) -> None:
+    for key in ("fanout_one", "fanout_many"):
+        c = cfg[key]
+        result[key] = {}
+        for system in systems:
+            print(f"{key} {system.name} ...", flush=True)
+            result[key][system.name] = await phase_fanout(
+                system, http, c["subscribers"], c.get("topics", 1), c["messages"], c["rate"])
+            print(f"  {result[key][system.name]}", flush=True)
+
+
+async def _latency_phases(
+    result: dict[str, Any], cfg: dict[str, Any], systems: list[System], http: aiohttp.ClientSession
+) -> None:
+    result["latency"] = {s.name: [] for s in systems}
+    for c in cfg["latency"]:
+        for system in systems:
+            print(f"latency {system.name} {c} ...", flush=True)
+            r = await phase_latency(system, http, c["rate"], c["subscribers"], c["topics"], c["seconds"])
+            result["latency"][system.name].append(r)
+            print(f"  {r}", flush=True)
+
+
+async def _storm_phases(result: dict[str, Any], cfg: dict[str, Any], systems: list[System]) -> None:
+    c = cfg["storm"]
+    result["storm"] = {"nats": {"skipped": "core NATS keeps no log: nothing to resume from"}}
+    for i, system in enumerate(systems):
+        print(f"storm {system.name} ...", flush=True)
+        result["storm"][system.name] = await phase_storm(
+            system, f"127.0.0.{10 + i}", c["clients"], c["topics"], c["missed"])
+        print(f"  {result['storm'][system.name]}", flush=True)
+
+
+async def _idle_phases(result: dict[str, Any], cfg: dict[str, Any], systems: list[System]) -> None:
+    c = cfg["idle"]
+    result["idle"] = {}
+    for i, system in enumerate(systems):
+        print(f"idle {system.name} ...", flush=True)
+        result["idle"][system.name] = await phase_idle(system, f"127.0.0.{2 + i}", c["sockets"], c["topics"])
+        print(f"  {result['idle'][system.name]}", flush=True)
 
 
 def _runtime_append() -> dict[str, Any] | None:
