@@ -83,7 +83,11 @@ class GatewayApp:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.bind_host, s.http_port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:  # e.g. the port is taken: release what setup opened
+            await self.stop()
+            raise
         self.http_port = int(self._runner.addresses[0][1])
         log.info("listening", addresses=[str(a) for a in self._runner.addresses])
 

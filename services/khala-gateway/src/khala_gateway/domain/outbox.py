@@ -9,7 +9,7 @@ holds more than its bound. Connection-level messages count against the byte
 bound too (`control_bytes`): they cannot be left in Postgres, so a client that
 provokes replies and never reads reaches the bound like one that reads frames
 too slowly. Being at the bound longer than a grace makes the socket a slow
-consumer (the connection evicts at once past a hard cap, see connection.py).
+consumer (the connection evicts at once past a hard cap, see usecases/send_buffer.py).
 """
 
 from __future__ import annotations

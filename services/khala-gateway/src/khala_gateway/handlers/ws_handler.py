@@ -1,4 +1,5 @@
-"""`/v1/ws`: upgrade, Hello, then decode client messages and hand them to the connection.
+"""`/v1/ws`: upgrade, Hello, then decode client messages and call the use cases
+(admission and session_auth, subscribe, the connection's send buffer).
 
 The handler task owns the socket: it reads, and on exit (client gone, close
 requested, server shutdown) it shuts the connection down, which cancels and
