@@ -5,6 +5,10 @@ own broker prefix and free ports, starts the four real services with
 `scripts/stack.py`, and always cleans up: stack stopped, database dropped,
 prefixed exchanges and queues deleted.
 
+`Writers` keeps appending to runs through outages (a failed append is retried
+with its idempotency key), and `settle` ends a drill's traffic: runs completed,
+the topic log caught up, every client caught up and stopped.
+
 `Follower` is a WebSocket client that checks the delivery guarantee per topic:
 inside one epoch, non-snapshot frames arrive exactly at `last + 1` (a duplicate
 or a gap is recorded as a violation), across reconnects too. On
@@ -34,7 +38,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from stack import DEFAULT_AMQP_URL, Stack  # noqa: E402
 
-from khala_client import KhalaApi, SyncConnection, connect  # noqa: E402
+from khala_client import ApiError, KhalaApi, SyncConnection, connect  # noqa: E402
 from khala_client.ws import JSON, PROTO  # noqa: E402
 from khala_common.broker import delete_prefixed  # noqa: E402
 from khala_common.topology import Topology  # noqa: E402
@@ -401,6 +405,72 @@ async def run_log(api: KhalaApi, run_id: str) -> list[dict[str, Any]]:
         if page.get("next_after_seq") is None:
             return events
         after = page["next_after_seq"]
+
+
+class Writers:
+    """Appends `run.output` events to every run until stopped. A failed append is
+    retried with the same idempotency key, so an outage loses or doubles nothing."""
+
+    def __init__(self, api: KhalaApi, run_ids: list[str]) -> None:
+        self.api = api
+        self.appended = {rid: 0 for rid in run_ids}
+        self.retries = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._write(rid)) for rid in self.appended]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    async def _write(self, rid: str) -> None:
+        await self.api.append_events(rid, [event("run.started", "start")])
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            await self._append(rid, [event("run.output", f"o{i}", {"text": f"line {i}"})])
+            self.appended[rid] += 1
+            await asyncio.sleep(0.05)
+
+    async def _append(self, rid: str, batch: list[dict[str, Any]]) -> None:
+        while True:
+            try:
+                await self.api.append_events(rid, batch)
+                return
+            except ApiError:  # retried with the same idempotency key
+                self.retries += 1
+                await asyncio.sleep(0.2)
+
+
+@dataclass
+class Settled:
+    """The runs once the writes stopped, and what the clients caught up to."""
+
+    runs: dict[str, dict[str, Any]]  # run id -> runtime's run
+    logs: dict[str, list[dict[str, Any]]]  # run id -> its events
+    heads: dict[str, int]  # run topic -> last seq
+    all_heads: dict[str, int]  # every followed topic -> head seq
+    caught: dict[str, bool]  # client -> caught up with all_heads
+
+
+async def settle(
+    api: KhalaApi, db_url: str, run_topics: dict[str, str], topics: list[str], followers: list[Follower]
+) -> Settled:
+    """Complete the runs, wait for the topic log, let every client catch up, stop them."""
+    for rid in run_topics:
+        await api.append_events(rid, [event("run.completed", "done")])
+    runs = {rid: await api.get_run(rid) for rid in run_topics}
+    logs = {rid: await run_log(api, rid) for rid in run_topics}
+    heads = {run_topics[rid]: runs[rid]["last_seq"] for rid in run_topics}
+    await wait_heads(db_url, heads)
+    final = await topic_heads(db_url, topics)
+    all_heads = {t: h for t, (_, h) in final.items()}
+    caught = {f.name: await f.wait_for(all_heads, 30) for f in followers}
+    for f in followers:
+        await f.stop()
+    return Settled(runs, logs, heads, all_heads, caught)
 
 
 def exact(seqs: list[int], first: int, last: int) -> bool:

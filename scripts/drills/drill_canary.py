@@ -44,20 +44,17 @@ from common import (
     PROTO,
     ROOT,
     Follower,
+    Settled,
+    Writers,
     drill_env,
-    event,
     exact,
     log,
-    run_log,
     run_summary_diff,
+    settle,
     signed_in,
-    topic_heads,
     verdict,
-    wait_heads,
 )
 from stack import free_port
-
-from khala_client import ApiError
 
 RUNS = 3
 
@@ -139,6 +136,44 @@ async def move(follower: Follower, ws_url: str) -> None:
         await follower.conn.close()
 
 
+def client_checks(
+    f: Follower, end: Settled, drained: bool, runs_topic: str, run_topics: dict[str, str]
+) -> list[tuple[str, bool, str]]:
+    """One client's verdicts: served by both versions (and drained off the canary if it
+    ended there), exact run topics, no error, docs == runtime."""
+    bad = [t for t in run_topics.values() if not exact(f.state[t].seqs, 1, end.heads[t])]
+    docs = f.summaries(runs_topic)
+    wrong = {rid: d for rid in run_topics if (d := run_summary_diff(docs.get(rid), end.runs[rid], end.logs[rid]))}
+    return [
+        (f"{f.name} client: served by both versions" + (", drained off the canary" if drained else ""),
+         f.reconnects >= (2 if drained else 1) and (not drained or "drain" in f.reconnect_messages),
+         f"{f.reconnects} reconnects, Reconnect reasons {f.reconnect_messages}"),
+        (f"{f.name} client: run topics exactly 1..head across versions",
+         end.caught[f.name] and not bad and not f.violations,
+         f"{RUNS - len(bad)}/{RUNS} exact, heads {sorted(end.heads.values())}, {f.frames} frames, "
+         f"{len(f.violations)} dup/gap {f.violations[:3]}"),
+        (f"{f.name} client: no stale_cursor, no error", not f.stale and not f.errors,
+         f"stale {f.stale[:3]}, errors {f.errors[:3]}"),
+        (f"{f.name} client: RunSummary == runtime state", not wrong,
+         f"{RUNS - len(wrong)}/{RUNS} equal {wrong}"),
+    ]
+
+
+async def switch_versions(followers: list[Follower], on_canary: set[str], canary: Canary, stable_ws_url: str) -> set[str]:
+    """Every client moves to the other version; the names now on the canary."""
+    for f in followers:
+        await move(f, stable_ws_url if f.name in on_canary else canary.ws_url)
+    return {f.name for f in followers} - on_canary
+
+
+async def abort(followers: list[Follower], on_canary: set[str], canary: Canary, stable_ws_url: str) -> int | None:
+    """The canary's clients go to HEAD and the canary is drained; its exit code."""
+    for f in followers:
+        if f.name in on_canary:
+            f.ws_url = stable_ws_url
+    return await asyncio.to_thread(canary.stop)
+
+
 async def drill() -> int:
     base = previous_version()
     head = git("rev-parse", "HEAD")
@@ -166,78 +201,28 @@ async def drill() -> int:
             for f in followers:
                 f.start(canary.ws_url if f.name in on_canary else stack.ws_url)
 
-            stop_writing = asyncio.Event()
-            appended = {rid: 0 for rid in run_ids}
-            retries = 0
-
-            async def write(rid: str) -> None:
-                nonlocal retries
-                await api.append_events(rid, [event("run.started", "start")])
-                i = 0
-                while not stop_writing.is_set():
-                    i += 1
-                    while True:
-                        try:
-                            await api.append_events(rid, [event("run.output", f"o{i}", {"text": f"line {i}"})])
-                            break
-                        except ApiError:
-                            retries += 1
-                            await asyncio.sleep(0.2)
-                    appended[rid] += 1
-                    await asyncio.sleep(0.05)
-
-            writers = [asyncio.create_task(write(rid)) for rid in run_ids]
+            writers = Writers(api, run_ids)
+            writers.start()
             await asyncio.sleep(2.0)
             log("every client moves to the other version")
-            for f in followers:
-                await move(f, stack.ws_url if f.name in on_canary else canary.ws_url)
-            on_canary = {f.name for f in followers} - on_canary
+            on_canary = await switch_versions(followers, on_canary, canary, stack.ws_url)
             await asyncio.sleep(2.5)
             log("abort: the canary's clients go to HEAD, the canary is drained (SIGTERM)")
-            for f in followers:
-                if f.name in on_canary:
-                    f.ws_url = stack.ws_url
-            canary_rc = await asyncio.to_thread(canary.stop)
+            canary_rc = await abort(followers, on_canary, canary, stack.ws_url)
             await asyncio.sleep(2.0)
-            stop_writing.set()
-            await asyncio.gather(*writers)
-            for rid in run_ids:
-                await api.append_events(rid, [event("run.completed", "done")])
+            await writers.stop()
+            end = await settle(api, stack.database_url, run_topics, topics, followers)
 
-            runs = {rid: await api.get_run(rid) for rid in run_ids}
-            logs = {rid: await run_log(api, rid) for rid in run_ids}
-            heads = {run_topics[rid]: runs[rid]["last_seq"] for rid in run_ids}
-            await wait_heads(stack.database_url, heads)
-            final = await topic_heads(stack.database_url, topics)
-            all_heads = {t: h for t, (_, h) in final.items()}
-            caught = {f.name: await f.wait_for(all_heads, 30) for f in followers}
+            appended = sum(writers.appended.values())
+            checks: list[tuple[str, bool, str]] = [
+                ("the canary ran the previous version's code", module.startswith(str(tree)) and base != head,
+                 f"khala_gateway from {module}; {base[:12]} vs HEAD {head[:12]}"),
+                ("traffic during the drill", appended > 0,
+                 f"{appended} events over {RUNS} runs, {writers.retries} append retries"),
+                ("the canary drained and exited 0 on SIGTERM", canary_rc == 0, f"exit {canary_rc}"),
+            ]
             for f in followers:
-                await f.stop()
-
-            checks: list[tuple[str, bool, str]] = []
-            checks.append(("the canary ran the previous version's code", module.startswith(str(tree)) and base != head,
-                           f"khala_gateway from {module}; {base[:12]} vs HEAD {head[:12]}"))
-            checks.append(("traffic during the drill", sum(appended.values()) > 0,
-                           f"{sum(appended.values())} events over {RUNS} runs, {retries} append retries"))
-            checks.append(("the canary drained and exited 0 on SIGTERM", canary_rc == 0, f"exit {canary_rc}"))
-            for f in followers:
-                bad = [t for t in run_topics.values() if not exact(f.state[t].seqs, 1, heads[t])]
-                drained = f.name in on_canary
-                checks.append((f"{f.name} client: served by both versions"
-                               + (", drained off the canary" if drained else ""),
-                               f.reconnects >= (2 if drained else 1)
-                               and (not drained or "drain" in f.reconnect_messages),
-                               f"{f.reconnects} reconnects, Reconnect reasons {f.reconnect_messages}"))
-                checks.append((f"{f.name} client: run topics exactly 1..head across versions",
-                               caught[f.name] and not bad and not f.violations,
-                               f"{RUNS - len(bad)}/{RUNS} exact, heads {sorted(heads.values())}, {f.frames} frames, "
-                               f"{len(f.violations)} dup/gap {f.violations[:3]}"))
-                checks.append((f"{f.name} client: no stale_cursor, no error", not f.stale and not f.errors,
-                               f"stale {f.stale[:3]}, errors {f.errors[:3]}"))
-                docs = f.summaries(runs_topic)
-                wrong = {rid: d for rid in run_ids if (d := run_summary_diff(docs.get(rid), runs[rid], logs[rid]))}
-                checks.append((f"{f.name} client: RunSummary == runtime state", not wrong,
-                               f"{RUNS - len(wrong)}/{RUNS} equal {wrong}"))
+                checks += client_checks(f, end, f.name in on_canary, runs_topic, run_topics)
             return verdict("drill-canary", checks)
     finally:
         if canary is not None:

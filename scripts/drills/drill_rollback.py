@@ -43,19 +43,17 @@ from common import (
     JSON,
     PROTO,
     Follower,
+    Settled,
+    Writers,
     drill_env,
-    event,
     exact,
     log,
-    run_log,
     run_summary_diff,
+    settle,
     signed_in,
-    topic_heads,
     verdict,
-    wait_heads,
 )
-
-from khala_client import ApiError
+from stack import Stack
 
 RUNS = 3
 SERVICES = ("control", "runtime", "projector", "gateway")
@@ -83,6 +81,56 @@ async def schema_fingerprint(db_url: str) -> tuple[str, int]:
     return hashlib.sha256(text.encode()).hexdigest()[:16], len(rows)
 
 
+async def replace(stack: Stack, service: str, timings: dict[str, float]) -> None:
+    """SIGTERM `service` (the old release goes away), then start it again."""
+    log(f"SIGTERM {service} (old release goes away)")
+    started = time.monotonic()
+    await asyncio.to_thread(stack.kill, service, signal.SIGTERM)
+    timings[f"{service} stop"] = time.monotonic() - started
+    await asyncio.sleep(1.5)  # traffic continues while it is down
+    log(f"starting {service} again (the other release)")
+    started = time.monotonic()
+    await asyncio.to_thread(stack.start, service)
+    await asyncio.to_thread(stack.wait_ready, service)
+    timings[f"{service} start→ready"] = time.monotonic() - started
+    await asyncio.sleep(2.0)
+
+
+async def migrate_twice(stack: Stack) -> dict[str, list[int]]:
+    """Every service's `migrate`, run twice against the live database: the exit codes."""
+    migrate_rcs: dict[str, list[int]] = {}
+    for service in SERVICES:
+        for _ in range(2):
+            result = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", f"khala_{service}", "migrate"],
+                env=stack.env(), capture_output=True,
+            )
+            migrate_rcs.setdefault(service, []).append(result.returncode)
+            if result.returncode != 0:
+                log(f"{service} migrate failed: {result.stderr.decode()[-500:]}")
+    return migrate_rcs
+
+
+def client_checks(f: Follower, end: Settled, runs_topic: str, run_topics: dict[str, str]) -> list[tuple[str, bool, str]]:
+    """One client's verdicts: drained and reconnected, exact run topics, no error, docs == runtime."""
+    bad = [t for t in run_topics.values() if not exact(f.state[t].seqs, 1, end.heads[t])]
+    docs = f.summaries(runs_topic)
+    wrong = {rid: d for rid in run_topics if (d := run_summary_diff(docs.get(rid), end.runs[rid], end.logs[rid]))}
+    return [
+        (f"{f.name} client: drained by the gateway and reconnected",
+         f.reconnects >= 1 and "drain" in f.reconnect_messages,
+         f"{f.reconnects} reconnects, Reconnect reasons {f.reconnect_messages}, closes {f.closes[:2]}"),
+        (f"{f.name} client: run topics exactly 1..head across reconnects",
+         end.caught[f.name] and not bad and not f.violations,
+         f"{RUNS - len(bad)}/{RUNS} exact, heads {sorted(end.heads.values())}, {f.frames} frames, "
+         f"{len(f.violations)} dup/gap {f.violations[:3]}"),
+        (f"{f.name} client: no stale_cursor, no error", not f.stale and not f.errors,
+         f"stale {f.stale[:3]}, errors {f.errors[:3]}"),
+        (f"{f.name} client: RunSummary == runtime state", not wrong,
+         f"{RUNS - len(wrong)}/{RUNS} equal; doc topic at {f.state[runs_topic].last}/{end.all_heads[runs_topic]} {wrong}"),
+    ]
+
+
 async def drill() -> int:
     async with drill_env("rollback") as env, aiohttp.ClientSession() as http:
         stack = env.stack
@@ -95,90 +143,28 @@ async def drill() -> int:
         for f in followers:
             f.start(stack.ws_url)
 
-        stop_writing = asyncio.Event()
-        appended = {rid: 0 for rid in run_ids}
-        retries = 0
-
-        async def write(rid: str) -> None:
-            nonlocal retries
-            await api.append_events(rid, [event("run.started", "start")])
-            i = 0
-            while not stop_writing.is_set():
-                i += 1
-                batch = [event("run.output", f"o{i}", {"text": f"line {i}"})]
-                while True:
-                    try:
-                        await api.append_events(rid, batch)
-                        break
-                    except ApiError:  # retried with the same idempotency key
-                        retries += 1
-                        await asyncio.sleep(0.2)
-                appended[rid] += 1
-                await asyncio.sleep(0.05)
-
-        writers = [asyncio.create_task(write(rid)) for rid in run_ids]
+        writers = Writers(api, run_ids)
+        writers.start()
         await asyncio.sleep(2.0)
         timings: dict[str, float] = {}
         for service in ("gateway", "projector"):
-            log(f"SIGTERM {service} (old release goes away)")
-            started = time.monotonic()
-            await asyncio.to_thread(stack.kill, service, signal.SIGTERM)
-            timings[f"{service} stop"] = time.monotonic() - started
-            await asyncio.sleep(1.5)  # traffic continues while it is down
-            log(f"starting {service} again (the other release)")
-            started = time.monotonic()
-            await asyncio.to_thread(stack.start, service)
-            await asyncio.to_thread(stack.wait_ready, service)
-            timings[f"{service} start→ready"] = time.monotonic() - started
-            await asyncio.sleep(2.0)
-        stop_writing.set()
-        await asyncio.gather(*writers)
-        for rid in run_ids:
-            await api.append_events(rid, [event("run.completed", "done")])
-
-        runs = {rid: await api.get_run(rid) for rid in run_ids}
-        logs = {rid: await run_log(api, rid) for rid in run_ids}
-        heads = {run_topics[rid]: runs[rid]["last_seq"] for rid in run_ids}
-        await wait_heads(stack.database_url, heads)
-        final = await topic_heads(stack.database_url, topics)
-        all_heads = {t: h for t, (_, h) in final.items()}
-        caught = {f.name: await f.wait_for(all_heads, 30) for f in followers}
-        for f in followers:
-            await f.stop()
+            await replace(stack, service, timings)
+        await writers.stop()
+        end = await settle(api, stack.database_url, run_topics, topics, followers)
 
         # migrations: run every service's migrate twice more against the live database
         before = await schema_fingerprint(stack.database_url)
-        migrate_rcs: dict[str, list[int]] = {}
-        for service in SERVICES:
-            for _ in range(2):
-                result = await asyncio.to_thread(
-                    subprocess.run, [sys.executable, "-m", f"khala_{service}", "migrate"],
-                    env=stack.env(), capture_output=True,
-                )
-                migrate_rcs.setdefault(service, []).append(result.returncode)
-                if result.returncode != 0:
-                    log(f"{service} migrate failed: {result.stderr.decode()[-500:]}")
+        migrate_rcs = await migrate_twice(stack)
         after = await schema_fingerprint(stack.database_url)
 
-        checks: list[tuple[str, bool, str]] = []
-        checks.append(("traffic during the drill", sum(appended.values()) > 0,
-                       f"{sum(appended.values())} events over {RUNS} runs, {retries} append retries; "
-                       + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())))
+        appended = sum(writers.appended.values())
+        checks: list[tuple[str, bool, str]] = [
+            ("traffic during the drill", appended > 0,
+             f"{appended} events over {RUNS} runs, {writers.retries} append retries; "
+             + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())),
+        ]
         for f in followers:
-            bad = [t for t in run_topics.values() if not exact(f.state[t].seqs, 1, heads[t])]
-            checks.append((f"{f.name} client: drained by the gateway and reconnected",
-                           f.reconnects >= 1 and "drain" in f.reconnect_messages,
-                           f"{f.reconnects} reconnects, Reconnect reasons {f.reconnect_messages}, closes {f.closes[:2]}"))
-            checks.append((f"{f.name} client: run topics exactly 1..head across reconnects",
-                           caught[f.name] and not bad and not f.violations,
-                           f"{RUNS - len(bad)}/{RUNS} exact, heads {sorted(heads.values())}, {f.frames} frames, "
-                           f"{len(f.violations)} dup/gap {f.violations[:3]}"))
-            checks.append((f"{f.name} client: no stale_cursor, no error", not f.stale and not f.errors,
-                           f"stale {f.stale[:3]}, errors {f.errors[:3]}"))
-            docs = f.summaries(runs_topic)
-            wrong = {rid: d for rid in run_ids if (d := run_summary_diff(docs.get(rid), runs[rid], logs[rid]))}
-            checks.append((f"{f.name} client: RunSummary == runtime state", not wrong,
-                           f"{RUNS - len(wrong)}/{RUNS} equal; doc topic at {f.state[runs_topic].last}/{all_heads[runs_topic]} {wrong}"))
+            checks += client_checks(f, end, runs_topic, run_topics)
         checks.append(("`khala-<svc> migrate` twice more: exit 0 every time",
                        all(rc == [0, 0] for rc in migrate_rcs.values()), f"{migrate_rcs}"))
         checks.append(("migrations idempotent: schemas unchanged", before == after,
