@@ -137,17 +137,7 @@ async def _run(
             )
             for run_id in run_ids
         ]
-        rng = random.Random(scenario.seed)
-        for kind, target in scenario.faults:
-            pause = scenario.steady_s
-            if scenario.seed is not None:
-                pause *= rng.uniform(0.5, 1.5)
-            await asyncio.sleep(pause)
-            _raise_if_failed(writer_tasks)
-            at = round(time.monotonic() - started, 1)
-            took, detail = await _inject(stack, kind, target, servers, rng)
-            timeline.append({"at_s": at, "fault": kind, "target": target, "took_s": round(took, 2),
-                             **detail})
+        await _inject_faults(stack, scenario, servers, writer_tasks, started, timeline)
         await asyncio.sleep(scenario.steady_s)
         stop_writers.set()
         await asyncio.gather(*writer_tasks)
@@ -171,16 +161,7 @@ async def _run(
                 await task
 
     verdict = check(org_id, logs, stats, subscribers)
-    stale = stale_errors(subscribers)
-    if stale:
-        verdict.problems.append(f"stale_cursor on resume: {stale[:5]} ({len(stale)})")
-    crashed = dict(stack.exited())
-    if crashed:
-        verdict.problems.append(f"services exited on their own: {crashed}")
-    if stats.server_errors:
-        verdict.problems.append(
-            f"HTTP 500 answers: {len(stats.server_errors)}, first {stats.server_errors[:3]}"
-        )
+    verdict.problems.extend(_run_problems(stack, stats, subscribers))
     latencies = sorted(stats.latencies)
     report = {
         "scenario": asdict(scenario),
@@ -205,6 +186,42 @@ async def _run(
     }
     await asyncio.to_thread(_write, report_path, report)
     return Outcome(verdict, report)
+
+
+async def _inject_faults(
+    stack: Any, scenario: Scenario, servers: Any, writer_tasks: list[asyncio.Task[None]], started: float,
+    timeline: list[dict[str, Any]],
+) -> None:
+    """The fault schedule: a pause (randomized when seeded), then the next fault,
+    recorded in `timeline`; a writer that failed ends the scenario."""
+    rng = random.Random(scenario.seed)
+    for kind, target in scenario.faults:
+        pause = scenario.steady_s
+        if scenario.seed is not None:
+            pause *= rng.uniform(0.5, 1.5)
+        await asyncio.sleep(pause)
+        _raise_if_failed(writer_tasks)
+        at = round(time.monotonic() - started, 1)
+        took, detail = await _inject(stack, kind, target, servers, rng)
+        timeline.append({"at_s": at, "fault": kind, "target": target, "took_s": round(took, 2),
+                         **detail})
+
+
+def _run_problems(stack: Any, stats: WriterStats, subscribers: list[Subscriber]) -> list[str]:
+    """What went wrong besides the delivered frames: stale cursors on resume,
+    services that exited on their own, HTTP 500 answers."""
+    problems = []
+    stale = stale_errors(subscribers)
+    if stale:
+        problems.append(f"stale_cursor on resume: {stale[:5]} ({len(stale)})")
+    crashed = dict(stack.exited())
+    if crashed:
+        problems.append(f"services exited on their own: {crashed}")
+    if stats.server_errors:
+        problems.append(
+            f"HTTP 500 answers: {len(stats.server_errors)}, first {stats.server_errors[:3]}"
+        )
+    return problems
 
 
 def _write(path: Path, report: dict[str, Any]) -> None:

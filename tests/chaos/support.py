@@ -36,6 +36,7 @@ from khala_common.topics import run_topic
 from khala_runtime.domain.canonical import canonical_json
 from khala_runtime.domain.chain import GENESIS, event_content, link
 from openagents.runtime.v1 import events_pb2
+from openagents.sync.v1 import ws_pb2
 
 
 def canonical_digest(
@@ -271,18 +272,25 @@ class Subscriber:
                     for frame in message.frames.frames:
                         self._record(frame)
                 elif kind == "error":
-                    error = message.error
-                    self.errors.append(f"{error.code}:{error.reason}:{error.topic}")
-                    if error.topic and error.code == "internal":
-                        delay = max(error.retry_after_ms, 200) / 1000
-                        task = asyncio.create_task(_later(delay, resubscribe(error.topic)))
-                        pending.add(task)
-                        task.add_done_callback(pending.discard)
-                    elif error.code in ("token_expired", "unauthorized"):
-                        tokens.invalidate()
+                    self._on_error(message.error, tokens, resubscribe, pending)
         finally:
             for task in pending:
                 task.cancel()
+
+    def _on_error(
+        self, error: ws_pb2.Error, tokens: TokenSource, resubscribe: Callable[[str], Awaitable[None]],
+        pending: set[asyncio.Task[None]],
+    ) -> None:
+        """Record a server error: a topic's `internal` error is resubscribed after its
+        retry_after (at least 200 ms), a token error makes the next connect mint anew."""
+        self.errors.append(f"{error.code}:{error.reason}:{error.topic}")
+        if error.topic and error.code == "internal":
+            delay = max(error.retry_after_ms, 200) / 1000
+            task = asyncio.create_task(_later(delay, resubscribe(error.topic)))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        elif error.code in ("token_expired", "unauthorized"):
+            tokens.invalidate()
 
 
 async def _later(delay_s: float, coro: Awaitable[None]) -> None:
