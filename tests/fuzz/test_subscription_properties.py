@@ -159,68 +159,94 @@ async def _yield(times: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-async def _drive(setup: Setup, script: list[tuple[str, int, bool]]) -> tuple[GatedLog, Owner, int, list[int]]:
-    log, owner = GatedLog(), Owner(setup.outbox_frames, setup.direct)
-    for i in range(setup.existing):
-        log.append(f"k{i % setup.keys}")
-    sub = Subscription(owner, TOPIC, Lane(TOPIC), TopicStats(TOPIC), max_pending=8)
-    in_flight: list[WireFrame] = []
-    head = log.head_now()
-    after = min(setup.after, head.head_seq)
-    if setup.snapshot:
-        snapshot = log.latest_per_key(head.head_seq)
-        sub.begin(head, StartPlan(True, head.head_seq), snapshot)
-        start_after = head.head_seq
-    else:
-        snapshot = []
-        sub.begin(head, StartPlan(False, after), [])
-        start_after = after
-    stepping: asyncio.Task[object] | None = None
-    counter = 0
+class Driver:
+    """One subscription driven by a script: the topic log, the broker messages in
+    flight, and at most one feeder step suspended at its Postgres read."""
 
-    for action, number, flag in script:
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.log, self.owner = GatedLog(), Owner(setup.outbox_frames, setup.direct)
+        for i in range(setup.existing):
+            self.log.append(f"k{i % setup.keys}")
+        self.sub = Subscription(self.owner, TOPIC, Lane(TOPIC), TopicStats(TOPIC), max_pending=8)
+        self.in_flight: list[WireFrame] = []
+        self.stepping: asyncio.Task[object] | None = None
+        self.counter = 0
+
+    def begin(self) -> tuple[int, list[int]]:
+        """Start the subscription (snapshot, or from the clipped cursor): the seq it
+        starts after and the snapshot's seqs."""
+        head = self.log.head_now()
+        after = min(self.setup.after, head.head_seq)
+        if self.setup.snapshot:
+            snapshot = self.log.latest_per_key(head.head_seq)
+            self.sub.begin(head, StartPlan(True, head.head_seq), snapshot)
+            return head.head_seq, snapshot
+        self.sub.begin(head, StartPlan(False, after), [])
+        return after, []
+
+    async def act(self, action: str, number: int, flag: bool) -> None:
+        """One scripted event (an action that does not apply now is skipped)."""
         if action == "commit":
-            counter += 1
-            frame = log.append(f"k{counter % setup.keys}")
-            if not (flag and number % 4 == 0):  # about one broker message in eight is lost
-                in_flight.append(frame)
-        elif action == "deliver" and in_flight:
-            frame = in_flight.pop(number % len(in_flight))  # any order
-            sub.on_live(frame)
-            if flag and number % 3 == 0:  # redelivered
-                sub.on_live(frame)
-        elif action == "step" and stepping is None:
-            await sub.step(log, setup.chunk, now=1e9)  # type: ignore[arg-type]
-        elif action == "suspend" and stepping is None:
-            log.gate.clear()
-            stepping = asyncio.create_task(sub.step(log, setup.chunk, now=1e9))  # type: ignore[arg-type]
+            self._commit(number, flag)
+        elif action == "deliver" and self.in_flight:
+            self._deliver(number, flag)
+        elif action == "step" and self.stepping is None:
+            await self.sub.step(self.log, self.setup.chunk, now=1e9)  # type: ignore[arg-type]
+        elif action == "suspend" and self.stepping is None:
+            self.log.gate.clear()
+            self.stepping = asyncio.create_task(self.sub.step(self.log, self.setup.chunk, now=1e9))  # type: ignore[arg-type]
             await _yield()
-        elif action == "resume" and stepping is not None:
-            log.gate.set()
-            await stepping
-            stepping = None
+        elif action == "resume" and self.stepping is not None:
+            await self._resume()
         elif action == "poll":
-            sub.on_head(log.head_now())
+            self.sub.on_head(self.log.head_now())
         elif action == "drain":
-            owner.drain(1 + number % 3)
-    if stepping is not None:
-        log.gate.set()
-        await stepping
-    # Settle: every broker message arrives (late), two head polls, the feeder and
-    # the sender run until nothing is left to do.
-    for frame in in_flight:
-        sub.on_live(frame)
-    sub.on_head(log.head_now())
-    sub.on_head(log.head_now())
-    for _ in range(10_000):
-        owner.drain(10)
-        if not sub.needs_work() and not owner.outbox and not owner.live:
-            break
-        outcome = await sub.step(log, setup.chunk, now=1e9)  # type: ignore[arg-type]
-        assert outcome.end_with is None, outcome.end_with
-    else:
+            self.owner.drain(1 + number % 3)
+
+    def _commit(self, number: int, flag: bool) -> None:
+        self.counter += 1
+        frame = self.log.append(f"k{self.counter % self.setup.keys}")
+        if not (flag and number % 4 == 0):  # about one broker message in eight is lost
+            self.in_flight.append(frame)
+
+    def _deliver(self, number: int, flag: bool) -> None:
+        frame = self.in_flight.pop(number % len(self.in_flight))  # any order
+        self.sub.on_live(frame)
+        if flag and number % 3 == 0:  # redelivered
+            self.sub.on_live(frame)
+
+    async def _resume(self) -> None:
+        assert self.stepping is not None
+        self.log.gate.set()
+        await self.stepping
+        self.stepping = None
+
+    async def settle(self) -> None:
+        """Every broker message arrives (late), two head polls, the feeder and the
+        sender run until nothing is left to do."""
+        if self.stepping is not None:
+            await self._resume()
+        for frame in self.in_flight:
+            self.sub.on_live(frame)
+        self.sub.on_head(self.log.head_now())
+        self.sub.on_head(self.log.head_now())
+        for _ in range(10_000):
+            self.owner.drain(10)
+            if not self.sub.needs_work() and not self.owner.outbox and not self.owner.live:
+                return
+            outcome = await self.sub.step(self.log, self.setup.chunk, now=1e9)  # type: ignore[arg-type]
+            assert outcome.end_with is None, outcome.end_with
         raise AssertionError("the subscription never settled")
-    return log, owner, start_after, snapshot
+
+
+async def _drive(setup: Setup, script: list[tuple[str, int, bool]]) -> tuple[GatedLog, Owner, int, list[int]]:
+    driver = Driver(setup)
+    start_after, snapshot = driver.begin()
+    for action, number, flag in script:
+        await driver.act(action, number, flag)
+    await driver.settle()
+    return driver.log, driver.owner, start_after, snapshot
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

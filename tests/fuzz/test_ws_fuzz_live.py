@@ -245,8 +245,22 @@ async def _one(http: aiohttp.ClientSession, url: str, protocol: str, messages: l
     tally.connections += 1
     nonce = f"end-{uuid.uuid4().hex}"
     end = _encode(ws_pb2.ClientMessage(ping=ws_pb2.Ping(nonce=nonce)), protocol)
+    await _send_all(ws, [*messages, end], tally)
+    await _read_until_pong(ws, protocol, nonce, len(messages), tally)
+    await ws.close()
+    code = ws.close_code
+    tally.count(tally.closes, code)
+    # 1006: the server closed (e.g. 4001 after a bad RefreshAuth) while this client was
+    # still sending; the kernel answers the late data with a reset, which discards the
+    # close frame still unread here. Server-side failures show in the log check instead.
+    if code is not None and code != 1006:
+        assert code in DOCUMENTED_CLOSES, f"close code {code}"
+
+
+async def _send_all(ws: aiohttp.ClientWebSocketResponse, messages: list[bytes | str], tally: Tally) -> None:
+    """Send each message (binary or text as given) until the server closes."""
     try:
-        for data in [*messages, end]:
+        for data in messages:
             if ws.closed:
                 break
             if isinstance(data, bytes):
@@ -256,39 +270,45 @@ async def _one(http: aiohttp.ClientSession, url: str, protocol: str, messages: l
             tally.messages += 1
     except (ConnectionError, aiohttp.ClientError):
         pass  # the server closed first (e.g. unauthorized): the reads below see why
+
+
+async def _read_until_pong(
+    ws: aiohttp.ClientWebSocketResponse, protocol: str, nonce: str, sent: int, tally: Tally
+) -> None:
+    """Check every server message until the Pong to `nonce` or the close (within 10 s)."""
     last_seq: dict[str, int] = {}
     deadline = time.monotonic() + 10
     while True:
         remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no Pong and no close within 10 s after {len(messages)} messages"
+        assert remaining > 0, f"no Pong and no close within 10 s after {sent} messages"
         msg = await ws.receive(timeout=remaining)
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
-            break
+            return
         assert msg.type != aiohttp.WSMsgType.ERROR, f"socket error {msg.data!r}"
         reply = _decode(protocol, msg)
         tally.replies += 1
-        kind = reply.WhichOneof("body")
-        if kind == "error":
-            error = reply.error
-            tally.count(tally.codes, error.code)
-            assert error.code in DOCUMENTED_CODES, f"undocumented or internal error {error}"
-            if error.code == "stale_cursor":
-                assert error.reason in STALE_REASONS, error
-        elif kind in ("frame", "frames"):
-            frames = [reply.frame] if kind == "frame" else list(reply.frames.frames)
-            for frame in frames:
-                assert frame.seq > last_seq.get(frame.topic, 0), f"seq {frame.seq} after {last_seq}"
-                last_seq[frame.topic] = frame.seq
-        elif kind == "pong" and reply.pong.nonce == nonce:
-            break
-    await ws.close()
-    code = ws.close_code
-    tally.count(tally.closes, code)
-    # 1006: the server closed (e.g. 4001 after a bad RefreshAuth) while this client was
-    # still sending; the kernel answers the late data with a reset, which discards the
-    # close frame still unread here. Server-side failures show in the log check instead.
-    if code is not None and code != 1006:
-        assert code in DOCUMENTED_CLOSES, f"close code {code}"
+        if _check_reply(reply, last_seq, tally) == nonce:
+            return
+
+
+def _check_reply(reply: ws_pb2.ServerMessage, last_seq: dict[str, int], tally: Tally) -> str | None:
+    """Assert one server message: a documented error code, per-topic seqs strictly
+    increasing. Returns a Pong's nonce (None for any other message)."""
+    kind = reply.WhichOneof("body")
+    if kind == "error":
+        error = reply.error
+        tally.count(tally.codes, error.code)
+        assert error.code in DOCUMENTED_CODES, f"undocumented or internal error {error}"
+        if error.code == "stale_cursor":
+            assert error.reason in STALE_REASONS, error
+    elif kind in ("frame", "frames"):
+        frames = [reply.frame] if kind == "frame" else list(reply.frames.frames)
+        for frame in frames:
+            assert frame.seq > last_seq.get(frame.topic, 0), f"seq {frame.seq} after {last_seq}"
+            last_seq[frame.topic] = frame.seq
+    elif kind == "pong":
+        return reply.pong.nonce
+    return None
 
 
 # -- tests --------------------------------------------------------------------------------
