@@ -29,11 +29,18 @@ RUN_ID = uuid.uuid4().hex[:10]
 # of them (HYPOTHESIS_PROFILE=local make test-unit). Tests that set max_examples
 # keep their own count under both.
 settings.register_profile(
-    "ci", derandomize=True, database=None, deadline=None, print_blob=True,
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
-    "local", derandomize=False, max_examples=1000, deadline=None,
+    "local",
+    derandomize=False,
+    max_examples=1000,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -74,7 +74,9 @@ class Client:
     async def close(self, *, abrupt: bool = False) -> None:
         if self.ws is not None:
             conn = getattr(self.ws, "_conn", None)
-            if abrupt and conn is not None and conn.transport is not None:  # drop TCP, no close frame
+            if (
+                abrupt and conn is not None and conn.transport is not None
+            ):  # drop TCP, no close frame
                 conn.transport.abort()
             else:
                 with contextlib.suppress(Exception):
@@ -112,7 +114,9 @@ class KhalaClient(Client):
         self._later: asyncio.TimerHandle | None = None
 
     async def connect(self) -> None:
-        self.ws = await self.http.ws_connect(self.url, protocols=("khala.v1+proto",), max_msg_size=0)
+        self.ws = await self.http.ws_connect(
+            self.url, protocols=("khala.v1+proto",), max_msg_size=0
+        )
         await self.ws.send_bytes(
             ws_pb2.ClientMessage(
                 hello=ws_pb2.Hello(token=self.token, client_name="bench", client_version="1.0.0")
@@ -131,9 +135,13 @@ class KhalaClient(Client):
             seq = (after or {}).get(topic, self.last.get(topic, 0))
             self.last[topic] = max(self.last.get(topic, 0), seq)
             self.live.setdefault(topic, asyncio.Event())
-            cursors.append(ws_pb2.TopicCursor(topic=topic, epoch=self.epochs.get(topic, ""), after_seq=seq))
+            cursors.append(
+                ws_pb2.TopicCursor(topic=topic, epoch=self.epochs.get(topic, ""), after_seq=seq)
+            )
         await self.ws.send_bytes(
-            ws_pb2.ClientMessage(subscribe=ws_pb2.Subscribe(request_id="b", cursors=cursors)).SerializeToString()
+            ws_pb2.ClientMessage(
+                subscribe=ws_pb2.Subscribe(request_id="b", cursors=cursors)
+            ).SerializeToString()
         )
 
     async def wait_live(self, timeout_s: float = 120) -> None:
@@ -186,9 +194,17 @@ class NatsClient(Client):
     async def connect(self) -> None:
         self.ws = await self.http.ws_connect(self.url, max_msg_size=0)
         info = await self.ws.receive(timeout=30)
-        if not bytes(info.data if isinstance(info.data, bytes) else info.data.encode()).startswith(b"INFO"):
+        if not bytes(info.data if isinstance(info.data, bytes) else info.data.encode()).startswith(
+            b"INFO"
+        ):
             raise ConnectionError(f"no INFO: {info.data!r}")
-        connect = {"verbose": False, "pedantic": False, "protocol": 1, "headers": False, "name": "bench"}
+        connect = {
+            "verbose": False,
+            "pedantic": False,
+            "protocol": 1,
+            "headers": False,
+            "name": "bench",
+        }
         await self.ws.send_bytes(b"CONNECT " + json.dumps(connect).encode() + b"\r\n")
         self._start_reader()
 
@@ -232,7 +248,9 @@ class NatsClient(Client):
                 if len(buf) < end + 2 + size + 2:
                     break
                 body = buf[end + 2 : end + 2 + size]
-                self.sink.got(self, self._sids.get(parts[2].decode(), parts[1].decode()), int(body[:12]))
+                self.sink.got(
+                    self, self._sids.get(parts[2].decode(), parts[1].decode()), int(body[:12])
+                )
                 pos = end + 2 + size + 2
                 continue
             if line == b"PING":

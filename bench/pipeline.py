@@ -69,23 +69,38 @@ RESULTS = HERE / "results"
 
 MODES: dict[str, dict[str, Any]] = {
     "smoke": {  # seconds: proves the harness end to end
-        "runs": 5, "subs_per_run": 4, "receivers": 1, "ladder": [50], "seconds": 3,
+        "runs": 5,
+        "subs_per_run": 4,
+        "receivers": 1,
+        "ladder": [50],
+        "seconds": 3,
         "burst": {"rate": 100, "seconds": 2},
         "fairness": {"a_rate": 50, "b_rate": 5, "b_runs": 2, "seconds": 3},
-        "cpu_rate": 50, "stop_after_fails": 0,
+        "cpu_rate": 50,
+        "stop_after_fails": 0,
     },
     "quick": {
-        "runs": 100, "subs_per_run": 10, "receivers": 2, "ladder": [250, 500, 750, 1000, 1250, 1500],
-        "seconds": 10, "burst": {"rate": 2000, "seconds": 10},
+        "runs": 100,
+        "subs_per_run": 10,
+        "receivers": 2,
+        "ladder": [250, 500, 750, 1000, 1250, 1500],
+        "seconds": 10,
+        "burst": {"rate": 2000, "seconds": 10},
         "fairness": {"a_rate": 800, "b_rate": 10, "b_runs": 10, "seconds": 15},
-        "cpu_rate": 500, "stop_after_fails": 0,
+        "cpu_rate": 500,
+        "stop_after_fails": 0,
     },
     "full": {
-        "runs": 100, "subs_per_run": 10, "receivers": 2, "ladder": [250, 500, 750, 1000, 1250, 1500],
-        "seconds": 60, "burst": {"rate": 2000, "seconds": 10},
+        "runs": 100,
+        "subs_per_run": 10,
+        "receivers": 2,
+        "ladder": [250, 500, 750, 1000, 1250, 1500],
+        "seconds": 60,
+        "burst": {"rate": 2000, "seconds": 10},
         "fairness": {"a_rate": 800, "b_rate": 10, "b_runs": 10, "seconds": 60},
         # A failed rate leaves minutes of backlog at 60 s per step: two in a row end the ladder.
-        "cpu_rate": 500, "stop_after_fails": 2,
+        "cpu_rate": 500,
+        "stop_after_fails": 2,
     },
 }
 STALL_S = 20.0  # a drain with no new frame for this long ends the case (the rest is missing)
@@ -160,10 +175,14 @@ class Bench:
         async def create(org: str, run_id: str) -> None:
             async with gate:
                 await api.create_run(org, run_id)
-                await api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}])
+                await api.append_events(
+                    run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}]
+                )
 
-        await asyncio.gather(*(create(self.org_a, r) for r in self.runs_a),
-                             *(create(self.org_b, r) for r in self.runs_b))
+        await asyncio.gather(
+            *(create(self.org_a, r) for r in self.runs_a),
+            *(create(self.org_b, r) for r in self.runs_b),
+        )
         topics = [self.topic_of(r) for r in self.runs_a + self.runs_b]
         await self._wait_projected(topics, 2)
         tokens: dict[str, str] = {}
@@ -177,19 +196,30 @@ class Bench:
         for topic in topics:
             group = "a" if topic.startswith(f"org.{self.org_a}.") else "b"
             for _ in range(self.cfg["subs_per_run"]):
-                specs[index % len(specs)].append((urls[index % len(urls)], tokens[topic], topic, group, 2))
+                specs[index % len(specs)].append(
+                    (urls[index % len(urls)], tokens[topic], topic, group, 2)
+                )
                 index += 1
         opened = await self.receivers.ask([("open", s, 100) for s in specs])
         self.appender = Appender(self.http, self.api.runtime_url, await api.access_token())
-        self.meter = CpuMeter(self.deployment.service_pids(), {"sender": os.getpid(), **self.receivers.pids},
-                              *self.deployment.server_ports())
+        self.meter = CpuMeter(
+            self.deployment.service_pids(),
+            {"sender": os.getpid(), **self.receivers.pids},
+            *self.deployment.server_ports(),
+        )
         failed: dict[str, int] = {}
         for reply in opened:
             for name, n in reply["failed"].items():
                 failed[name] = failed.get(name, 0) + n
-        return {"runs_a": len(self.runs_a), "runs_b": len(self.runs_b), "subscribers": index,
-                "subscribers_open": sum(r["opened"] for r in opened), "subscribe_failures": failed,
-                "gateways": len(urls), "setup_seconds": round(time.perf_counter() - started, 1)}
+        return {
+            "runs_a": len(self.runs_a),
+            "runs_b": len(self.runs_b),
+            "subscribers": index,
+            "subscribers_open": sum(r["opened"] for r in opened),
+            "subscribe_failures": failed,
+            "gateways": len(urls),
+            "setup_seconds": round(time.perf_counter() - started, 1),
+        }
 
     async def _wait_projected(self, topics: list[str], head: int, timeout_s: float = 120) -> None:
         conn = await asyncpg.connect(self.deployment.database_url)
@@ -198,7 +228,9 @@ class Bench:
             while time.monotonic() < deadline:
                 n = await conn.fetchval(
                     "SELECT count(*) FROM khala.topics WHERE topic = ANY($1::text[]) AND head_seq >= $2",
-                    topics, head)
+                    topics,
+                    head,
+                )
                 if n == len(topics):
                     return
                 await asyncio.sleep(0.2)
@@ -206,16 +238,25 @@ class Bench:
             await conn.close()
         raise TimeoutError("the projector did not project the runs' first events")
 
-    async def case(self, name: str, streams: list[tuple[str, list[str], float]], seconds: float) -> dict[str, Any]:
+    async def case(
+        self, name: str, streams: list[tuple[str, list[str], float]], seconds: float
+    ) -> dict[str, Any]:
         """Run the open-loop `streams` (group, runs, rate) together for `seconds`, then drain and check."""
         assert self.appender is not None and self.meter is not None
-        print(f"{name}: {', '.join(f'{g} {r:g} ev/s' for g, _runs, r in streams)} for {seconds:g} s ...", flush=True)
+        print(
+            f"{name}: {', '.join(f'{g} {r:g} ev/s' for g, _runs, r in streams)} for {seconds:g} s ...",
+            flush=True,
+        )
         await self.receivers.ask_all(("start",))
         self.appender.set_token(await self.api.access_token())
         before = self.meter.snapshot()
         started = time.perf_counter()
         loads: list[LoadResult] = await asyncio.gather(
-            *(self.appender.open_loop(runs, rate, seconds, f"{name}-{group}") for group, runs, rate in streams))
+            *(
+                self.appender.open_loop(runs, rate, seconds, f"{name}-{group}")
+                for group, runs, rate in streams
+            )
+        )
         expected: dict[str, list[int]] = {}
         for load in loads:
             for run_id, seqs in load.seqs.items():
@@ -226,8 +267,14 @@ class Bench:
         after = self.meter.snapshot()
         ok = sum(load.ok for load in loads)
         result: dict[str, Any] = {
-            "case": name, "seconds": seconds, "window_seconds": round(window, 2), "stall_s": STALL_S,
-            "streams": {group: load.summary() for (group, _r, _rate), load in zip(streams, loads, strict=True)},
+            "case": name,
+            "seconds": seconds,
+            "window_seconds": round(window, 2),
+            "stall_s": STALL_S,
+            "streams": {
+                group: load.summary()
+                for (group, _r, _rate), load in zip(streams, loads, strict=True)
+            },
             **_merge_deliveries(replies),
             "cpu": CpuMeter.table(before, after, ok),
             "services_exited": self.deployment.exited(),
@@ -245,10 +292,18 @@ class Bench:
         fails = 0
         for rate in self.cfg["ladder"]:
             if self.cfg["stop_after_fails"] and fails >= self.cfg["stop_after_fails"]:
-                steps.append({"case": f"ladder-{rate}", "rate": rate, "verdict": "NOT RUN",
-                              "fail_reasons": [f"the {fails} rates below failed"]})
+                steps.append(
+                    {
+                        "case": f"ladder-{rate}",
+                        "rate": rate,
+                        "verdict": "NOT RUN",
+                        "fail_reasons": [f"the {fails} rates below failed"],
+                    }
+                )
                 continue
-            step = await self.case(f"ladder-{rate}", [("a", self.runs_a, rate)], self.cfg["seconds"])
+            step = await self.case(
+                f"ladder-{rate}", [("a", self.runs_a, rate)], self.cfg["seconds"]
+            )
             step["rate"] = rate
             steps.append(step)
             fails = fails + 1 if step["verdict"] != "PASS" else 0
@@ -257,17 +312,31 @@ class Bench:
     async def fairness(self) -> dict[str, Any]:
         c = self.cfg["fairness"]
         alone = await self.case("fairness-b-alone", [("b", self.runs_b, c["b_rate"])], c["seconds"])
-        both = await self.case("fairness-a-and-b", [("a", self.runs_a, c["a_rate"]), ("b", self.runs_b, c["b_rate"])],
-                               c["seconds"])
+        both = await self.case(
+            "fairness-a-and-b",
+            [("a", self.runs_a, c["a_rate"]), ("b", self.runs_b, c["b_rate"])],
+            c["seconds"],
+        )
         b_alone = alone["latency_ms"].get("b", {}).get("p99")
         b_loaded = both["latency_ms"].get("b", {}).get("p99")
         ratio = round(b_loaded / b_alone, 2) if b_alone and b_loaded is not None else None
-        reasons = list(both["fail_reasons"]) + [r for r in alone["fail_reasons"] if r not in both["fail_reasons"]]
+        reasons = list(both["fail_reasons"]) + [
+            r for r in alone["fail_reasons"] if r not in both["fail_reasons"]
+        ]
         reasons = [r for r in reasons if not r.startswith("p99")]  # the goal here is the ratio
         if ratio is None or ratio > GOALS["fairness_ratio"]:
-            reasons.append(f"B's p99 is {ratio}x its p99 alone (goal <= {GOALS['fairness_ratio']}x)")
-        return {"b_alone": alone, "a_and_b": both, "b_p99_alone_ms": b_alone, "b_p99_with_a_ms": b_loaded,
-                "ratio": ratio, "verdict": "FAIL" if reasons else "PASS", "fail_reasons": reasons}
+            reasons.append(
+                f"B's p99 is {ratio}x its p99 alone (goal <= {GOALS['fairness_ratio']}x)"
+            )
+        return {
+            "b_alone": alone,
+            "a_and_b": both,
+            "b_p99_alone_ms": b_alone,
+            "b_p99_with_a_ms": b_loaded,
+            "ratio": ratio,
+            "verdict": "FAIL" if reasons else "PASS",
+            "fail_reasons": reasons,
+        }
 
     async def close(self) -> None:
         await self.receivers.close()
@@ -276,8 +345,17 @@ class Bench:
 def _merge_deliveries(replies: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum the receivers' counts; percentiles over every delivery, per group."""
     merged: dict[str, Any] = {}
-    for key in ("subscribers", "closed", "deliveries", "missing", "duplicates", "reorders", "unexpected",
-                "earlier_case_frames", "frames_without_stamp"):
+    for key in (
+        "subscribers",
+        "closed",
+        "deliveries",
+        "missing",
+        "duplicates",
+        "reorders",
+        "unexpected",
+        "earlier_case_frames",
+        "frames_without_stamp",
+    ):
         merged[key] = sum(r[key] for r in replies)
     errors: dict[str, int] = {}
     for reply in replies:
@@ -300,10 +378,12 @@ def _one_line(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]["all"]
     achieved = ", ".join(f"{g} {s['achieved_rate']}/s" for g, s in r["streams"].items())
     errors = sum(s["error_count"] for s in r["streams"].values())
-    return (f"{r['verdict']}: achieved {achieved}; errors {errors}; deliveries {r['deliveries']}, "
-            f"missing {r['missing']}, dup {r['duplicates']}, reorder {r['reorders']}; p50 {lat['p50']} "
-            f"p99 {lat['p99']} max {lat['max']} ms; system {r['cpu']['system_ms_per_event']} ms/event"
-            + (f"; {'; '.join(r['fail_reasons'])}" if r["fail_reasons"] else ""))
+    return (
+        f"{r['verdict']}: achieved {achieved}; errors {errors}; deliveries {r['deliveries']}, "
+        f"missing {r['missing']}, dup {r['duplicates']}, reorder {r['reorders']}; p50 {lat['p50']} "
+        f"p99 {lat['p99']} max {lat['max']} ms; system {r['cpu']['system_ms_per_event']} ms/event"
+        + (f"; {'; '.join(r['fail_reasons'])}" if r["fail_reasons"] else "")
+    )
 
 
 async def run(
@@ -316,12 +396,20 @@ async def run(
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     result: dict[str, Any] = {
-        "benchmark": "pipeline", "mode": mode, "projectors": projectors, "gateways": gateways,
+        "benchmark": "pipeline",
+        "mode": mode,
+        "projectors": projectors,
+        "gateways": gateways,
         "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_at_start": os.getloadavg(),
-                    "note": "2 cores shared with Postgres, RabbitMQ, the load generator and other users"},
-        "config": cfg, "goals": GOALS, "code": _code_version(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_at_start": os.getloadavg(),
+            "note": "2 cores shared with Postgres, RabbitMQ, the load generator and other users",
+        },
+        "config": cfg,
+        "goals": GOALS,
+        "code": _code_version(),
     }
     deployment = BenchDeployment(projectors=projectors, gateways=gateways)
     bench: Bench | None = None
@@ -343,14 +431,19 @@ async def run(
                 bench = None
                 return result
             burst = cfg["burst"]
-            result["burst"] = await bench.case(f"burst-{burst['rate']}", [("a", bench.runs_a, burst["rate"])],
-                                               burst["seconds"])
+            result["burst"] = await bench.case(
+                f"burst-{burst['rate']}", [("a", bench.runs_a, burst["rate"])], burst["seconds"]
+            )
             result["burst"]["rate"] = burst["rate"]
             result["fairness"] = await bench.fairness()
-            step = next((s for s in result["ladder"] if s.get("rate") == cfg["cpu_rate"] and "cpu" in s), None)
+            step = next(
+                (s for s in result["ladder"] if s.get("rate") == cfg["cpu_rate"] and "cpu" in s),
+                None,
+            )
             if step is None:
-                step = await bench.case(f"cpu-{cfg['cpu_rate']}", [("a", bench.runs_a, cfg["cpu_rate"])],
-                                        cfg["seconds"])
+                step = await bench.case(
+                    f"cpu-{cfg['cpu_rate']}", [("a", bench.runs_a, cfg["cpu_rate"])], cfg["seconds"]
+                )
             result["cpu_at_rate"] = {"rate": cfg["cpu_rate"], "case": step["case"], **step["cpu"]}
             await bench.close()
             bench = None
@@ -366,10 +459,20 @@ def _code_version() -> str:
     """The commit the services ran from, and whether the working tree differed from it."""
     root = HERE.parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "services", "libs"],
-                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "services", "libs"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{rev}{' + uncommitted changes in services/libs' if dirty else ''}"
@@ -389,8 +492,11 @@ def write_results(result: dict[str, Any], out: Path) -> Path:
         history = json.loads(path.read_text()).get("history", [])
     history.append({k: v for k, v in result.items() if k not in ("config", "goals")})
     path.write_text(json.dumps({"latest": result, "history": history[-20:]}, indent=2) + "\n")
-    latest = [json.loads(p.read_text())["latest"] for p in sorted(out.glob("pipeline_*.json"))
-              if p.stem.split("_")[1] in ("quick", "full")]
+    latest = [
+        json.loads(p.read_text())["latest"]
+        for p in sorted(out.glob("pipeline_*.json"))
+        if p.stem.split("_")[1] in ("quick", "full")
+    ]
     if latest:
         (out / "pipeline.md").write_text(render_markdown(latest))
     return path
@@ -399,17 +505,32 @@ def write_results(result: dict[str, Any], out: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="10 s per rate (make bench, make bench-pipeline)")
+    group.add_argument(
+        "--quick", action="store_true", help="10 s per rate (make bench, make bench-pipeline)"
+    )
     group.add_argument("--full", action="store_true", help="60 s per rate (make bench-full)")
     group.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness")
-    group.add_argument("--profile", metavar="NAME", help="py-spy every service at 500 ev/s; see pipeline_profile.py")
+    group.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="py-spy every service at 500 ev/s; see pipeline_profile.py",
+    )
     parser.add_argument("--profile-seconds", type=float, default=20)
     parser.add_argument("--projectors", type=int, default=1, help="projector processes (default 1)")
-    parser.add_argument("--gateways", type=int, default=1, help="gateway processes; subscribers spread over them")
-    parser.add_argument("--ladder", default="",
-                        help="exploration: comma-separated rates only (no burst/fairness; written to --out)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results directory (default bench/results; smoke: .khala/bench-logs/pipeline)")
+    parser.add_argument(
+        "--gateways", type=int, default=1, help="gateway processes; subscribers spread over them"
+    )
+    parser.add_argument(
+        "--ladder",
+        default="",
+        help="exploration: comma-separated rates only (no burst/fairness; written to --out)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results directory (default bench/results; smoke: .khala/bench-logs/pipeline)",
+    )
     args = parser.parse_args()
     if args.profile:
         from pipeline_profile import profile

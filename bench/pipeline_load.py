@@ -66,11 +66,17 @@ class Appender:
     def __init__(self, http: aiohttp.ClientSession, runtime_url: str, access_token: str) -> None:
         self.http = http
         self.runtime_url = runtime_url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"}
+        self.headers = {
+            "Authorization": f"Bearer {access_token}",
+            "Content-Type": "application/json",
+        }
         self.timeout = aiohttp.ClientTimeout(total=60)
 
     def set_token(self, access_token: str) -> None:
-        self.headers = {"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"}
+        self.headers = {
+            "Authorization": f"Bearer {access_token}",
+            "Content-Type": "application/json",
+        }
 
     async def append(self, result: LoadResult, run_id: str, key: str, due: float) -> None:
         url = f"{self.runtime_url}/api/v1/runs/{run_id}/events"
@@ -79,8 +85,9 @@ class Appender:
         result.in_flight += 1
         result.max_in_flight = max(result.max_in_flight, result.in_flight)
         try:
-            async with self.http.post(url, data=BODY % (key, sent_ns), headers=self.headers,
-                                      timeout=self.timeout) as response:
+            async with self.http.post(
+                url, data=BODY % (key, sent_ns), headers=self.headers, timeout=self.timeout
+            ) as response:
                 raw = await response.read()
                 if 200 <= response.status < 300:
                     result.ok += 1
@@ -104,7 +111,9 @@ class Appender:
             now = time.perf_counter()
             while i < count and start + i / rate <= now:
                 due = start + i / rate
-                tasks.append(asyncio.create_task(self.append(result, runs[i % len(runs)], f"{tag}-{i}", due)))
+                tasks.append(
+                    asyncio.create_task(self.append(result, runs[i % len(runs)], f"{tag}-{i}", due))
+                )
                 i += 1
             if i < count:
                 await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))

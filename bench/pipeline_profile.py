@@ -59,9 +59,10 @@ def flamegraph_svg(raw: Path, title: str, width: int = 1200, row: int = 16) -> s
                 label = html.escape(name)
                 text = html.escape(name[: int(w / 7)]) if w > 35 else ""
                 rects.append(
-                    f'<g><title>{label} ({child["n"]} samples, {100 * child["n"] / total:.1f}%)</title>'
+                    f"<g><title>{label} ({child['n']} samples, {100 * child['n'] / total:.1f}%)</title>"
                     f'<rect x="{x:.1f}" y="{{y{depth}}}" width="{w:.1f}" height="{row - 1}" '
-                    f'fill="hsl({hue},80%,60%)"/><text x="{x + 2:.1f}" y="{{t{depth}}}">{text}</text></g>')
+                    f'fill="hsl({hue},80%,60%)"/><text x="{x + 2:.1f}" y="{{t{depth}}}">{text}</text></g>'
+                )
                 walk(child, x, depth + 1)
             x += w
 
@@ -71,9 +72,11 @@ def flamegraph_svg(raw: Path, title: str, width: int = 1200, row: int = 16) -> s
     for depth in range(depth_max + 1):  # icicle rows from the bottom up: roots at the bottom
         y = height - (depth + 2) * row
         body = body.replace(f"{{y{depth}}}", str(y)).replace(f"{{t{depth}}}", str(y + row - 4))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'font-family="monospace" font-size="11">\n<text x="4" y="14">{html.escape(title)}</text>\n'
-            f"{body}\n</svg>\n")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="monospace" font-size="11">\n<text x="4" y="14">{html.escape(title)}</text>\n'
+        f"{body}\n</svg>\n"
+    )
 
 
 async def profile(name: str, seconds: float, projectors: int, gateways: int) -> dict[str, Any]:
@@ -84,8 +87,13 @@ async def profile(name: str, seconds: float, projectors: int, gateways: int) -> 
     PROFILES.mkdir(parents=True, exist_ok=True)
     deployment = BenchDeployment(projectors=projectors, gateways=gateways)
     spies: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-    out: dict[str, Any] = {"name": name, "rate": RATE, "seconds": seconds, "projectors": projectors,
-                           "gateways": gateways}
+    out: dict[str, Any] = {
+        "name": name,
+        "rate": RATE,
+        "seconds": seconds,
+        "projectors": projectors,
+        "gateways": gateways,
+    }
     try:
         await deployment.start()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
@@ -97,11 +105,29 @@ async def profile(name: str, seconds: float, projectors: int, gateways: int) -> 
                         continue
                     raw = LOGS / f"pipeline_{name}_{process}.raw"
                     spy = subprocess.Popen(  # noqa: ASYNC220 - samples alongside the load
-                        [pyspy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100", "--gil",
-                         "--format", "raw", "-o", str(raw), "--nonblocking"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        [
+                            pyspy,
+                            "record",
+                            "-p",
+                            str(pid),
+                            "-d",
+                            str(int(seconds)),
+                            "-r",
+                            "100",
+                            "--gil",
+                            "--format",
+                            "raw",
+                            "-o",
+                            str(raw),
+                            "--nonblocking",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                     spies.append((process, spy, raw))
-                out["case"] = await bench.case(f"profile-{RATE}", [("a", bench.runs_a, RATE)], seconds)
+                out["case"] = await bench.case(
+                    f"profile-{RATE}", [("a", bench.runs_a, RATE)], seconds
+                )
             finally:
                 await bench.close()
     finally:
@@ -120,10 +146,16 @@ def write_profile(name: str, process: str, raw: Path, out: dict[str, Any]) -> No
     service = process.split("-")[0]
     package = "khala_gateway" if service == "gateway" else f"khala_{service}"
     own = top_functions(raw)
-    samples = sum(int(line.rpartition(" ")[2]) for line in raw.read_text().splitlines() if " " in line)
+    samples = sum(
+        int(line.rpartition(" ")[2]) for line in raw.read_text().splitlines() if " " in line
+    )
     head = f"py-spy --gil, {process}, {RATE} appends/s to 1,000 subscribers: {samples} samples"
     (PROFILES / f"pipeline_{name}_{process}.txt").write_text(
-        f"{head}\n\nfunctions by own samples\n" + "\n".join(own)
-        + f"\n\n{package} frames by inclusive samples\n" + "\n".join(top_inclusive(raw, package)) + "\n")
+        f"{head}\n\nfunctions by own samples\n"
+        + "\n".join(own)
+        + f"\n\n{package} frames by inclusive samples\n"
+        + "\n".join(top_inclusive(raw, package))
+        + "\n"
+    )
     (PROFILES / f"pipeline_{name}_{process}.svg").write_text(flamegraph_svg(raw, head))
     out.setdefault("top", collections.OrderedDict())[process] = own[:10]

@@ -65,7 +65,9 @@ class Receiver:
     def __init__(self) -> None:
         self.subs: list[Sub] = []
         self.readers: list[asyncio.Task[None]] = []
-        self.latency: dict[str, array.array[float]] = collections.defaultdict(lambda: array.array("d"))
+        self.latency: dict[str, array.array[float]] = collections.defaultdict(
+            lambda: array.array("d")
+        )
         self.errors: collections.Counter[str] = collections.Counter()
         self.earlier = 0  # frames of an earlier case that arrived late
         self.no_stamp = 0
@@ -93,7 +95,9 @@ class Receiver:
         at = payload.find(MARKER)
         if at >= 0:
             start = at + len(MARKER)
-            self.latency[sub.group].append((now_ns - int(payload[start : start + SENT_DIGITS])) / 1e6)
+            self.latency[sub.group].append(
+                (now_ns - int(payload[start : start + SENT_DIGITS])) / 1e6
+            )
         else:
             self.no_stamp += 1
         missing = sub.missing
@@ -129,7 +133,11 @@ class Receiver:
                 msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.BINARY:
                     self.on_message(sub, msg.data, time.monotonic_ns())
-                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                elif msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.CLOSING,
+                ):
                     self.errors[f"ws closed {ws.close_code}"] += 1
                     break
                 elif msg.type == aiohttp.WSMsgType.ERROR:
@@ -144,7 +152,9 @@ class Receiver:
 
     # -- commands ------------------------------------------------------------------------
 
-    async def open(self, specs: list[tuple[str, str, str, str, int]], concurrency: int) -> dict[str, Any]:
+    async def open(
+        self, specs: list[tuple[str, str, str, str, int]], concurrency: int
+    ) -> dict[str, Any]:
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         gate = asyncio.Semaphore(concurrency)
 
@@ -152,7 +162,9 @@ class Receiver:
             sub = Sub(topic=topic, group=group, base=after, max_seq=after)
             async with gate:
                 assert self.http is not None
-                ws = await self.http.ws_connect(ws_url, protocols=("khala.v1+proto",), max_msg_size=0)
+                ws = await self.http.ws_connect(
+                    ws_url, protocols=("khala.v1+proto",), max_msg_size=0
+                )
                 hello = ws_pb2.Hello(token=token, client_name="bench", client_version="1.0.0")
                 await ws.send_bytes(ws_pb2.ClientMessage(hello=hello).SerializeToString())
                 reply = ServerMessage.FromString((await ws.receive(timeout=60)).data)
@@ -167,7 +179,9 @@ class Receiver:
                 await asyncio.wait_for(sub.live.wait(), 120)
 
         results = await asyncio.gather(*(one(*spec) for spec in specs), return_exceptions=True)
-        failures = collections.Counter(type(r).__name__ for r in results if isinstance(r, BaseException))
+        failures = collections.Counter(
+            type(r).__name__ for r in results if isinstance(r, BaseException)
+        )
         return {"opened": sum(1 for s in self.subs if not s.closed), "failed": dict(failures)}
 
     def start(self) -> dict[str, Any]:
@@ -183,7 +197,9 @@ class Receiver:
         self.complete.clear()
         return {"subscribers": len(self.subs)}
 
-    async def expect(self, expected: dict[str, list[int]], stall_s: float, max_s: float) -> dict[str, Any]:
+    async def expect(
+        self, expected: dict[str, list[int]], stall_s: float, max_s: float
+    ) -> dict[str, Any]:
         self.incomplete = 0
         self.complete.clear()
         for sub in self.subs:
@@ -228,7 +244,9 @@ class Receiver:
 
     async def quiet(self, seconds: float, max_s: float) -> dict[str, Any]:
         started = time.monotonic()
-        while (time.monotonic_ns() - self.last_frame_ns) / 1e9 < seconds and time.monotonic() - started < max_s:  # noqa: ASYNC110 - frames, not an event, end the wait
+        while (
+            time.monotonic_ns() - self.last_frame_ns
+        ) / 1e9 < seconds and time.monotonic() - started < max_s:  # noqa: ASYNC110 - frames, not an event, end the wait
             await asyncio.sleep(0.2)
         return {"waited_s": round(time.monotonic() - started, 1)}
 

@@ -32,7 +32,12 @@ def latency_summary(raws: list[bytes]) -> dict[str, Any]:
     def at(p: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 2)
 
-    return {"deliveries": len(ordered), "p50": at(0.50), "p99": at(0.99), "max": round(ordered[-1], 2)}
+    return {
+        "deliveries": len(ordered),
+        "p50": at(0.50),
+        "p99": at(0.99),
+        "max": round(ordered[-1], 2),
+    }
 
 
 def case_verdict(case: dict[str, Any]) -> tuple[str, list[str]]:
@@ -45,9 +50,13 @@ def case_verdict(case: dict[str, Any]) -> tuple[str, list[str]]:
         if stream["achieved_rate"] < GOALS["achieved_fraction"] * stream["rate"]:
             reasons.append(f"{group} achieved {stream['achieved_rate']}/s of {stream['rate']:g}/s")
     if case["missing"]:
-        why = {"stalled": f"none arrived for {case.get('stall_s', 20):g} s",
-               "deadline": f"drain cut at {case['drain_wait_s']:g} s while frames still arrived"}
-        reasons.append(f"{case['missing']} deliveries missing ({why.get(case.get('drain_ended', ''), '')})")
+        why = {
+            "stalled": f"none arrived for {case.get('stall_s', 20):g} s",
+            "deadline": f"drain cut at {case['drain_wait_s']:g} s while frames still arrived",
+        }
+        reasons.append(
+            f"{case['missing']} deliveries missing ({why.get(case.get('drain_ended', ''), '')})"
+        )
     for key in ("duplicates", "reorders", "closed"):
         if case[key]:
             reasons.append(f"{case[key]} {key if key != 'closed' else 'sockets closed'}")
@@ -71,34 +80,64 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     held = highest_held(r["ladder"])
     goal = GOALS["highest_rate_held"]
-    rows.append((f"highest rate held (0 errors, all delivered once in order, p99 <= 50 ms) >= {goal:,.0f} ev/s",
-                 f"{held:,.0f} ev/s" if held else "none of the ladder", "MET" if held >= goal else "MISSED",
-                 "ladder"))
+    rows.append(
+        (
+            f"highest rate held (0 errors, all delivered once in order, p99 <= 50 ms) >= {goal:,.0f} ev/s",
+            f"{held:,.0f} ev/s" if held else "none of the ladder",
+            "MET" if held >= goal else "MISSED",
+            "ladder",
+        )
+    )
     step = next((s for s in r["ladder"] if s.get("rate") == 1000 and "latency_ms" in s), None)
     if step is not None:
         lat = step["latency_ms"]["all"]
-        ok = step["verdict"] == "PASS" and lat["p50"] is not None and lat["p50"] <= GOALS["p50_ms_at_1000"]
-        rows.append(("1,000 ev/s: p50 <= 10 ms, p99 <= 50 ms, 0 errors, all delivered",
-                     f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, {_errors(step)} errors, {step['missing']} missing",
-                     "MET" if ok else "MISSED", "ladder-1000"))
+        ok = (
+            step["verdict"] == "PASS"
+            and lat["p50"] is not None
+            and lat["p50"] <= GOALS["p50_ms_at_1000"]
+        )
+        rows.append(
+            (
+                "1,000 ev/s: p50 <= 10 ms, p99 <= 50 ms, 0 errors, all delivered",
+                f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, {_errors(step)} errors, {step['missing']} missing",
+                "MET" if ok else "MISSED",
+                "ladder-1000",
+            )
+        )
     cpu = r.get("cpu_at_rate")
     if cpu:
         goal_cpu = GOALS["system_ms_per_event_at_500"]
         system = cpu["system_ms_per_event"]
-        rows.append((f"system CPU per event at {cpu['rate']} ev/s <= {goal_cpu} ms",
-                     f"{system} ms (load generator {cpu['ms_per_event'].get('load_generator')} ms)",
-                     "MET" if system is not None and system <= goal_cpu else "MISSED", cpu["case"]))
+        rows.append(
+            (
+                f"system CPU per event at {cpu['rate']} ev/s <= {goal_cpu} ms",
+                f"{system} ms (load generator {cpu['ms_per_event'].get('load_generator')} ms)",
+                "MET" if system is not None and system <= goal_cpu else "MISSED",
+                cpu["case"],
+            )
+        )
     fair = r.get("fairness")
     if fair:
-        rows.append((f"fairness: B's p99 with A at {r['config']['fairness']['a_rate']} ev/s <= 2x alone, 0 errors",
-                     f"{fair['b_p99_with_a_ms']} ms vs {fair['b_p99_alone_ms']} ms alone ({fair['ratio']}x)",
-                     "MET" if fair["verdict"] == "PASS" else "MISSED", "fairness"))
+        rows.append(
+            (
+                f"fairness: B's p99 with A at {r['config']['fairness']['a_rate']} ev/s <= 2x alone, 0 errors",
+                f"{fair['b_p99_with_a_ms']} ms vs {fair['b_p99_alone_ms']} ms alone ({fair['ratio']}x)",
+                "MET" if fair["verdict"] == "PASS" else "MISSED",
+                "fairness",
+            )
+        )
     burst = r.get("burst")
     if burst:
         lat = burst["latency_ms"]["all"]
-        rows.append((f"{burst['rate']:,} ev/s for {burst['seconds']:g} s (reported)",
-                     f"{burst['streams']['a']['achieved_rate']} ev/s 2xx, p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
-                     f"{_errors(burst)} errors, {burst['missing']} missing", burst["verdict"], burst["case"]))
+        rows.append(
+            (
+                f"{burst['rate']:,} ev/s for {burst['seconds']:g} s (reported)",
+                f"{burst['streams']['a']['achieved_rate']} ev/s 2xx, p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
+                f"{_errors(burst)} errors, {burst['missing']} missing",
+                burst["verdict"],
+                burst["case"],
+            )
+        )
     return rows
 
 
@@ -127,15 +166,28 @@ def render_run(r: dict[str, Any]) -> str:
         "| goal | measured | verdict |",
         "|---|---|---|",
     ]
-    lines += [f"| {goal} | {measured} | **{verdict}** |" for goal, measured, verdict, _what in summary_rows(r)]
-    lines += ["", "### Rate ladder", "",
-              "| rate ev/s | 2xx/s | errors | deliveries | missing | dup | reorder | p50 ms | p99 ms | max ms "
-              "| gen lag p99 ms | max in flight | system ms/ev | load 1m | verdict |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        f"| {goal} | {measured} | **{verdict}** |"
+        for goal, measured, verdict, _what in summary_rows(r)
+    ]
+    lines += [
+        "",
+        "### Rate ladder",
+        "",
+        "| rate ev/s | 2xx/s | errors | deliveries | missing | dup | reorder | p50 ms | p99 ms | max ms "
+        "| gen lag p99 ms | max in flight | system ms/ev | load 1m | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in r["ladder"] + ([r["burst"]] if r.get("burst") else []):
-        label = f"{s['rate']} (burst, {s['seconds']:g} s)" if s["case"].startswith("burst") else s["rate"]
+        label = (
+            f"{s['rate']} (burst, {s['seconds']:g} s)"
+            if s["case"].startswith("burst")
+            else s["rate"]
+        )
         if "latency_ms" not in s:
-            lines.append(f"| {label} | | | | | | | | | | | | | | {s['verdict']} ({'; '.join(s['fail_reasons'])}) |")
+            lines.append(
+                f"| {label} | | | | | | | | | | | | | | {s['verdict']} ({'; '.join(s['fail_reasons'])}) |"
+            )
             continue
         a, lat = s["streams"]["a"], s["latency_ms"]["all"]
         verdict = s["verdict"] + (f" ({'; '.join(s['fail_reasons'])})" if s["fail_reasons"] else "")
@@ -143,39 +195,71 @@ def render_run(r: dict[str, Any]) -> str:
             f"| {label} | {a['achieved_rate']} | {a['error_count']} | {s['deliveries']} | {s['missing']} "
             f"| {s['duplicates']} | {s['reorders']} | {_cell(lat['p50'])} | {_cell(lat['p99'])} | {_cell(lat['max'])} "
             f"| {_cell(a['schedule_lag_p99_ms'])} | {_cell(a.get('max_in_flight'))} "
-            f"| {_cell(s['cpu']['system_ms_per_event'])} | {_cell(s.get('load_avg_1m_at_end'))} | {verdict} |")
+            f"| {_cell(s['cpu']['system_ms_per_event'])} | {_cell(s.get('load_avg_1m_at_end'))} | {verdict} |"
+        )
     fair = r.get("fairness")
     if fair:
-        lines += ["", "### Fairness", "", "| case | A 2xx/s | A errors | B 2xx/s | B errors | B p50 ms | B p99 ms | verdict |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Fairness",
+            "",
+            "| case | A 2xx/s | A errors | B 2xx/s | B errors | B p50 ms | B p99 ms | verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for label, c in (("B alone", fair["b_alone"]), ("A and B", fair["a_and_b"])):
             a = c["streams"].get("a", {})
             b = c["streams"]["b"]
             lat = c["latency_ms"].get("b", {})
-            lines.append(f"| {label} | {_cell(a.get('achieved_rate'))} | {_cell(a.get('error_count'))} "
-                         f"| {b['achieved_rate']} | {b['error_count']} | {_cell(lat.get('p50'))} "
-                         f"| {_cell(lat.get('p99'))} | {c['verdict']} |")
-        lines.append(f"\nB's p99 with A / alone: {fair['ratio']}x (goal <= {GOALS['fairness_ratio']:g}x): "
-                     f"**{fair['verdict']}**" + (f" ({'; '.join(fair['fail_reasons'])})" if fair["fail_reasons"] else ""))
+            lines.append(
+                f"| {label} | {_cell(a.get('achieved_rate'))} | {_cell(a.get('error_count'))} "
+                f"| {b['achieved_rate']} | {b['error_count']} | {_cell(lat.get('p50'))} "
+                f"| {_cell(lat.get('p99'))} | {c['verdict']} |"
+            )
+        lines.append(
+            f"\nB's p99 with A / alone: {fair['ratio']}x (goal <= {GOALS['fairness_ratio']:g}x): "
+            f"**{fair['verdict']}**"
+            + (f" ({'; '.join(fair['fail_reasons'])})" if fair["fail_reasons"] else "")
+        )
     cpu = r.get("cpu_at_rate")
     if cpu:
-        lines += ["", f"### CPU per event at {cpu['rate']} ev/s ({cpu['case']}: send window + drain)", "",
-                  "| process | CPU s | ms per event |", "|---|---|---|"]
-        for role in ("runtime", "projector", "gateway", "postgres", "rabbitmq", "control", "load_generator"):
+        lines += [
+            "",
+            f"### CPU per event at {cpu['rate']} ev/s ({cpu['case']}: send window + drain)",
+            "",
+            "| process | CPU s | ms per event |",
+            "|---|---|---|",
+        ]
+        for role in (
+            "runtime",
+            "projector",
+            "gateway",
+            "postgres",
+            "rabbitmq",
+            "control",
+            "load_generator",
+        ):
             if role in cpu["cpu_seconds"]:
-                lines.append(f"| {role} | {cpu['cpu_seconds'][role]} | {cpu['ms_per_event'][role]} |")
+                lines.append(
+                    f"| {role} | {cpu['cpu_seconds'][role]} | {cpu['ms_per_event'][role]} |"
+                )
         goal = GOALS["system_ms_per_event_at_500"]
         system = cpu["system_ms_per_event"]
         verdict = "MET" if system is not None and system <= goal else "MISSED"
-        lines.append(f"| **system** (runtime+projector+gateway+Postgres+RabbitMQ) | {cpu['system_cpu_seconds']} "
-                     f"| **{system}** (goal <= {goal}: **{verdict}**) |")
-        lines.append("\nPostgres and RabbitMQ are the machine's shared servers: their CPU is sampled over "
-                     "this case's window only and includes anything else they served meanwhile.")
+        lines.append(
+            f"| **system** (runtime+projector+gateway+Postgres+RabbitMQ) | {cpu['system_cpu_seconds']} "
+            f"| **{system}** (goal <= {goal}: **{verdict}**) |"
+        )
+        lines.append(
+            "\nPostgres and RabbitMQ are the machine's shared servers: their CPU is sampled over "
+            "this case's window only and includes anything else they served meanwhile."
+        )
     return "\n".join(lines) + "\n"
 
 
 def render_markdown(runs: list[dict[str, Any]]) -> str:
     """bench/results/pipeline.md: one section per mode/variant, from its latest run."""
-    head = ("# Pipeline benchmark (`bench/pipeline.py`)\n\n"
-            "Generated from `bench/results/pipeline_*.json`; see docs/benchmarks.md for the method.\n\n")
+    head = (
+        "# Pipeline benchmark (`bench/pipeline.py`)\n\n"
+        "Generated from `bench/results/pipeline_*.json`; see docs/benchmarks.md for the method.\n\n"
+    )
     return head + "\n".join(render_run(r) for r in runs)

@@ -64,16 +64,22 @@ def database_server_url() -> str:
 
 def amqp_server_url() -> str:
     return os.environ.get(
-        "KHALA_BENCH_AMQP_URL", os.environ.get("KHALA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+        "KHALA_BENCH_AMQP_URL",
+        os.environ.get("KHALA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
     )
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 30.0) -> None:
+def _wait_ready(
+    url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"replica exited with {proc.returncode}; see {log}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/readyz", timeout=2) as response,
+        ):
             if response.status == 200:
                 return
         time.sleep(0.1)
@@ -104,8 +110,11 @@ class BenchDeployment:
         finally:
             await conn.close()
         self.stack = Stack.with_free_ports(
-            database_url=self.database_url, amqp_url=self.amqp, amqp_prefix=self.prefix,
-            log_dir=LOGS, extra_env=dict(BENCH_ENV),
+            database_url=self.database_url,
+            amqp_url=self.amqp,
+            amqp_prefix=self.prefix,
+            log_dir=LOGS,
+            extra_env=dict(BENCH_ENV),
         )
         await asyncio.to_thread(self._start_processes)
 
@@ -127,7 +136,10 @@ class BenchDeployment:
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", f"khala_{service}", "serve"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
             )
         self.replicas[f"{service}-{index}"] = (proc, http_port)
         _wait_ready(f"http://127.0.0.1:{http_port}", proc, log)
@@ -146,15 +158,20 @@ class BenchDeployment:
     def gateway_ws_urls(self) -> list[str]:
         assert self.stack is not None
         urls = [self.stack.ws_url]
-        urls += [f"ws://127.0.0.1:{port}/v1/ws" for name, (_p, port) in sorted(self.replicas.items())
-                 if name.startswith("gateway")]
+        urls += [
+            f"ws://127.0.0.1:{port}/v1/ws"
+            for name, (_p, port) in sorted(self.replicas.items())
+            if name.startswith("gateway")
+        ]
         return urls
 
     def exited(self) -> dict[str, int]:
         """Service processes that died during the run, with their exit codes."""
         assert self.stack is not None
         dead = dict(self.stack.exited())
-        dead.update({n: p.returncode for n, (p, _port) in self.replicas.items() if p.poll() is not None})
+        dead.update(
+            {n: p.returncode for n, (p, _port) in self.replicas.items() if p.poll() is not None}
+        )
         return dead
 
     async def stop(self) -> None:
@@ -174,7 +191,9 @@ class BenchDeployment:
             await delete_prefixed(self.amqp, Topology(self.prefix))
         with contextlib.suppress(Exception):
             conn = await asyncpg.connect(self.pg)
-            await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", self.db)
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", self.db
+            )
             await conn.execute(f'DROP DATABASE IF EXISTS "{self.db}"')
             await conn.close()
 
@@ -226,7 +245,9 @@ def children_of(parent: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             fields = _stat(int(entry.name))
-            if fields is not None and int(fields[1]) == parent:  # fields start at `state`; [1] is ppid
+            if (
+                fields is not None and int(fields[1]) == parent
+            ):  # fields start at `state`; [1] is ppid
                 found.append(int(entry.name))
     return found
 
@@ -234,7 +255,9 @@ def children_of(parent: int) -> list[int]:
 def postgres_cpu_seconds(postmaster: int) -> float:
     """One Postgres cluster: its postmaster, every backend and helper it forked, and what it
     reaped (a backend that ends inside the window still counts)."""
-    return cpu_seconds(postmaster, reaped=True) + sum(cpu_seconds(pid) for pid in children_of(postmaster))
+    return cpu_seconds(postmaster, reaped=True) + sum(
+        cpu_seconds(pid) for pid in children_of(postmaster)
+    )
 
 
 SYSTEM = ("runtime", "projector", "gateway", "postgres", "rabbitmq")
@@ -246,7 +269,9 @@ class CpuMeter:
     Postgres and RabbitMQ are the servers listening on the deployment's ports (another
     Postgres or RabbitMQ on the machine is not counted)."""
 
-    def __init__(self, services: dict[str, int], load_pids: dict[str, int], pg_port: int, amqp_port: int) -> None:
+    def __init__(
+        self, services: dict[str, int], load_pids: dict[str, int], pg_port: int, amqp_port: int
+    ) -> None:
         self.services = services
         self.load_pids = load_pids
         self.postmaster = listener_pid(pg_port)
@@ -272,7 +297,9 @@ class CpuMeter:
             role = "load_generator" if name.startswith("load:") else name.split("-")[0]
             seconds[role] = seconds.get(role, 0.0) + used
         system = sum(seconds.get(role, 0.0) for role in SYSTEM)
-        per_event = {role: round(s * 1000 / events, 3) if events else None for role, s in seconds.items()}
+        per_event = {
+            role: round(s * 1000 / events, 3) if events else None for role, s in seconds.items()
+        }
         return {
             "events": events,
             "cpu_seconds": {role: round(s, 3) for role, s in seconds.items()},

@@ -69,7 +69,9 @@ def top_inclusive(raw: Path, package: str, limit: int = 25) -> list[str]:
         for frame in set(stack.split(";")):
             if package in frame:
                 inclusive[frame] += n
-    return [f"{100 * n / max(1, total):5.1f}%  {frame}" for frame, n in inclusive.most_common(limit)]
+    return [
+        f"{100 * n / max(1, total):5.1f}%  {frame}" for frame, n in inclusive.most_common(limit)
+    ]
 
 
 # A py-spy recording: the service it records, the py-spy process, its raw output.
@@ -86,9 +88,24 @@ def _start_spies(stack: Stack, names: list[str], seconds: float, spies: list[Spy
             break
         raw = RESULTS / f"profile_{name}.raw"
         proc = subprocess.Popen(  # runs alongside the load
-            [pyspy, "record", "-p", str(stack.procs[name].pid), "-d", str(int(seconds)),
-             "-r", "100", "--gil", "--format", "raw", "-o", str(raw), "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                pyspy,
+                "record",
+                "-p",
+                str(stack.procs[name].pid),
+                "-d",
+                str(int(seconds)),
+                "-r",
+                "100",
+                "--gil",
+                "--format",
+                "raw",
+                "-o",
+                str(raw),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         spies.append((name, proc, raw))
 
@@ -107,7 +124,9 @@ def _write_profiles(spies: list[Spy], args: argparse.Namespace, out: dict[str, A
                 f"py-spy, {name}, {args.rate} appends/s for {args.seconds} s: functions by own samples\n"
                 + "\n".join(lines)
                 + f"\n\n{package} frames by inclusive samples\n"
-                + "\n".join(top_inclusive(raw, package)) + "\n")
+                + "\n".join(top_inclusive(raw, package))
+                + "\n"
+            )
             raw.replace(LOGS / raw.name)
             out.setdefault("profiles", {})[name] = lines[:10]
 
@@ -121,10 +140,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await conn.close()
     prefix = f"prof.{uuid.uuid4().hex[:6]}."
     stack = Stack.with_free_ports(
-        database_url=f"{pg.rpartition('/')[0]}/{db}", amqp_url=amqp, amqp_prefix=prefix, log_dir=LOGS,
+        database_url=f"{pg.rpartition('/')[0]}/{db}",
+        amqp_url=amqp,
+        amqp_prefix=prefix,
+        log_dir=LOGS,
         extra_env={"KHALA_LOG_LEVEL": "warning", "KHALA_RATE_LIMIT_MINT": "off"},
     )
-    out: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, "runs": args.runs, "samples": []}
+    out: dict[str, Any] = {
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "runs": args.runs,
+        "samples": [],
+    }
     spies: list[Spy] = []
     try:
         await asyncio.to_thread(stack.start_all)
@@ -137,7 +164,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             runs = [f"r{i}-{tag}" for i in range(args.runs)]
             for run_id in runs:
                 await api.create_run(f"p-{tag}", run_id)
-                await api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}])
+                await api.append_events(
+                    run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}]
+                )
             written = 2 * len(runs)
             _start_spies(stack, [s for s in args.profile.split(",") if s], args.seconds, spies)
             cpu0 = {n: cpu_seconds(p.pid) for n, p in stack.procs.items()}
@@ -146,24 +175,40 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             async def job(i: int) -> None:
                 nonlocal written
                 run_id = runs[i % len(runs)]
-                await api.append_events(run_id, [{"type": "run.output", "payload": {"i": i}, "idempotency_key": f"k{i}"}])
+                await api.append_events(
+                    run_id,
+                    [{"type": "run.output", "payload": {"i": i}, "idempotency_key": f"k{i}"}],
+                )
                 written += 1
 
             async def sampler() -> None:
                 started = time.monotonic()
                 while True:
                     await asyncio.sleep(1)
-                    unpublished = await pool.fetchval("SELECT count(*) FROM runtime.outbox WHERE published_at IS NULL")
-                    in_log = await pool.fetchval("SELECT coalesce(sum(head_seq), 0) FROM khala.topics WHERE topic LIKE '%.run.%'")
-                    out["samples"].append({"t": round(time.monotonic() - started, 1), "written": written,
-                                           "outbox_unpublished": unpublished, "not_in_topic_log": written - int(in_log)})
+                    unpublished = await pool.fetchval(
+                        "SELECT count(*) FROM runtime.outbox WHERE published_at IS NULL"
+                    )
+                    in_log = await pool.fetchval(
+                        "SELECT coalesce(sum(head_seq), 0) FROM khala.topics WHERE topic LIKE '%.run.%'"
+                    )
+                    out["samples"].append(
+                        {
+                            "t": round(time.monotonic() - started, 1),
+                            "written": written,
+                            "outbox_unpublished": unpublished,
+                            "not_in_topic_log": written - int(in_log),
+                        }
+                    )
 
             sampling = asyncio.create_task(sampler())
             await paced(count, args.rate, job)
             cpu1 = {n: cpu_seconds(p.pid) for n, p in stack.procs.items()}
             drained_at = time.monotonic()
-            while (out["samples"] and out["samples"][-1]["not_in_topic_log"] > 0  # noqa: ASYNC110
-                   and time.monotonic() - drained_at < 60):
+            while (
+                out["samples"]
+                and out["samples"][-1]["not_in_topic_log"] > 0  # noqa: ASYNC110
+                and time.monotonic() - drained_at < 60
+            ):
                 await asyncio.sleep(0.5)
             out["drain_seconds_after_writes"] = round(time.monotonic() - drained_at, 1)
             sampling.cancel()
@@ -174,7 +219,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.to_thread(stack.stop_all)
         await delete_prefixed(amqp, Topology(prefix))
         conn = await asyncpg.connect(pg)
-        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db
+        )
         await conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
         await conn.close()
     return out

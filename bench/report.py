@@ -48,11 +48,21 @@ def _headline(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "at": r["at"],
         "mode": r["mode"],
-        "fanout_one_cpu_us": {s: _get(r, "fanout_one", s, "server_cpu_us_per_frame") for s in ("khala", "nats", "socketio")},
-        "fanout_many_cpu_us": {s: _get(r, "fanout_many", s, "server_cpu_us_per_frame") for s in ("khala", "nats", "socketio")},
-        "latency": {s: [(x["rate"], x["p50_ms"], x["p99_ms"]) for x in _get(r, "latency", s) or []]
-                    for s in ("khala", "nats", "socketio")},
-        "idle_kb": {s: _get(r, "idle", s, "rss_per_socket_kb") for s in ("khala", "nats", "socketio")},
+        "fanout_one_cpu_us": {
+            s: _get(r, "fanout_one", s, "server_cpu_us_per_frame")
+            for s in ("khala", "nats", "socketio")
+        },
+        "fanout_many_cpu_us": {
+            s: _get(r, "fanout_many", s, "server_cpu_us_per_frame")
+            for s in ("khala", "nats", "socketio")
+        },
+        "latency": {
+            s: [(x["rate"], x["p50_ms"], x["p99_ms"]) for x in _get(r, "latency", s) or []]
+            for s in ("khala", "nats", "socketio")
+        },
+        "idle_kb": {
+            s: _get(r, "idle", s, "rss_per_socket_kb") for s in ("khala", "nats", "socketio")
+        },
         "replay_fps": [x["frames_per_s"] for x in _get(r, "replay", "khala", "runs") or []],
         "storm_s": {s: _get(r, "storm", s, "seconds") for s in ("khala", "socketio")},
     }
@@ -108,9 +118,12 @@ def _intro(r: dict[str, Any]) -> list[str]:
 def _fanout(r: dict[str, Any]) -> list[str]:
     if "fanout_one" not in r:
         return []
-    lines = ["## Fanout: delivered frames/s and server CPU per delivered frame", "",
-             "| case | system | delivered | frames/s | server CPU µs/frame | Khala CPU ratio (peer / Khala) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## Fanout: delivered frames/s and server CPU per delivered frame",
+        "",
+        "| case | system | delivered | frames/s | server CPU µs/frame | Khala CPU ratio (peer / Khala) |",
+        "|---|---|---|---|---|---|",
+    ]
     for key, label in (("fanout_one", "one topic"), ("fanout_many", "many topics")):
         case = r.get(key, {})
         k = _get(case, "khala", "server_cpu_us_per_frame")
@@ -118,41 +131,56 @@ def _fanout(r: dict[str, Any]) -> list[str]:
             x = case.get(s, {})
             desc = f"{label}: {x.get('subscribers')} subs / {x.get('topics')} topics x {x.get('messages_per_topic')} msgs"
             ratio = "1.00" if s == "khala" else _ratio(x.get("server_cpu_us_per_frame"), k)
-            lines.append(f"| {desc} | {s} | {_fmt(x.get('delivered'))}/{_fmt(x.get('expected'))} | "
-                         f"{_fmt(x.get('frames_per_s'))} | {_fmt(x.get('server_cpu_us_per_frame'))} | {ratio} |")
+            lines.append(
+                f"| {desc} | {s} | {_fmt(x.get('delivered'))}/{_fmt(x.get('expected'))} | "
+                f"{_fmt(x.get('frames_per_s'))} | {_fmt(x.get('server_cpu_us_per_frame'))} | {ratio} |"
+            )
     return [*lines, ""]
 
 
 def _latency(r: dict[str, Any]) -> list[str]:
     if "latency" not in r:
         return []
-    lines = ["## Write -> client latency", "",
-             "Khala: runtime HTTP 2xx -> frame received. Peers: publish sent -> message received.", "",
-             "Backlog: when the writes ended, events still in runtime's outbox / not yet in the topic log "
-             "(projector behind).", "",
-             "| target rate (msg/s) | achieved | subscribers / topics | system | p50 ms | p99 ms | deliveries | Khala backlog |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Write -> client latency",
+        "",
+        "Khala: runtime HTTP 2xx -> frame received. Peers: publish sent -> message received.",
+        "",
+        "Backlog: when the writes ended, events still in runtime's outbox / not yet in the topic log "
+        "(projector behind).",
+        "",
+        "| target rate (msg/s) | achieved | subscribers / topics | system | p50 ms | p99 ms | deliveries | Khala backlog |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for s in SYSTEMS:
         for x in r["latency"].get(s, []):
             b = x.get("backlog_when_writes_ended")
             backlog = f"{b['runtime_outbox_unpublished']} / {b['not_in_topic_log']}" if b else ""
-            lines.append(f"| {x['rate']} | {x['achieved_rate']} | {x['subscribers']} / {x['topics']} | {s} | "
-                         f"{_fmt(x['p50_ms'])} | {_fmt(x['p99_ms'])} | {_fmt(x['deliveries'])} | {backlog} |")
+            lines.append(
+                f"| {x['rate']} | {x['achieved_rate']} | {x['subscribers']} / {x['topics']} | {s} | "
+                f"{_fmt(x['p50_ms'])} | {_fmt(x['p99_ms'])} | {_fmt(x['deliveries'])} | {backlog} |"
+            )
     return [*lines, ""]
 
 
 def _idle(r: dict[str, Any]) -> list[str]:
     if "idle" not in r:
         return []
-    lines = ["## Idle subscribed sockets per server process", "",
-             "| system | sockets | RSS per socket KB | RSS before -> after MB | open time s |", "|---|---|---|---|---|"]
+    lines = [
+        "## Idle subscribed sockets per server process",
+        "",
+        "| system | sockets | RSS per socket KB | RSS before -> after MB | open time s |",
+        "|---|---|---|---|---|",
+    ]
     for s in SYSTEMS:
         x = r["idle"].get(s, {})
         if "skipped" in x:
             lines.append(f"| {s} | {x['sockets']} | skipped: {x['skipped']} | | |")
         else:
-            lines.append(f"| {s} | {_fmt(x.get('sockets'))} | {_fmt(x.get('rss_per_socket_kb'))} | "
-                         f"{x.get('rss_before_mb')} -> {x.get('rss_after_mb')} | {x.get('open_seconds')} |")
+            lines.append(
+                f"| {s} | {_fmt(x.get('sockets'))} | {_fmt(x.get('rss_per_socket_kb'))} | "
+                f"{x.get('rss_before_mb')} -> {x.get('rss_after_mb')} | {x.get('open_seconds')} |"
+            )
     return [*lines, ""]
 
 
@@ -160,30 +188,43 @@ def _replay(r: dict[str, Any]) -> list[str]:
     if "replay" not in r:
         return []
     x = r["replay"]["khala"]
-    lines = ["## Replay (Khala; peers keep no log)", "",
-             f"A fresh subscription to a topic of {x['frames']:,} frames, until the live Watermark.", "",
-             "| clients | frames/s (all clients) | seconds | gateway CPU µs/frame |", "|---|---|---|---|"]
+    lines = [
+        "## Replay (Khala; peers keep no log)",
+        "",
+        f"A fresh subscription to a topic of {x['frames']:,} frames, until the live Watermark.",
+        "",
+        "| clients | frames/s (all clients) | seconds | gateway CPU µs/frame |",
+        "|---|---|---|---|",
+    ]
     for run in x["runs"]:
-        lines.append(f"| {run['clients']} | {_fmt(run['frames_per_s'])} | {run['seconds']} | "
-                     f"{_fmt(run['server_cpu_us_per_frame'])} |")
+        lines.append(
+            f"| {run['clients']} | {_fmt(run['frames_per_s'])} | {run['seconds']} | "
+            f"{_fmt(run['server_cpu_us_per_frame'])} |"
+        )
     return [*lines, ""]
 
 
 def _storm(r: dict[str, Any]) -> list[str]:
     if "storm" not in r:
         return []
-    lines = ["## Reconnect storm", "",
-             "All clients drop their sockets, frames are written meanwhile, then all reconnect at once "
-             "from their cursors (Socket.IO: connectionStateRecovery).", "",
-             "| system | clients x missed | seconds to all caught up | frames | clients behind | recovered sessions |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## Reconnect storm",
+        "",
+        "All clients drop their sockets, frames are written meanwhile, then all reconnect at once "
+        "from their cursors (Socket.IO: connectionStateRecovery).",
+        "",
+        "| system | clients x missed | seconds to all caught up | frames | clients behind | recovered sessions |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in ("khala", "socketio", "nats"):
         x = r["storm"].get(s, {})
         if "skipped" in x:
             lines.append(f"| {s} | n/a | {x['skipped']} | | | |")
         else:
-            lines.append(f"| {s} | {_fmt(x.get('clients'))} x {x.get('missed_per_client')} | {x.get('seconds')} | "
-                         f"{_fmt(x.get('frames'))} | {x.get('clients_behind')} | {x.get('recovered_sessions')} |")
+            lines.append(
+                f"| {s} | {_fmt(x.get('clients'))} x {x.get('missed_per_client')} | {x.get('seconds')} | "
+                f"{_fmt(x.get('frames'))} | {x.get('clients_behind')} | {x.get('recovered_sessions')} |"
+            )
     return [*lines, ""]
 
 
@@ -191,21 +232,32 @@ def _runtime_append(r: dict[str, Any]) -> list[str]:
     ra = r.get("runtime_append")
     if not ra:
         return []
-    return ["## Runtime append throughput", "",
-            f"{_fmt(ra.get('events_per_s'))} durable events/s ({ra.get('ratio_to_raw_insert')} of a raw "
-            f"multi-row insert), from `bench/runtime_append.py` ({ra.get('at')}); see "
-            "bench/results/runtime_append.md.", ""]
+    return [
+        "## Runtime append throughput",
+        "",
+        f"{_fmt(ra.get('events_per_s'))} durable events/s ({ra.get('ratio_to_raw_insert')} of a raw "
+        f"multi-row insert), from `bench/runtime_append.py` ({ra.get('at')}); see "
+        "bench/results/runtime_append.md.",
+        "",
+    ]
 
 
 def _history(history: list[dict[str, Any]]) -> list[str]:
     if len(history) <= 1:
         return []
-    lines = ["", "## History", "", "| at | mode | fanout one-topic CPU µs/frame (khala / nats / socketio) | replay frames/s |",
-             "|---|---|---|---|"]
+    lines = [
+        "",
+        "## History",
+        "",
+        "| at | mode | fanout one-topic CPU µs/frame (khala / nats / socketio) | replay frames/s |",
+        "|---|---|---|---|",
+    ]
     for h in history:
         c = h["fanout_one_cpu_us"]
-        lines.append(f"| {h['at']} | {h['mode']} | {c.get('khala')} / {c.get('nats')} / {c.get('socketio')} | "
-                     f"{h.get('replay_fps')} |")
+        lines.append(
+            f"| {h['at']} | {h['mode']} | {c.get('khala')} / {c.get('nats')} / {c.get('socketio')} | "
+            f"{h.get('replay_fps')} |"
+        )
     return lines
 
 
@@ -215,35 +267,53 @@ def _targets(r: dict[str, Any]) -> list[str]:
     n1 = _get(r, "fanout_one", "nats", "server_cpu_us_per_frame")
     s1 = _get(r, "fanout_one", "socketio", "server_cpu_us_per_frame")
     if k1 and n1:
-        rows.append(f"| gateway CPU/frame <= NATS (one topic) | {k1} vs {n1} µs | {'yes' if k1 <= n1 else 'no'} |")
+        rows.append(
+            f"| gateway CPU/frame <= NATS (one topic) | {k1} vs {n1} µs | {'yes' if k1 <= n1 else 'no'} |"
+        )
     if k1 and s1:
-        rows.append(f"| gateway CPU/frame >= 4x below Socket.IO | {s1 / k1:.2f}x below | {'yes' if s1 / k1 >= 4 else 'no'} |")
-    lat = [x for x in _get(r, "latency", "khala") or [] if x["rate"] >= 1000 and x["subscribers"] >= 1000]
+        rows.append(
+            f"| gateway CPU/frame >= 4x below Socket.IO | {s1 / k1:.2f}x below | {'yes' if s1 / k1 >= 4 else 'no'} |"
+        )
+    lat = [
+        x
+        for x in _get(r, "latency", "khala") or []
+        if x["rate"] >= 1000 and x["subscribers"] >= 1000
+    ]
     if lat:
         x = lat[-1]
         ok = x["p50_ms"] <= 6 and x["p99_ms"] <= 25 and x["achieved_rate"] >= 950
-        rows.append(f"| p50 <= 6 ms, p99 <= 25 ms at 1k ev/s to 1k subs | {x['p50_ms']} / {x['p99_ms']} ms "
-                    f"(achieved {x['achieved_rate']}/s) | {'yes' if ok else 'no'} |")
+        rows.append(
+            f"| p50 <= 6 ms, p99 <= 25 ms at 1k ev/s to 1k subs | {x['p50_ms']} / {x['p99_ms']} ms "
+            f"(achieved {x['achieved_rate']}/s) | {'yes' if ok else 'no'} |"
+        )
     else:
-        rows.append("| p50 <= 6 ms, p99 <= 25 ms at 1k ev/s to 1k subs | not run in this mode (see --full) | - |")
+        rows.append(
+            "| p50 <= 6 ms, p99 <= 25 ms at 1k ev/s to 1k subs | not run in this mode (see --full) | - |"
+        )
     idle = _get(r, "idle", "khala")
     if idle:
         if "skipped" in idle:
             rows.append(f"| 50k idle sockets at <= 15 KB each | {idle['skipped']} | - |")
         else:
             ok = idle["rss_per_socket_kb"] <= 15
-            rows.append(f"| idle sockets <= 15 KB each (target at 50k) | {idle['rss_per_socket_kb']} KB at "
-                        f"{idle['sockets']:,} | {'yes' if ok else 'no'}{'' if idle['sockets'] >= 50_000 else ' (at this size)'} |")
+            rows.append(
+                f"| idle sockets <= 15 KB each (target at 50k) | {idle['rss_per_socket_kb']} KB at "
+                f"{idle['sockets']:,} | {'yes' if ok else 'no'}{'' if idle['sockets'] >= 50_000 else ' (at this size)'} |"
+            )
     runs = _get(r, "replay", "khala", "runs") or []
     if runs:
         best = max(x["frames_per_s"] for x in runs)
-        rows.append(f"| replay >= 200k frames/s | {best:,} frames/s | {'yes' if best >= 200_000 else 'no'} |")
+        rows.append(
+            f"| replay >= 200k frames/s | {best:,} frames/s | {'yes' if best >= 200_000 else 'no'} |"
+        )
     storm = _get(r, "storm", "khala")
     if storm and "seconds" in storm:
         full = storm["clients"] >= 10_000
         ok = storm["caught_up"] and storm["seconds"] <= 5
-        rows.append(f"| storm 10k x 100 caught up <= 5 s | {storm['seconds']} s for {storm['clients']:,} x "
-                    f"{storm['missed_per_client']} | {'yes' if ok else 'no'}{'' if full else ' (at this size)'} |")
+        rows.append(
+            f"| storm 10k x 100 caught up <= 5 s | {storm['seconds']} s for {storm['clients']:,} x "
+            f"{storm['missed_per_client']} | {'yes' if ok else 'no'}{'' if full else ' (at this size)'} |"
+        )
     return rows
 
 
@@ -264,26 +334,44 @@ def _plot(r: dict[str, Any], path: Path) -> Path | None:
     for i, s in enumerate(systems):
         values = [_get(r, c, s, "server_cpu_us_per_frame") or 0 for c in cases]
         ax.bar([j + i * width for j in range(len(cases))], values, width, label=s, color=colors[s])
-    ax.set_xticks([j + width for j in range(len(cases))], [c.replace("fanout_", "fanout ") for c in cases])
+    ax.set_xticks(
+        [j + width for j in range(len(cases))], [c.replace("fanout_", "fanout ") for c in cases]
+    )
     ax.set_ylabel("server CPU µs per delivered frame (lower is better)")
     ax.legend()
     ax = axes[1]
     for i, s in enumerate(systems):
         values = [_get(r, c, s, "frames_per_s") or 0 for c in cases]
         ax.bar([j + i * width for j in range(len(cases))], values, width, label=s, color=colors[s])
-    ax.set_xticks([j + width for j in range(len(cases))], [c.replace("fanout_", "fanout ") for c in cases])
+    ax.set_xticks(
+        [j + width for j in range(len(cases))], [c.replace("fanout_", "fanout ") for c in cases]
+    )
     ax.set_ylabel("delivered frames/s (client-bound)")
     ax = axes[2]
     for s in systems:
         pts = _get(r, "latency", s) or []
         if pts:
-            ax.plot([p["rate"] for p in pts], [p["p50_ms"] for p in pts], "o-", color=colors[s], label=f"{s} p50")
-            ax.plot([p["rate"] for p in pts], [p["p99_ms"] for p in pts], "s--", color=colors[s], label=f"{s} p99")
+            ax.plot(
+                [p["rate"] for p in pts],
+                [p["p50_ms"] for p in pts],
+                "o-",
+                color=colors[s],
+                label=f"{s} p50",
+            )
+            ax.plot(
+                [p["rate"] for p in pts],
+                [p["p99_ms"] for p in pts],
+                "s--",
+                color=colors[s],
+                label=f"{s} p99",
+            )
     ax.set_xlabel("messages/s")
     ax.set_ylabel("latency ms")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
-    fig.suptitle(f"Khala vs NATS (WebSocket) vs Socket.IO 4 — {r['mode']} run {r['at']} UTC, 2 shared cores")
+    fig.suptitle(
+        f"Khala vs NATS (WebSocket) vs Socket.IO 4 — {r['mode']} run {r['at']} UTC, 2 shared cores"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

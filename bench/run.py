@@ -80,8 +80,10 @@ MODES: dict[str, dict[str, Any]] = {
         "storm": {"clients": 20, "topics": 4, "missed": 10},
     },
     "quick": {
-        "latency": [{"rate": 100, "subscribers": 100, "topics": 10, "seconds": 6},
-                    {"rate": 300, "subscribers": 300, "topics": 30, "seconds": 6}],
+        "latency": [
+            {"rate": 100, "subscribers": 100, "topics": 10, "seconds": 6},
+            {"rate": 300, "subscribers": 300, "topics": 30, "seconds": 6},
+        ],
         "fanout_one": {"subscribers": 1000, "messages": 300, "rate": 200},
         "fanout_many": {"subscribers": 1000, "topics": 100, "messages": 10, "rate": 200},
         "idle": {"sockets": 10_000, "topics": 100},
@@ -89,8 +91,10 @@ MODES: dict[str, dict[str, Any]] = {
         "storm": {"clients": 1000, "topics": 100, "missed": 100},
     },
     "full": {
-        "latency": [{"rate": 100, "subscribers": 100, "topics": 10, "seconds": 15},
-                    {"rate": 1000, "subscribers": 1000, "topics": 100, "seconds": 15}],
+        "latency": [
+            {"rate": 100, "subscribers": 100, "topics": 10, "seconds": 15},
+            {"rate": 1000, "subscribers": 1000, "topics": 100, "seconds": 15},
+        ],
         "fanout_one": {"subscribers": 2000, "messages": 200, "rate": 500},
         "fanout_many": {"subscribers": 2000, "topics": 200, "messages": 20, "rate": 500},
         "idle": {"sockets": 50_000, "topics": 200},
@@ -182,7 +186,9 @@ class Khala(System):
         for _ in range(count):
             run_id = f"r{uuid.uuid4().hex[:10]}"
             await self.api.create_run(self.org, run_id)
-            await self.api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}])
+            await self.api.append_events(
+                run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}]
+            )
             topic = run_topic(self.org, run_id)
             self.next_seq[topic] = 3
             topics.append(topic)
@@ -206,7 +212,11 @@ class Khala(System):
 
     @staticmethod
     def _event(seq: int) -> dict[str, Any]:
-        return {"type": "run.output", "payload": {"seq": seq, "text": "x" * 64}, "idempotency_key": f"b{seq}"}
+        return {
+            "type": "run.output",
+            "payload": {"seq": seq, "text": "x" * 64},
+            "idempotency_key": f"b{seq}",
+        }
 
     async def publish(self, topic: str, seq: int) -> tuple[int, float]:
         run_id = topic.rsplit(".", 1)[1]
@@ -217,14 +227,17 @@ class Khala(System):
         run_id = topic.rsplit(".", 1)[1]
         for start in range(first_seq, first_seq + count, 500):
             size = min(500, first_seq + count - start)
-            await self.api.append_events(run_id, [self._event(s) for s in range(start, start + size)])
+            await self.api.append_events(
+                run_id, [self._event(s) for s in range(start, start + size)]
+            )
 
     async def wait_written(self, heads: dict[str, int], timeout_s: float = 300) -> None:
         assert self.pool is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             rows = await self.pool.fetch(
-                "SELECT topic, head_seq FROM khala.topics WHERE topic = ANY($1::text[])", list(heads)
+                "SELECT topic, head_seq FROM khala.topics WHERE topic = ANY($1::text[])",
+                list(heads),
             )
             got = {r["topic"]: r["head_seq"] for r in rows}
             if all(got.get(t, 0) >= h for t, h in heads.items()):
@@ -236,7 +249,9 @@ class Khala(System):
         """Where written events wait: runtime's outbox (not yet published) and the projector
         (published, not yet in the topic log)."""
         assert self.pool is not None
-        unpublished = await self.pool.fetchval("SELECT count(*) FROM runtime.outbox WHERE published_at IS NULL")
+        unpublished = await self.pool.fetchval(
+            "SELECT count(*) FROM runtime.outbox WHERE published_at IS NULL"
+        )
         rows = await self.pool.fetch(
             "SELECT topic, head_seq FROM khala.topics WHERE topic = ANY($1::text[])", list(heads)
         )
@@ -301,8 +316,12 @@ def session(local_addr: str) -> aiohttp.ClientSession:
 
 
 async def open_clients(
-    system: System, http: aiohttp.ClientSession, sink: Sink, assignment: list[list[str]],
-    after: dict[str, int] | None = None, concurrency: int = 200,
+    system: System,
+    http: aiohttp.ClientSession,
+    sink: Sink,
+    assignment: list[list[str]],
+    after: dict[str, int] | None = None,
+    concurrency: int = 200,
 ) -> list[Client]:
     """Connect one client per entry of `assignment` and subscribe it to those topics; wait until live."""
     gate = asyncio.Semaphore(concurrency)
@@ -361,13 +380,21 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
 # -- phases ----------------------------------------------------------------------------------------
 
 
-async def phase_fanout(system: System, http: aiohttp.ClientSession, subscribers: int, topics_n: int,
-                       messages: int, rate: float) -> dict[str, Any]:
+async def phase_fanout(
+    system: System,
+    http: aiohttp.ClientSession,
+    subscribers: int,
+    topics_n: int,
+    messages: int,
+    rate: float,
+) -> dict[str, Any]:
     """N subscribers over `topics_n` topics; `messages` per topic published at `rate` total."""
     topics = await system.setup_topics(topics_n)
     sink = Sink()
     base = heads_of(system, topics)
-    clients = await open_clients(system, http, sink, [[topics[i % topics_n]] for i in range(subscribers)], base)
+    clients = await open_clients(
+        system, http, sink, [[topics[i % topics_n]] for i in range(subscribers)], base
+    )
     expected = subscribers * messages
     sink.stop_when = expected
     order = [(t, base[t] + 1 + m) for m in range(messages) for t in topics]
@@ -386,21 +413,35 @@ async def phase_fanout(system: System, http: aiohttp.ClientSession, subscribers:
     delivered = sink.deliveries
     seconds = (sink.last_at or wall1) - wall0
     return {
-        "subscribers": subscribers, "topics": topics_n, "messages_per_topic": messages, "publish_rate": rate,
-        "expected": expected, "delivered": delivered, "complete": complete,
+        "subscribers": subscribers,
+        "topics": topics_n,
+        "messages_per_topic": messages,
+        "publish_rate": rate,
+        "expected": expected,
+        "delivered": delivered,
+        "complete": complete,
         "duplicates": sum(c.duplicates for c in clients),
-        "seconds": round(seconds, 3), "frames_per_s": round(delivered / seconds) if seconds > 0 else 0,
+        "seconds": round(seconds, 3),
+        "frames_per_s": round(delivered / seconds) if seconds > 0 else 0,
         "server_cpu_s": round(cpu1 - cpu0, 3),
         "server_cpu_us_per_frame": round((cpu1 - cpu0) * 1e6 / delivered, 2) if delivered else None,
     }
 
 
-async def phase_latency(system: System, http: aiohttp.ClientSession, rate: float, subscribers: int,
-                        topics_n: int, seconds: float) -> dict[str, Any]:
+async def phase_latency(
+    system: System,
+    http: aiohttp.ClientSession,
+    rate: float,
+    subscribers: int,
+    topics_n: int,
+    seconds: float,
+) -> dict[str, Any]:
     topics = await system.setup_topics(topics_n)
     sink = Sink(times={})
     base = heads_of(system, topics)
-    clients = await open_clients(system, http, sink, [[topics[i % topics_n]] for i in range(subscribers)], base)
+    clients = await open_clients(
+        system, http, sink, [[topics[i % topics_n]] for i in range(subscribers)], base
+    )
     count = int(rate * seconds)
     written: dict[tuple[str, int], float] = {}
     per_topic = {t: 0 for t in topics}
@@ -424,52 +465,75 @@ async def phase_latency(system: System, http: aiohttp.ClientSession, rate: float
     started = time.perf_counter()
     await paced(count, rate, job)
     achieved = count / (time.perf_counter() - started)
-    backlog = (await system.backlog({t: base[t] + per_topic[t] for t in topics})
-               if isinstance(system, Khala) else None)
+    backlog = (
+        await system.backlog({t: base[t] + per_topic[t] for t in topics})
+        if isinstance(system, Khala)
+        else None
+    )
     complete = await wait_for(sink.done.is_set, 60)
     for t in topics:
         system.next_seq[t] = base[t] + per_topic[t] + 1
     await close_all(clients)
     samples = [
         (received - written[key]) * 1000
-        for key, times in (sink.times or {}).items() if key in written
+        for key, times in (sink.times or {}).items()
+        if key in written
         for received in times
     ]
     return {
-        "rate": rate, "achieved_rate": round(achieved, 1), "subscribers": subscribers, "topics": topics_n,
-        "messages": count, "deliveries": len(samples), "complete": complete, "publish_errors": errors,
-        "p50_ms": round(pct(samples, 0.50), 2), "p99_ms": round(pct(samples, 0.99), 2),
+        "rate": rate,
+        "achieved_rate": round(achieved, 1),
+        "subscribers": subscribers,
+        "topics": topics_n,
+        "messages": count,
+        "deliveries": len(samples),
+        "complete": complete,
+        "publish_errors": errors,
+        "p50_ms": round(pct(samples, 0.50), 2),
+        "p99_ms": round(pct(samples, 0.99), 2),
         "mean_ms": round(statistics.fmean(samples), 2) if samples else None,
         "measured_from": "runtime HTTP 2xx" if isinstance(system, Khala) else "publish sent",
         "backlog_when_writes_ended": backlog,
     }
 
 
-async def phase_idle(system: System, local_addr: str, sockets: int, topics_n: int) -> dict[str, Any]:
+async def phase_idle(
+    system: System, local_addr: str, sockets: int, topics_n: int
+) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     headroom = min(soft, hard) - 500
     if sockets > headroom:
-        return {"sockets": sockets, "skipped": f"RLIMIT_NOFILE is {soft}/{hard} (soft/hard): "
-                f"{sockets} sockets need more file descriptors than one process may hold here"}
+        return {
+            "sockets": sockets,
+            "skipped": f"RLIMIT_NOFILE is {soft}/{hard} (soft/hard): "
+            f"{sockets} sockets need more file descriptors than one process may hold here",
+        }
     topics = await system.setup_topics(topics_n)
     sink = Sink()
     async with session(local_addr) as http:
         await asyncio.sleep(1)
         rss0 = rss_bytes(system.pid)
         started = time.perf_counter()
-        clients = await open_clients(system, http, sink, [[topics[i % topics_n]] for i in range(sockets)])
+        clients = await open_clients(
+            system, http, sink, [[topics[i % topics_n]] for i in range(sockets)]
+        )
         open_s = time.perf_counter() - started
         await asyncio.sleep(3)
         rss1 = rss_bytes(system.pid)
         await close_all(clients, abrupt=True)
     return {
-        "sockets": sockets, "topics": topics_n, "open_seconds": round(open_s, 1),
-        "rss_before_mb": round(rss0 / 2**20, 1), "rss_after_mb": round(rss1 / 2**20, 1),
+        "sockets": sockets,
+        "topics": topics_n,
+        "open_seconds": round(open_s, 1),
+        "rss_before_mb": round(rss0 / 2**20, 1),
+        "rss_after_mb": round(rss1 / 2**20, 1),
         "rss_per_socket_kb": round((rss1 - rss0) / sockets / 1024, 2),
     }
 
 
-async def phase_replay(khala: Khala, http: aiohttp.ClientSession, frames: int, clients_list: list[int]) -> dict[str, Any]:
+async def phase_replay(
+    khala: Khala, http: aiohttp.ClientSession, frames: int, clients_list: list[int]
+) -> dict[str, Any]:
     (topic,) = await khala.setup_topics(1)
     started = time.perf_counter()
     await khala.publish_batch(topic, 3, frames - 2)
@@ -485,15 +549,21 @@ async def phase_replay(khala: Khala, http: aiohttp.ClientSession, frames: int, c
         seconds = time.perf_counter() - t0
         cpu1 = cpu_seconds(khala.pid)
         await close_all(clients)
-        out["runs"].append({
-            "clients": n, "complete": done, "seconds": round(seconds, 3),
-            "frames_per_s": round(sink.deliveries / seconds),
-            "server_cpu_us_per_frame": round((cpu1 - cpu0) * 1e6 / max(1, sink.deliveries), 2),
-        })
+        out["runs"].append(
+            {
+                "clients": n,
+                "complete": done,
+                "seconds": round(seconds, 3),
+                "frames_per_s": round(sink.deliveries / seconds),
+                "server_cpu_us_per_frame": round((cpu1 - cpu0) * 1e6 / max(1, sink.deliveries), 2),
+            }
+        )
     return out
 
 
-async def phase_storm(system: System, local_addr: str, clients_n: int, topics_n: int, missed: int) -> dict[str, Any]:
+async def phase_storm(
+    system: System, local_addr: str, clients_n: int, topics_n: int, missed: int
+) -> dict[str, Any]:
     topics = await system.setup_topics(topics_n)
     assignment = [[topics[i % topics_n]] for i in range(clients_n)]
     sink = Sink()
@@ -503,8 +573,12 @@ async def phase_storm(system: System, local_addr: str, clients_n: int, topics_n:
         # One frame per topic first: every client then holds a cursor (Socket.IO: an offset).
         await asyncio.gather(*(system.publish(t, base[t] + 1) for t in topics))
         warm = {t: base[t] + 1 for t in topics}
-        if not await wait_for(lambda: all(c.caught_up({a[0]: warm[a[0]]}) for c, a in
-                                          zip(clients, assignment, strict=True)), 60):
+        if not await wait_for(
+            lambda: all(
+                c.caught_up({a[0]: warm[a[0]]}) for c, a in zip(clients, assignment, strict=True)
+            ),
+            60,
+        ):
             raise TimeoutError("storm warm-up frame did not reach every client")
         for t in topics:
             system.next_seq[t] = warm[t] + 1
@@ -530,17 +604,31 @@ async def phase_storm(system: System, local_addr: str, clients_n: int, topics_n:
                     await client.subscribe(topic_list)  # type: ignore[attr-defined]
 
         await asyncio.gather(*(reconnect(c, a) for c, a in zip(clients, assignment, strict=True)))
-        caught = await wait_for(lambda: all(c.caught_up({a[0]: heads[a[0]]}) for c, a in
-                                            zip(clients, assignment, strict=True)), 120)
+        caught = await wait_for(
+            lambda: all(
+                c.caught_up({a[0]: heads[a[0]]}) for c, a in zip(clients, assignment, strict=True)
+            ),
+            120,
+        )
         seconds = time.perf_counter() - t0
         cpu1 = cpu_seconds(system.pid)
         recovered = sum(1 for c in clients if getattr(c, "recovered", True))
-        behind = sum(1 for c, a in zip(clients, assignment, strict=True) if not c.caught_up({a[0]: heads[a[0]]}))
+        behind = sum(
+            1
+            for c, a in zip(clients, assignment, strict=True)
+            if not c.caught_up({a[0]: heads[a[0]]})
+        )
         await close_all(clients, abrupt=True)
     return {
-        "clients": clients_n, "topics": topics_n, "missed_per_client": missed, "caught_up": caught,
-        "seconds": round(seconds, 3), "frames": sink.deliveries, "clients_behind": behind,
-        "recovered_sessions": recovered, "server_cpu_s": round(cpu1 - cpu0, 2),
+        "clients": clients_n,
+        "topics": topics_n,
+        "missed_per_client": missed,
+        "caught_up": caught,
+        "seconds": round(seconds, 3),
+        "frames": sink.deliveries,
+        "clients_behind": behind,
+        "recovered_sessions": recovered,
+        "server_cpu_s": round(cpu1 - cpu0, 2),
     }
 
 
@@ -552,10 +640,14 @@ async def run(mode: str, only: set[str]) -> dict[str, Any]:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    pg = os.environ.get("KHALA_BENCH_DATABASE_URL", os.environ.get("KHALA_TEST_DATABASE_URL",
-                        "postgresql://postgres@127.0.0.1:5432/postgres"))
-    amqp = os.environ.get("KHALA_BENCH_AMQP_URL", os.environ.get("KHALA_TEST_AMQP_URL",
-                          "amqp://guest:guest@127.0.0.1:5672/"))
+    pg = os.environ.get(
+        "KHALA_BENCH_DATABASE_URL",
+        os.environ.get("KHALA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    amqp = os.environ.get(
+        "KHALA_BENCH_AMQP_URL",
+        os.environ.get("KHALA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+    )
     db = f"khala_bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(pg)
     await conn.execute(f'CREATE DATABASE "{db}"')
@@ -565,9 +657,14 @@ async def run(mode: str, only: set[str]) -> dict[str, Any]:
     peers: list[Peer] = []
     khala: Khala | None = None
     result: dict[str, Any] = {
-        "mode": mode, "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_at_start": os.getloadavg(), "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)},
+        "mode": mode,
+        "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_at_start": os.getloadavg(),
+            "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+        },
         "config": cfg,
     }
     try:
@@ -598,10 +695,16 @@ async def run(mode: str, only: set[str]) -> dict[str, Any]:
 def _stack(database_url: str, amqp: str, prefix: str) -> Stack:
     """The four services on free ports, with the limits a benchmark must not hit lifted."""
     return Stack.with_free_ports(
-        database_url=database_url, amqp_url=amqp, amqp_prefix=prefix, log_dir=LOGS,
+        database_url=database_url,
+        amqp_url=amqp,
+        amqp_prefix=prefix,
+        log_dir=LOGS,
         extra_env={
-            "KHALA_GATEWAY_MAX_CONNECTIONS_PER_USER": "1000000", "KHALA_RATE_LIMIT_MINT": "off",
-            "KHALA_RATE_LIMIT_SIGN_IN": "off", "KHALA_RATE_LIMIT_REFRESH": "off", "KHALA_LOG_LEVEL": "warning",
+            "KHALA_GATEWAY_MAX_CONNECTIONS_PER_USER": "1000000",
+            "KHALA_RATE_LIMIT_MINT": "off",
+            "KHALA_RATE_LIMIT_SIGN_IN": "off",
+            "KHALA_RATE_LIMIT_REFRESH": "off",
+            "KHALA_LOG_LEVEL": "warning",
             "KHALA_GATEWAY_HEARTBEAT_INTERVAL_MS": "30000",
             # The full replay phase reads a 100k-frame topic: more than the default
             # per-topic retention (10k frames) would keep.
@@ -619,14 +722,21 @@ async def _drop_bench_state(pg: str, db: str, amqp: str, prefix: str) -> None:
         await delete_prefixed(amqp, Topology(prefix))
     with contextlib.suppress(Exception):
         conn = await asyncpg.connect(pg)
-        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db
+        )
         await conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
         await conn.close()
 
 
 async def _phases(
-    result: dict[str, Any], cfg: dict[str, Any], only: set[str], http: aiohttp.ClientSession,
-    khala: Khala, nats: NatsSystem, sio: SioSystem,
+    result: dict[str, Any],
+    cfg: dict[str, Any],
+    only: set[str],
+    http: aiohttp.ClientSession,
+    khala: Khala,
+    nats: NatsSystem,
+    sio: SioSystem,
 ) -> None:
     """Run the phases `only` names (all when empty), in a fixed order, into `result`."""
     systems: list[System] = [khala, nats, sio]
@@ -654,7 +764,8 @@ async def _fanout_phases(
         for system in systems:
             print(f"{key} {system.name} ...", flush=True)
             result[key][system.name] = await phase_fanout(
-                system, http, c["subscribers"], c.get("topics", 1), c["messages"], c["rate"])
+                system, http, c["subscribers"], c.get("topics", 1), c["messages"], c["rate"]
+            )
             print(f"  {result[key][system.name]}", flush=True)
 
 
@@ -665,7 +776,9 @@ async def _latency_phases(
     for c in cfg["latency"]:
         for system in systems:
             print(f"latency {system.name} {c} ...", flush=True)
-            r = await phase_latency(system, http, c["rate"], c["subscribers"], c["topics"], c["seconds"])
+            r = await phase_latency(
+                system, http, c["rate"], c["subscribers"], c["topics"], c["seconds"]
+            )
             result["latency"][system.name].append(r)
             print(f"  {r}", flush=True)
 
@@ -676,7 +789,8 @@ async def _storm_phases(result: dict[str, Any], cfg: dict[str, Any], systems: li
     for i, system in enumerate(systems):
         print(f"storm {system.name} ...", flush=True)
         result["storm"][system.name] = await phase_storm(
-            system, f"127.0.0.{10 + i}", c["clients"], c["topics"], c["missed"])
+            system, f"127.0.0.{10 + i}", c["clients"], c["topics"], c["missed"]
+        )
         print(f"  {result['storm'][system.name]}", flush=True)
 
 
@@ -685,7 +799,9 @@ async def _idle_phases(result: dict[str, Any], cfg: dict[str, Any], systems: lis
     result["idle"] = {}
     for i, system in enumerate(systems):
         print(f"idle {system.name} ...", flush=True)
-        result["idle"][system.name] = await phase_idle(system, f"127.0.0.{2 + i}", c["sockets"], c["topics"])
+        result["idle"][system.name] = await phase_idle(
+            system, f"127.0.0.{2 + i}", c["sockets"], c["topics"]
+        )
         print(f"  {result['idle'][system.name]}", flush=True)
 
 
@@ -696,8 +812,12 @@ def _runtime_append() -> dict[str, Any] | None:
     data = json.loads(path.read_text())
     latest = data.get("latest", data)
     service = latest.get("service", {})
-    return {"events_per_s": service.get("events_per_s"), "at": latest.get("at"),
-            "ratio_to_raw_insert": latest.get("ratio"), "source": "bench/results/runtime_append.json"}
+    return {
+        "events_per_s": service.get("events_per_s"),
+        "at": latest.get("at"),
+        "ratio_to_raw_insert": latest.get("ratio"),
+        "source": "bench/results/runtime_append.json",
+    }
 
 
 # -- reporting ----------------------------------------------------------------------------------------
@@ -711,7 +831,9 @@ def main() -> None:
     group.add_argument("--quick", action="store_true", help="a few minutes (make bench)")
     group.add_argument("--full", action="store_true", help="bigger sizes (make bench-full)")
     group.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness")
-    parser.add_argument("--only", default="", help="comma-separated phases: fanout,latency,replay,storm,idle")
+    parser.add_argument(
+        "--only", default="", help="comma-separated phases: fanout,latency,replay,storm,idle"
+    )
     args = parser.parse_args()
     mode = "full" if args.full else "smoke" if args.smoke else "quick"
     only = {p for p in args.only.split(",") if p}

@@ -45,7 +45,10 @@ ROLES_SQL = ROOT / "deploy/postgres/roles.sql"
 MIGRATIONS = {
     "control": ("khala_control", ROOT / "services/control/src/khala_control/storage/migrations"),
     "runtime": ("khala_runtime", ROOT / "services/runtime/src/khala_runtime/storage/migrations"),
-    "khala": ("khala_projector", ROOT / "services/projector/src/khala_projector/storage/migrations"),
+    "khala": (
+        "khala_projector",
+        ROOT / "services/projector/src/khala_projector/storage/migrations",
+    ),
 }
 PASSWORDS = {
     "khala_control": "pc-" + secrets.token_hex(8),
@@ -59,7 +62,10 @@ failures: list[str] = []
 
 def check(name: str, ok: bool, detail: str = "") -> None:
     """Record and print one check."""
-    print(f"{'ok  ' if ok else 'FAIL'} {name}{(': ' + detail) if detail and not ok else ''}", flush=True)
+    print(
+        f"{'ok  ' if ok else 'FAIL'} {name}{(': ' + detail) if detail and not ok else ''}",
+        flush=True,
+    )
     if not ok:
         failures.append(name)
 
@@ -111,17 +117,28 @@ def verify_postgres(admin_url: str, drop_roles: bool) -> None:
         url = _with_db(admin_url, fresh)
         for attempt in (1, 2):
             done = _run_roles_sql(url)
-            check(f"postgres: roles.sql run {attempt} on a new database", done.returncode == 0, done.stderr.strip())
+            check(
+                f"postgres: roles.sql run {attempt} on a new database",
+                done.returncode == 0,
+                done.stderr.strip(),
+            )
         for schema, (role, directory) in MIGRATIONS.items():
             role_url = _with_db(admin_url, fresh, role, PASSWORDS[role])
             try:
                 first = migrate(role_url, schema, directory)
                 again = migrate(role_url, schema, directory)
-                check(f"postgres: {role} migrates schema {schema} ({first} then {again})", first > 0 and again == 0)
+                check(
+                    f"postgres: {role} migrates schema {schema} ({first} then {again})",
+                    first > 0 and again == 0,
+                )
             except Exception as exc:  # report any failure as a failed check
                 check(f"postgres: {role} migrates schema {schema}", False, repr(exc))
         done = _run_roles_sql(url)
-        check("postgres: roles.sql run 3 after the migrations", done.returncode == 0, done.stderr.strip())
+        check(
+            "postgres: roles.sql run 3 after the migrations",
+            done.returncode == 0,
+            done.stderr.strip(),
+        )
         _check_isolation(admin_url, fresh)
 
         # --- an existing database migrated by the superuser (make run), then roles.sql
@@ -129,7 +146,11 @@ def verify_postgres(admin_url: str, drop_roles: bool) -> None:
         for schema, (_role, directory) in MIGRATIONS.items():
             migrate(url, schema, directory)
         done = _run_roles_sql(url)
-        check("postgres: roles.sql on a database migrated by the superuser", done.returncode == 0, done.stderr.strip())
+        check(
+            "postgres: roles.sql on a database migrated by the superuser",
+            done.returncode == 0,
+            done.stderr.strip(),
+        )
         with psycopg.connect(url) as conn:
             wrong = conn.execute(
                 "SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner) FROM pg_class c "
@@ -137,7 +158,11 @@ def verify_postgres(admin_url: str, drop_roles: bool) -> None:
                 "WHERE n.nspname IN ('control', 'runtime', 'khala') AND c.relkind IN ('r', 'p', 'S', 'v') "
                 "AND pg_get_userbyid(c.relowner) <> pg_get_userbyid(n.nspowner)"
             ).fetchall()
-        check("postgres: every table/sequence now belongs to its schema's role", not wrong, str(wrong[:5]))
+        check(
+            "postgres: every table/sequence now belongs to its schema's role",
+            not wrong,
+            str(wrong[:5]),
+        )
         _check_isolation(admin_url, upgraded)
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
@@ -163,31 +188,62 @@ def _check_isolation(admin_url: str, dbname: str) -> None:
     for role, (own, *foreign) in probes.items():
         with connect(role) as conn:
             probe = f"{own}.probe_{secrets.token_hex(3)}"
-            check(f"postgres[{dbname}]: {role} can create in its schema {own}",
-                  not _refused(conn, f"CREATE TABLE {probe} (x int)"))
+            check(
+                f"postgres[{dbname}]: {role} can create in its schema {own}",
+                not _refused(conn, f"CREATE TABLE {probe} (x int)"),
+            )
             created[role] = probe
             for table in foreign:
-                check(f"postgres[{dbname}]: {role} cannot read {table}", _refused(conn, f"SELECT * FROM {table}"))
-            check(f"postgres[{dbname}]: {role} cannot create in schema public",
-                  _refused(conn, "CREATE TABLE public.probe (x int)"))
+                check(
+                    f"postgres[{dbname}]: {role} cannot read {table}",
+                    _refused(conn, f"SELECT * FROM {table}"),
+                )
+            check(
+                f"postgres[{dbname}]: {role} cannot create in schema public",
+                _refused(conn, "CREATE TABLE public.probe (x int)"),
+            )
     with connect("khala_gateway") as gw:
-        tables = [r[0] for r in gw.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'khala' AND tablename NOT LIKE '%yoyo%'"
-        ).fetchall()]
+        tables = [
+            r[0]
+            for r in gw.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'khala' AND tablename NOT LIKE '%yoyo%'"
+            ).fetchall()
+        ]
         check(f"postgres[{dbname}]: gateway sees the khala tables", len(tables) >= 3, str(tables))
         readable = all(not _refused(gw, f"SELECT * FROM khala.{t} LIMIT 1") for t in tables)
         check(f"postgres[{dbname}]: gateway can SELECT every khala table", readable)
-        check(f"postgres[{dbname}]: gateway can SELECT a table the projector created later (default privileges)",
-              not _refused(gw, f"SELECT * FROM {created['khala_projector']}"))
-        check(f"postgres[{dbname}]: gateway cannot INSERT into khala.topics",
-              _refused(gw, "INSERT INTO khala.topics (topic, epoch, is_doc) VALUES ('x', '1', false)"))
-        check(f"postgres[{dbname}]: gateway cannot INSERT even outside read-only mode",
-              _refused(gw, "SET LOCAL default_transaction_read_only = off; SET LOCAL transaction_read_only = off; "
-                           "INSERT INTO khala.topics (topic, epoch, is_doc) VALUES ('x', '1', false)"))
-        check(f"postgres[{dbname}]: gateway cannot CREATE in khala",
-              _refused(gw, "SET LOCAL transaction_read_only = off; CREATE TABLE khala.gw_probe (x int)"))
-        check(f"postgres[{dbname}]: gateway cannot read schema control", _refused(gw, "SELECT * FROM control.users"))
-        check(f"postgres[{dbname}]: gateway cannot read schema runtime", _refused(gw, "SELECT * FROM runtime.events"))
+        check(
+            f"postgres[{dbname}]: gateway can SELECT a table the projector created later (default privileges)",
+            not _refused(gw, f"SELECT * FROM {created['khala_projector']}"),
+        )
+        check(
+            f"postgres[{dbname}]: gateway cannot INSERT into khala.topics",
+            _refused(
+                gw, "INSERT INTO khala.topics (topic, epoch, is_doc) VALUES ('x', '1', false)"
+            ),
+        )
+        check(
+            f"postgres[{dbname}]: gateway cannot INSERT even outside read-only mode",
+            _refused(
+                gw,
+                "SET LOCAL default_transaction_read_only = off; SET LOCAL transaction_read_only = off; "
+                "INSERT INTO khala.topics (topic, epoch, is_doc) VALUES ('x', '1', false)",
+            ),
+        )
+        check(
+            f"postgres[{dbname}]: gateway cannot CREATE in khala",
+            _refused(
+                gw, "SET LOCAL transaction_read_only = off; CREATE TABLE khala.gw_probe (x int)"
+            ),
+        )
+        check(
+            f"postgres[{dbname}]: gateway cannot read schema control",
+            _refused(gw, "SELECT * FROM control.users"),
+        )
+        check(
+            f"postgres[{dbname}]: gateway cannot read schema runtime",
+            _refused(gw, "SELECT * FROM runtime.events"),
+        )
 
 
 # ---------------------------------------------------------------- RabbitMQ
@@ -205,7 +261,9 @@ class Api:
     def call(self, method: str, path: str, body: object | None = None) -> object:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.base + path, data=data, method=method,
+            self.base + path,
+            data=data,
+            method=method,
             headers={"Authorization": self.auth, "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -223,7 +281,11 @@ async def _refused_amqp(url: str, action: Callable[[object], Awaitable[object]])
         try:
             await action(channel)
         except (ChannelAccessRefused, ChannelClosed) as exc:
-            return "403" in str(exc) or "ACCESS_REFUSED" in str(exc) or isinstance(exc, ChannelAccessRefused)
+            return (
+                "403" in str(exc)
+                or "ACCESS_REFUSED" in str(exc)
+                or isinstance(exc, ChannelAccessRefused)
+            )
         return False
     finally:
         await connection.close()
@@ -254,20 +316,31 @@ async def verify_rabbitmq(amqp_url: str, api_url: str) -> None:
     host = parts.netloc.rsplit("@", 1)[-1]
 
     def url(service: str) -> str:
-        return urlunsplit(("amqp", f"{users[service]}:{pw[service]}@{host}", "/" + quote(vhost, safe=""), "", ""))
+        return urlunsplit(
+            ("amqp", f"{users[service]}:{pw[service]}@{host}", "/" + quote(vhost, safe=""), "", "")
+        )
 
     try:
         api.call("POST", "/api/definitions", rendered)
         check("rabbitmq: definitions import through the management API", True)
         exported = api.call("GET", f"/api/definitions/{quote(vhost, safe='')}")
         names = {q["name"] for q in exported["queues"]} | {e["name"] for e in exported["exchanges"]}  # type: ignore[index]
-        want = {"khala.projector", "khala.projector.dlq", "khala.runtime.events", "khala.fanout", "khala.control", "khala.projector.dlx"}
+        want = {
+            "khala.projector",
+            "khala.projector.dlq",
+            "khala.runtime.events",
+            "khala.fanout",
+            "khala.control",
+            "khala.projector.dlx",
+        }
         check("rabbitmq: exchanges and queues exist", want <= names, str(sorted(want - names)))
         api.call("POST", "/api/definitions", rendered)
         check("rabbitmq: a second import is accepted (idempotent)", True)
         await _exercise(url, api, vhost, Broker, Topology, aio_pika)
     finally:
-        for path in [f"/api/vhosts/{quote(vhost, safe='')}"] + [f"/api/users/{quote(u, safe='')}" for u in users.values()]:
+        for path in [f"/api/vhosts/{quote(vhost, safe='')}"] + [
+            f"/api/users/{quote(u, safe='')}" for u in users.values()
+        ]:
             try:
                 api.call("DELETE", path)
             except urllib.error.HTTPError:
@@ -306,7 +379,9 @@ async def _exercise(url, api, vhost, Broker, Topology, aio_pika) -> None:  # typ
         try:
             await _service_paths(brokers, api, vhost, topology)
         except Exception as exc:  # any refusal here is a failed check
-            check("rabbitmq: the services' own declarations, bindings and publishes", False, repr(exc))
+            check(
+                "rabbitmq: the services' own declarations, bindings and publishes", False, repr(exc)
+            )
         await _denials(url, aio_pika)
     finally:
         for broker in brokers.values():
@@ -332,7 +407,9 @@ async def _service_paths(brokers, api, vhost, topology) -> None:  # type: ignore
     """What each service really does (khala_common.broker calls), as the service's user."""
     from google.protobuf.empty_pb2 import Empty
 
-    control, runtime, projector, gateway = (brokers[s] for s in ("control", "runtime", "projector", "gateway"))
+    control, runtime, projector, gateway = (
+        brokers[s] for s in ("control", "runtime", "projector", "gateway")
+    )
     await control.exchange(topology.control)
     await runtime.exchange(topology.runtime_events)
     queue = await projector.declare_projector_queue(5)
@@ -340,7 +417,9 @@ async def _service_paths(brokers, api, vhost, topology) -> None:  # type: ignore
     await projector.exchange(topology.fanout)
     instance = secrets.token_hex(4)
     fanout_q = await gateway.channel.declare_queue(
-        f"{topology.fanout}.gw.{instance}", durable=True, auto_delete=True,
+        f"{topology.fanout}.gw.{instance}",
+        durable=True,
+        auto_delete=True,
         arguments={"x-max-length": 100_000, "x-overflow": "drop-head", "x-expires": 300_000},
     )
     await fanout_q.bind(await gateway.exchange(topology.fanout), routing_key="org.acme.runs")
@@ -351,8 +430,11 @@ async def _service_paths(brokers, api, vhost, topology) -> None:  # type: ignore
     check("rabbitmq: gateway declares and binds its instance queues", True)
     # before any consumer is cancelled: the gateway queues are auto-delete
     policy = await _queue_policy(api, vhost, fanout_q.name)
-    check("rabbitmq: policy khala-gateway-queues applies to gateway queues",
-          policy == "khala-gateway-queues", str(policy))
+    check(
+        "rabbitmq: policy khala-gateway-queues applies to gateway queues",
+        policy == "khala-gateway-queues",
+        str(policy),
+    )
 
     await runtime.publish(topology.runtime_events, "acme.run", Empty(), message_id="m1")
     got = await _first(queue, no_ack=False)
@@ -363,7 +445,9 @@ async def _service_paths(brokers, api, vhost, topology) -> None:  # type: ignore
             topology.projector_dlq, durable=True, arguments={"x-queue-type": "quorum"}
         )
         dead = await _first(dlq, no_ack=False)
-        check("rabbitmq: a rejected message is dead-lettered to khala.projector.dlq", dead is not None)
+        check(
+            "rabbitmq: a rejected message is dead-lettered to khala.projector.dlq", dead is not None
+        )
         if dead is not None:
             await dead.ack()
     await projector.publish(topology.fanout, "org.acme.runs", Empty(), message_id="f1")
@@ -381,35 +465,51 @@ async def _denials(url, aio_pika) -> None:  # type: ignore[no-untyped-def]
         async def act(channel):  # type: ignore[no-untyped-def]
             target = await channel.get_exchange(exchange, ensure=False)
             await target.publish(aio_pika.Message(b"x"), routing_key="x")
+
         return act
 
     def declare_exchange(exchange: str):  # type: ignore[no-untyped-def]
         async def act(channel):  # type: ignore[no-untyped-def]
             await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+
         return act
 
     def consume(queue_name: str):  # type: ignore[no-untyped-def]
         async def act(channel):  # type: ignore[no-untyped-def]
             q = await channel.get_queue(queue_name, ensure=False)
             await q.consume(lambda message: None)
+
         return act
 
     def declare_queue(queue_name: str):  # type: ignore[no-untyped-def]
         async def act(channel):  # type: ignore[no-untyped-def]
             await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
+
         return act
 
     denied = [
-        ("control publishes to khala.runtime.events", "control", publish_to("khala.runtime.events")),
+        (
+            "control publishes to khala.runtime.events",
+            "control",
+            publish_to("khala.runtime.events"),
+        ),
         ("control declares khala.fanout", "control", declare_exchange("khala.fanout")),
         ("control consumes khala.projector", "control", consume("khala.projector")),
         ("runtime publishes to khala.fanout", "runtime", publish_to("khala.fanout")),
         ("runtime publishes to khala.control", "runtime", publish_to("khala.control")),
         ("runtime consumes khala.projector", "runtime", consume("khala.projector")),
         ("projector publishes to khala.control", "projector", publish_to("khala.control")),
-        ("projector publishes to khala.runtime.events", "projector", publish_to("khala.runtime.events")),
+        (
+            "projector publishes to khala.runtime.events",
+            "projector",
+            publish_to("khala.runtime.events"),
+        ),
         ("gateway publishes to khala.fanout", "gateway", publish_to("khala.fanout")),
-        ("gateway publishes to khala.runtime.events", "gateway", publish_to("khala.runtime.events")),
+        (
+            "gateway publishes to khala.runtime.events",
+            "gateway",
+            publish_to("khala.runtime.events"),
+        ),
         ("gateway consumes khala.projector", "gateway", consume("khala.projector")),
         ("gateway declares a queue outside its patterns", "gateway", declare_queue("other.queue")),
     ]
@@ -419,10 +519,18 @@ async def _denials(url, aio_pika) -> None:  # type: ignore[no-untyped-def]
 
 def main() -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres", metavar="ADMIN_URL", help="superuser URL of a Postgres server")
-    parser.add_argument("--drop-roles", action="store_true", help="drop the khala_* roles at the end")
-    parser.add_argument("--amqp", metavar="URL", help="AMQP URL of the broker (host and port are used)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--postgres", metavar="ADMIN_URL", help="superuser URL of a Postgres server"
+    )
+    parser.add_argument(
+        "--drop-roles", action="store_true", help="drop the khala_* roles at the end"
+    )
+    parser.add_argument(
+        "--amqp", metavar="URL", help="AMQP URL of the broker (host and port are used)"
+    )
     parser.add_argument("--rabbitmq-api", metavar="URL", help="management API of the same broker")
     args = parser.parse_args()
     if not args.postgres and not args.amqp:

@@ -40,7 +40,9 @@ def describe(frame) -> str:  # type: ignore[no-untyped-def]
         return f"{event.type:<14} {event.payload_json.decode()}"
     doc = summaries_pb2.RunSummary.FromString(frame.payload_bytes)
     status = summaries_pb2.RunStatus.Name(doc.status).removeprefix("RUN_STATUS_").lower()
-    return f"RunSummary     status={status} events={doc.event_count} last_output={doc.last_output!r}"
+    return (
+        f"RunSummary     status={status} events={doc.event_count} last_output={doc.last_output!r}"
+    )
 
 
 async def demo(stack: Stack) -> None:
@@ -59,13 +61,24 @@ async def demo(stack: Stack) -> None:
         print(f"subscribed to {topics} at {stack.ws_url}\n")
 
         async def write() -> None:
-            await api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "start"}])
+            await api.append_events(
+                run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "start"}]
+            )
             for i in range(1, 9):
                 await asyncio.sleep(0.3)
                 await api.append_events(
-                    run_id, [{"type": "run.output", "payload": {"text": f"step {i}"}, "idempotency_key": f"o{i}"}]
+                    run_id,
+                    [
+                        {
+                            "type": "run.output",
+                            "payload": {"text": f"step {i}"},
+                            "idempotency_key": f"o{i}",
+                        }
+                    ],
                 )
-            await api.append_events(run_id, [{"type": "run.completed", "payload": {}, "idempotency_key": "done"}])
+            await api.append_events(
+                run_id, [{"type": "run.completed", "payload": {}, "idempotency_key": "done"}]
+            )
 
         writer = asyncio.create_task(write())
         expected_run_frames = 11  # created, started, 8 outputs, completed

@@ -45,7 +45,9 @@ def postgres_bin(name: str) -> str:
     for bin_dir in dirs:
         if (bin_dir / name).exists():
             return str(bin_dir / name)
-    raise FileNotFoundError(f"{name} not found next to pg_ctl or under {PG_BIN_DIRS} (apt-get install postgresql)")
+    raise FileNotFoundError(
+        f"{name} not found next to pg_ctl or under {PG_BIN_DIRS} (apt-get install postgresql)"
+    )
 
 
 def rabbitmq_server_bin() -> str:
@@ -141,9 +143,22 @@ class PrivatePostgres(_Crashable):
             entry = pwd.getpwnam(user)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         subprocess.run(
-            [postgres_bin("initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-             "--no-sync", "-E", "UTF8", "--locale=C"],
-            check=True, capture_output=True, user=user, cwd=self.root,
+            [
+                postgres_bin("initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            check=True,
+            capture_output=True,
+            user=user,
+            cwd=self.root,
         )
         conf = (
             "listen_addresses = '127.0.0.1'\n"
@@ -166,7 +181,10 @@ class PrivatePostgres(_Crashable):
         log = open(self.root / "postgres.log", "ab")
         self.proc = subprocess.Popen(
             [postgres_bin("postgres"), "-D", str(self.data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, user=self._user(), cwd=self.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=self._user(),
+            cwd=self.root,
             start_new_session=True,
         )
         log.close()
@@ -174,15 +192,24 @@ class PrivatePostgres(_Crashable):
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        ready = [postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        ready = [
+            postgres_bin("pg_isready"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+        ]
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {self.proc.returncode}; see {self.root}/postgres.log")
+                raise RuntimeError(
+                    f"postgres exited with {self.proc.returncode}; see {self.root}/postgres.log"
+                )
             if subprocess.run(ready, capture_output=True).returncode == 0:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"postgres not ready after {timeout_s}s; see {self.root}/postgres.log")
-
 
 
 @dataclass
@@ -203,22 +230,24 @@ class PrivateRabbitMQ(_Crashable):
     def env(self) -> dict[str, str]:
         """The node's environment: everything it writes stays under `root`."""
         env = dict(os.environ)
-        env.update({
-            "HOME": str(self.root),  # the Erlang cookie
-            "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(self.root / "log"),
-            "RABBITMQ_CONFIG_FILE": str(self.root / "rabbitmq.conf"),
-            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.root / "advanced.config"),
-            "RABBITMQ_CONF_ENV_FILE": str(self.root / "rabbitmq-env.conf"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.root / "enabled_plugins"),
-            "RABBITMQ_PLUGINS_EXPAND_DIR": str(self.root / "plugins-expand"),
-            "RABBITMQ_PID_FILE": str(self.root / "rabbit.pid"),
-            "ERL_EPMD_ADDRESS": "127.0.0.1",
-        })
+        env.update(
+            {
+                "HOME": str(self.root),  # the Erlang cookie
+                "RABBITMQ_NODENAME": self.node,
+                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+                "RABBITMQ_NODE_PORT": str(self.port),
+                "RABBITMQ_DIST_PORT": str(self.dist_port),
+                "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"),
+                "RABBITMQ_LOG_BASE": str(self.root / "log"),
+                "RABBITMQ_CONFIG_FILE": str(self.root / "rabbitmq.conf"),
+                "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.root / "advanced.config"),
+                "RABBITMQ_CONF_ENV_FILE": str(self.root / "rabbitmq-env.conf"),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.root / "enabled_plugins"),
+                "RABBITMQ_PLUGINS_EXPAND_DIR": str(self.root / "plugins-expand"),
+                "RABBITMQ_PID_FILE": str(self.root / "rabbit.pid"),
+                "ERL_EPMD_ADDRESS": "127.0.0.1",
+            }
+        )
         return env
 
     def _configure(self) -> None:
@@ -240,16 +269,21 @@ class PrivateRabbitMQ(_Crashable):
             self._configure()
         log = open(self.root / "rabbitmq.log", "ab")
         self.proc = subprocess.Popen(
-            [rabbitmq_server_bin()], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-            cwd=self.root, start_new_session=True,
+            [rabbitmq_server_bin()],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"rabbitmq exited with {self.proc.returncode}; see {self.root}/rabbitmq.log")
+                raise RuntimeError(
+                    f"rabbitmq exited with {self.proc.returncode}; see {self.root}/rabbitmq.log"
+                )
             if _port_open(self.port):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"rabbitmq not ready after {timeout_s}s; see {self.root}/rabbitmq.log")
-

@@ -58,7 +58,9 @@ def reachable(url: str, default_port: int, timeout_s: float = 1.0) -> bool:
     """Whether the host:port of `url` accepts TCP connections."""
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout_s):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), timeout_s
+        ):
             return True
     except OSError:
         return False
@@ -163,7 +165,9 @@ class Stack:
         while time.monotonic() < deadline:
             proc = self.procs.get(service)
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{service} exited with {proc.returncode}; see {self.log_dir}/{service}.log")
+                raise RuntimeError(
+                    f"{service} exited with {proc.returncode}; see {self.log_dir}/{service}.log"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
@@ -171,7 +175,9 @@ class Stack:
             except (urllib.error.URLError, OSError) as exc:
                 last = str(exc)
             time.sleep(0.1)
-        raise TimeoutError(f"{service} not ready after {timeout_s}s ({last}); see {self.log_dir}/{service}.log")
+        raise TimeoutError(
+            f"{service} not ready after {timeout_s}s ({last}); see {self.log_dir}/{service}.log"
+        )
 
     def start_all(self) -> None:
         """Migrate, then start every service in dependency order and wait for readiness."""
@@ -233,14 +239,31 @@ def ensure_servers(database_url: str, amqp_url: str) -> None:
     """Make sure Postgres and RabbitMQ answer, starting them with Docker if possible."""
     if reachable(database_url, 5432) and reachable(amqp_url, 5672):
         return
-    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    ):
         print("Postgres/RabbitMQ not reachable: starting them from deploy/compose.yaml")
         subprocess.run(
-            ["docker", "compose", "-f", str(ROOT / "deploy/compose.yaml"), "up", "-d", "--wait", "postgres", "rabbitmq"],
+            [
+                "docker",
+                "compose",
+                "-f",
+                str(ROOT / "deploy/compose.yaml"),
+                "up",
+                "-d",
+                "--wait",
+                "postgres",
+                "rabbitmq",
+            ],
             check=True,
         )
         return
-    missing = [n for n, u, p in (("PostgreSQL", database_url, 5432), ("RabbitMQ", amqp_url, 5672)) if not reachable(u, p)]
+    missing = [
+        n
+        for n, u, p in (("PostgreSQL", database_url, 5432), ("RabbitMQ", amqp_url, 5672))
+        if not reachable(u, p)
+    ]
     sys.exit(
         f"{' and '.join(missing)} not reachable ({database_url} / {amqp_url}) and no Docker engine found.\n"
         "Install and start them (Debian: apt-get install postgresql rabbitmq-server), or set\n"
@@ -254,9 +277,9 @@ def banner(stack: Stack) -> str:
 Khala is up.
   dashboard {control}/dashboard/   (operator dashboard; sign in with any email)
   control   {control}   (JWKS {control}/.well-known/jwks.json)
-  runtime   {stack.url('runtime')}
-  projector {stack.url('projector')}
-  gateway   {stack.url('gateway')}
+  runtime   {stack.url("runtime")}
+  projector {stack.url("projector")}
+  gateway   {stack.url("gateway")}
   WebSocket {stack.ws_url}   (subprotocols khala.v1+proto, khala.v1+json)
 
 Get a token (dev identity provider):

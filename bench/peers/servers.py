@@ -93,13 +93,18 @@ def start_socketio(log_dir: Path) -> Peer:
     if node is None:
         raise RuntimeError("node not found (Socket.IO peer)")
     if not (SOCKETIO_DIR / "node_modules" / "socket.io").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=SOCKETIO_DIR, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=SOCKETIO_DIR,
+            check=True,
+            capture_output=True,
+        )
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / "socketio.log", "ab")
-    proc = subprocess.Popen([node, str(SOCKETIO_DIR / "server.js"), str(port)], stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [node, str(SOCKETIO_DIR / "server.js"), str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
     log.close()
     _wait_port(port, proc, "socket.io server")
     return Peer("socketio", proc, f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")

@@ -34,7 +34,12 @@ CONTENT_TYPES = {
     ".ico": "image/x-icon",
 }
 FORWARDED_REQUEST_HEADERS = ("authorization", "content-type", "accept", "traceparent")
-FORWARDED_RESPONSE_HEADERS = ("content-type", "www-authenticate", "retry-after", "idempotent-replayed")
+FORWARDED_RESPONSE_HEADERS = (
+    "content-type",
+    "www-authenticate",
+    "retry-after",
+    "idempotent-replayed",
+)
 UPSTREAM: web.AppKey[dict[str, str]] = web.AppKey("upstream", dict)
 HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
 
@@ -44,14 +49,21 @@ async def _proxy(request: web.Request, base: str) -> web.Response:
     body = await request.read()
     try:
         async with request.app[HTTP].request(
-            request.method, f"{base}{request.rel_url}", headers=headers, data=body or None, allow_redirects=False
+            request.method,
+            f"{base}{request.rel_url}",
+            headers=headers,
+            data=body or None,
+            allow_redirects=False,
         ) as upstream:
             payload = await upstream.read()
-            out = {k: v for k, v in upstream.headers.items() if k.lower() in FORWARDED_RESPONSE_HEADERS}
+            out = {
+                k: v for k, v in upstream.headers.items() if k.lower() in FORWARDED_RESPONSE_HEADERS
+            }
             return web.Response(status=upstream.status, body=payload, headers=out)
     except aiohttp.ClientError as exc:
         return web.json_response(
-            {"error": {"code": "bad_gateway", "message": f"upstream {base} unreachable: {exc}"}}, status=502
+            {"error": {"code": "bad_gateway", "message": f"upstream {base} unreachable: {exc}"}},
+            status=502,
         )
 
 
@@ -70,7 +82,9 @@ async def static(request: web.Request) -> web.StreamResponse:
     relative = request.match_info.get("path", "") or "index.html"
     path = (DASHBOARD / relative).resolve()
     if not path.is_relative_to(DASHBOARD) or not path.is_file() or path.suffix not in CONTENT_TYPES:
-        return web.json_response({"error": {"code": "not_found", "message": "no such file"}}, status=404)
+        return web.json_response(
+            {"error": {"code": "not_found", "message": "no such file"}}, status=404
+        )
     return web.Response(
         body=path.read_bytes(),
         headers={
@@ -100,7 +114,9 @@ def make_app(control_url: str, runtime_url: str) -> web.Application:
     return app
 
 
-async def start(control_url: str, runtime_url: str, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+async def start(
+    control_url: str, runtime_url: str, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str]:
     """Start the server; returns the runner (call `cleanup()`) and its base URL."""
     runner = web.AppRunner(make_app(control_url, runtime_url))
     await runner.setup()

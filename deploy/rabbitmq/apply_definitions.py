@@ -78,7 +78,15 @@ def render(definitions: dict, secrets_by_service: dict[str, str], vhost: str | N
         for section in ("vhosts",):
             for item in out.get(section, []):
                 item["name"] = vhost
-        for section in ("permissions", "topic_permissions", "policies", "queues", "exchanges", "bindings", "parameters"):
+        for section in (
+            "permissions",
+            "topic_permissions",
+            "policies",
+            "queues",
+            "exchanges",
+            "bindings",
+            "parameters",
+        ):
             for item in out.get(section, []):
                 item["vhost"] = vhost
     return out
@@ -115,13 +123,21 @@ def post(api: str, user: str, password: str, body: dict, wait_s: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--definitions", type=Path, default=DEFAULT_DEFINITIONS)
-    parser.add_argument("--dev", action="store_true", help="default unset passwords to khala-dev-<service>")
+    parser.add_argument(
+        "--dev", action="store_true", help="default unset passwords to khala-dev-<service>"
+    )
     parser.add_argument("--vhost", help="put everything in this vhost instead of the file's")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--render", metavar="PATH", help="write the rendered definitions ('-' = stdout)")
-    target.add_argument("--api", metavar="URL", help="management API base URL, e.g. http://rabbitmq:15672")
+    target.add_argument(
+        "--render", metavar="PATH", help="write the rendered definitions ('-' = stdout)"
+    )
+    target.add_argument(
+        "--api", metavar="URL", help="management API base URL, e.g. http://rabbitmq:15672"
+    )
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to keep retrying the API")
     args = parser.parse_args(argv)
 

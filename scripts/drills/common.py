@@ -52,7 +52,9 @@ NO_RATE_LIMITS = {
     "KHALA_RATE_LIMIT_REFRESH": "off",
     "KHALA_RATE_LIMIT_MINT": "off",
 }
-STATUS_NAMES = {v: k.removeprefix("RUN_STATUS_").lower() for k, v in summaries_pb2.RunStatus.items()}
+STATUS_NAMES = {
+    v: k.removeprefix("RUN_STATUS_").lower() for k, v in summaries_pb2.RunStatus.items()
+}
 
 
 def log(message: str) -> None:
@@ -129,7 +131,11 @@ async def drill_env(name: str) -> AsyncIterator[DrillEnv]:
     log_dir = ROOT / "test-artifacts" / "drills" / f"{name}-{tag}"
     db_url = await create_database(db_name)
     stack = Stack.with_free_ports(
-        database_url=db_url, amqp_url=amqp_url, amqp_prefix=prefix, log_dir=log_dir, extra_env=dict(NO_RATE_LIMITS)
+        database_url=db_url,
+        amqp_url=amqp_url,
+        amqp_prefix=prefix,
+        log_dir=log_dir,
+        extra_env=dict(NO_RATE_LIMITS),
     )
     env = DrillEnv(name, tag, amqp_url, prefix, stack, [db_name])
     log(f"drill {name}: database {db_name}, prefix {prefix!r}, logs {log_dir}")
@@ -198,7 +204,15 @@ class TopicState:
 class Follower:
     """A checking WebSocket client that reconnects and resumes from its cursors."""
 
-    def __init__(self, name: str, http: aiohttp.ClientSession, api: KhalaApi, topics: list[str], *, protocol: str = PROTO):
+    def __init__(
+        self,
+        name: str,
+        http: aiohttp.ClientSession,
+        api: KhalaApi,
+        topics: list[str],
+        *,
+        protocol: str = PROTO,
+    ):
         self.name = name
         self.http = http
         self.api = api
@@ -284,7 +298,14 @@ class Follower:
         elif kind == "snapshot_begin":
             b = message.snapshot_begin
             st = self.state[b.topic]
-            st.epoch, st.in_snapshot, st.as_of, st.last, st.seqs, st.docs = b.epoch, True, b.as_of_seq, 0, [], {}
+            st.epoch, st.in_snapshot, st.as_of, st.last, st.seqs, st.docs = (
+                b.epoch,
+                True,
+                b.as_of_seq,
+                0,
+                [],
+                {},
+            )
         elif kind == "snapshot_end":
             st = self.state[message.snapshot_end.topic]
             st.in_snapshot = False
@@ -308,12 +329,16 @@ class Follower:
             self.violations.append(f"frame of unsubscribed topic {frame.topic}")
             return
         if st.epoch and frame.epoch != st.epoch:
-            self.violations.append(f"{frame.topic}: frame of epoch {frame.epoch} inside epoch {st.epoch}")
+            self.violations.append(
+                f"{frame.topic}: frame of epoch {frame.epoch} inside epoch {st.epoch}"
+            )
             return
         st.epoch = frame.epoch
         if st.in_snapshot:
             if not (st.last < frame.seq <= st.as_of):
-                self.violations.append(f"{frame.topic}: snapshot seq {frame.seq} after {st.last} (as_of {st.as_of})")
+                self.violations.append(
+                    f"{frame.topic}: snapshot seq {frame.seq} after {st.last} (as_of {st.as_of})"
+                )
             st.last = frame.seq
         else:
             if frame.seq != st.last + 1:
@@ -332,24 +357,31 @@ class Follower:
         """Wait until every topic's cursor reaches its head; False on timeout."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if all(self.state[t].last >= h and not self.state[t].in_snapshot for t, h in heads.items()):
+            if all(
+                self.state[t].last >= h and not self.state[t].in_snapshot for t, h in heads.items()
+            ):
                 return True
             await asyncio.sleep(0.1)
         return False
 
     def summaries(self, topic: str) -> dict[str, summaries_pb2.RunSummary]:
         """The RunSummary documents of a doc topic, by run_id."""
-        return {k: summaries_pb2.RunSummary.FromString(v) for k, v in self.state[topic].docs.items()}
+        return {
+            k: summaries_pb2.RunSummary.FromString(v) for k, v in self.state[topic].docs.items()
+        }
 
 
-async def wait_heads(db_url: str, expected: dict[str, int], timeout_s: float = 30.0) -> dict[str, tuple[str, int]]:
+async def wait_heads(
+    db_url: str, expected: dict[str, int], timeout_s: float = 30.0
+) -> dict[str, tuple[str, int]]:
     """Wait until khala.topics reaches `expected` heads; returns {topic: (epoch, head_seq)} of those topics."""
     conn = await asyncpg.connect(db_url)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             rows = await conn.fetch(
-                "SELECT topic, epoch, head_seq FROM khala.topics WHERE topic = ANY($1::text[])", list(expected)
+                "SELECT topic, epoch, head_seq FROM khala.topics WHERE topic = ANY($1::text[])",
+                list(expected),
             )
             found = {r["topic"]: (r["epoch"], int(r["head_seq"])) for r in rows}
             done = all(found.get(t, ("", 0))[1] >= h for t, h in expected.items())
@@ -365,7 +397,9 @@ async def topic_heads(db_url: str, topics: list[str]) -> dict[str, tuple[str, in
     return await wait_heads(db_url, {t: 0 for t in topics}, 0)
 
 
-def run_summary_diff(doc: summaries_pb2.RunSummary | None, run: dict[str, Any], events: list[dict[str, Any]]) -> list[str]:
+def run_summary_diff(
+    doc: summaries_pb2.RunSummary | None, run: dict[str, Any], events: list[dict[str, Any]]
+) -> list[str]:
     """Fields where the projected RunSummary differs from runtime's run snapshot and event log."""
     if doc is None:
         return ["missing document"]
@@ -456,7 +490,11 @@ class Settled:
 
 
 async def settle(
-    api: KhalaApi, db_url: str, run_topics: dict[str, str], topics: list[str], followers: list[Follower]
+    api: KhalaApi,
+    db_url: str,
+    run_topics: dict[str, str],
+    topics: list[str],
+    followers: list[Follower],
 ) -> Settled:
     """Complete the runs, wait for the topic log, let every client catch up, stop them."""
     for rid in run_topics:

@@ -68,12 +68,16 @@ async def append_outputs(api: KhalaApi, run_ids: list[str], count: int, phase: s
 
     async def one(rid: str) -> None:
         for i in range(count):
-            await api.append_events(rid, [event("run.output", f"{phase}-{i}", {"text": f"{phase} {i}"})])
+            await api.append_events(
+                rid, [event("run.output", f"{phase}-{i}", {"text": f"{phase} {i}"})]
+            )
 
     await asyncio.gather(*(one(rid) for rid in run_ids))
 
 
-async def runtime_heads(api: KhalaApi, run_ids: list[str], run_topics: dict[str, str]) -> dict[str, int]:
+async def runtime_heads(
+    api: KhalaApi, run_ids: list[str], run_topics: dict[str, str]
+) -> dict[str, int]:
     """{run topic: runtime last_seq}."""
     return {run_topics[rid]: (await api.get_run(rid))["last_seq"] for rid in run_ids}
 
@@ -81,8 +85,17 @@ async def runtime_heads(api: KhalaApi, run_ids: list[str], run_topics: dict[str,
 async def rebuild_epoch(stack: Any, org: str) -> tuple[str, int]:
     """(epoch, rebuild_id) of `khala_projector rebuild --projection workers --org <org>`."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "khala_projector", "rebuild", "--projection", "workers", "--org", org,
-        env=stack.env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "khala_projector",
+        "rebuild",
+        "--projection",
+        "workers",
+        "--org",
+        org,
+        env=stack.env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     if proc.returncode != 0:
@@ -109,7 +122,10 @@ async def drill() -> int:
     async with drill_env("backup-restore") as env, aiohttp.ClientSession() as http:
         stack = env.stack
         api, org = await signed_in(http, stack, env.tag)
-        run_ids = [(await api.create_run(org, f"run-{env.tag}-{i}", title=f"run {i}"))["run_id"] for i in range(RUNS)]
+        run_ids = [
+            (await api.create_run(org, f"run-{env.tag}-{i}", title=f"run {i}"))["run_id"]
+            for i in range(RUNS)
+        ]
         for rid in run_ids:
             await api.append_events(rid, [event("run.started", "start")])
         runs_topic = f"org.{org}.runs"
@@ -119,7 +135,9 @@ async def drill() -> int:
         heads = await runtime_heads(api, run_ids, run_topics)
         await wait_heads(stack.database_url, heads)
         dumped = await topic_heads(stack.database_url, topics)  # includes the doc topic
-        log(f"heads at the dump: {sorted((t.rsplit('.', 1)[-1], h) for t, (_, h) in dumped.items())}")
+        log(
+            f"heads at the dump: {sorted((t.rsplit('.', 1)[-1], h) for t, (_, h) in dumped.items())}"
+        )
 
         with tempfile.TemporaryDirectory() as tmp:
             dump = Path(tmp) / "khala.dump"
@@ -143,7 +161,9 @@ async def drill() -> int:
             lost_epoch, lost_rebuild_id = await rebuild_epoch(stack, org)
             seen_epochs = await all_epochs(stack.database_url) | {e for e, _ in ahead.values()}
             log(f"rebuild after the dump: rebuild_id {lost_rebuild_id}, epoch {lost_epoch}")
-            log(f"cursors beyond the dump: {sorted((t.rsplit('.', 1)[-1], c[1]) for t, c in ahead.items())}")
+            log(
+                f"cursors beyond the dump: {sorted((t.rsplit('.', 1)[-1], c[1]) for t, c in ahead.items())}"
+            )
 
             # restore into a fresh database and restart the stack on it
             await asyncio.to_thread(env.stack.stop_all)
@@ -153,7 +173,8 @@ async def drill() -> int:
             started = time.monotonic()
             await asyncio.to_thread(
                 subprocess.run,
-                ["pg_restore", "--no-owner", "--exit-on-error", "-d", restored_url, str(dump)], check=True
+                ["pg_restore", "--no-owner", "--exit-on-error", "-d", restored_url, str(dump)],
+                check=True,
             )
             restore_s = time.monotonic() - started
             log(f"pg_restore into {restored_name} in {restore_s:.2f}s; restarting the stack on it")
@@ -162,7 +183,9 @@ async def drill() -> int:
         api = KhalaApi(stack.url("control"), stack.url("runtime"), http, session=api.session)
         restored = await topic_heads(stack.database_url, topics)
 
-        def client(name: str, cursors: dict[str, tuple[str, int]], *, resubscribe: bool = True) -> Follower:
+        def client(
+            name: str, cursors: dict[str, tuple[str, int]], *, resubscribe: bool = True
+        ) -> Follower:
             f = Follower(name, http, api, list(cursors))
             f.auto_resubscribe = resubscribe
             for t, (epoch, seq) in cursors.items():
@@ -197,43 +220,101 @@ async def drill() -> int:
         log(f"rebuild after the restore: rebuild_id {new_rebuild_id}, epoch {new_epoch}")
 
         checks: list[tuple[str, bool, str]] = []
-        checks.append(("no epoch reuse: a rebuild after the restore mints an epoch never seen before",
-                       bool(lost_epoch) and bool(new_epoch) and new_epoch not in seen_epochs,
-                       f"rebuild_id {lost_rebuild_id} → {new_rebuild_id} after the restore "
-                       f"({'rewound' if new_rebuild_id <= lost_rebuild_id else 'not rewound'}), "
-                       f"epoch {lost_epoch} then {new_epoch}; {len(seen_epochs)} epochs known before"))
-        checks.append(("restored heads == heads at the dump", restored == dumped,
-                       f"dump {sorted(h for _, h in dumped.values())}, restored {sorted(h for _, h in restored.values())}, "
-                       f"lost after the backup point: {AFTER_DUMP} events per run"))
+        checks.append(
+            (
+                "no epoch reuse: a rebuild after the restore mints an epoch never seen before",
+                bool(lost_epoch) and bool(new_epoch) and new_epoch not in seen_epochs,
+                f"rebuild_id {lost_rebuild_id} → {new_rebuild_id} after the restore "
+                f"({'rewound' if new_rebuild_id <= lost_rebuild_id else 'not rewound'}), "
+                f"epoch {lost_epoch} then {new_epoch}; {len(seen_epochs)} epochs known before",
+            )
+        )
+        checks.append(
+            (
+                "restored heads == heads at the dump",
+                restored == dumped,
+                f"dump {sorted(h for _, h in dumped.values())}, restored {sorted(h for _, h in restored.values())}, "
+                f"lost after the backup point: {AFTER_DUMP} events per run",
+            )
+        )
         ahead_ok = all(h[1] > restored[t][1] for t, h in ahead.items())
-        checks.append(("ahead cursors are beyond the restored heads", ahead_ok,
-                       f"{sorted(c[1] for c in ahead.values())} > {sorted(h for _, h in restored.values())}"))
+        checks.append(
+            (
+                "ahead cursors are beyond the restored heads",
+                ahead_ok,
+                f"{sorted(c[1] for c in ahead.values())} > {sorted(h for _, h in restored.values())}",
+            )
+        )
         for p in probes:
             got = sorted(p.stale)
             want = sorted((t, "cursor_ahead") for t in topics)
             heads_ok = all(p.stale_heads.get(t) == restored[t][1] for t in topics)
-            checks.append((f"{p.name}: stale_cursor(cursor_ahead) on every topic, head_seq = restored head",
-                           got == want and heads_ok and not p.violations and p.frames == 0,
-                           f"{len(got)}/{len(topics)} topics, reasons {sorted({r for _, r in got})}, "
-                           f"head_seq {sorted(p.stale_heads.values())}, frames {p.frames}"))
-        checks.append(("the two ahead probes got identical answers",
-                       sorted(probes[0].stale) == sorted(probes[1].stale) and probes[0].stale_heads == probes[1].stale_heads,
-                       "deterministic" if probes[0].stale_heads == probes[1].stale_heads else f"{probes[0].stale_heads} vs {probes[1].stale_heads}"))
-        bad = [t for t in run_topics.values() if not exact(recovering.state[t].seqs, 1, final_heads[t])]
-        checks.append(("ahead-recovering: re-subscribed from 0 → run topics exactly 1..head, no dup/gap",
-                       caught["ahead-recovering"] and not bad and not recovering.violations and not recovering.errors,
-                       f"{len(recovering.stale)} stale_cursor then {recovering.frames} frames, {len(recovering.violations)} violations"))
-        bad = [t for t in run_topics.values() if not exact(behind.state[t].seqs, BEHIND_AT + 1, final_heads[t])]
-        checks.append(("behind (cursor 5 < restored head): exactly cursor+1..head, live after restore",
-                       caught["behind"] and not bad and not behind.violations and not behind.stale and not behind.errors,
-                       f"seqs {BEHIND_AT + 1}..{sorted(final_heads[t] for t in run_topics.values())}, {behind.frames} frames, "
-                       f"{len(behind.violations)} violations, {len(behind.stale)} stale"))
-        bad = [t for t in run_topics.values() if not exact(at_head.state[t].seqs, restored[t][1] + 1, final_heads[t])]
-        checks.append(("at-head (cursor = restored head, incl. doc topic): resumes, only new frames",
-                       caught["at-head"] and not bad and quiet_frames == 0 and not at_head.violations and not at_head.stale
-                       and not at_head.errors,
-                       f"{quiet_frames} frames before new appends, then {at_head.frames} "
-                       f"(doc topic {restored[runs_topic][1]}→{at_head.state[runs_topic].last}), {len(at_head.violations)} violations"))
+            checks.append(
+                (
+                    f"{p.name}: stale_cursor(cursor_ahead) on every topic, head_seq = restored head",
+                    got == want and heads_ok and not p.violations and p.frames == 0,
+                    f"{len(got)}/{len(topics)} topics, reasons {sorted({r for _, r in got})}, "
+                    f"head_seq {sorted(p.stale_heads.values())}, frames {p.frames}",
+                )
+            )
+        checks.append(
+            (
+                "the two ahead probes got identical answers",
+                sorted(probes[0].stale) == sorted(probes[1].stale)
+                and probes[0].stale_heads == probes[1].stale_heads,
+                "deterministic"
+                if probes[0].stale_heads == probes[1].stale_heads
+                else f"{probes[0].stale_heads} vs {probes[1].stale_heads}",
+            )
+        )
+        bad = [
+            t for t in run_topics.values() if not exact(recovering.state[t].seqs, 1, final_heads[t])
+        ]
+        checks.append(
+            (
+                "ahead-recovering: re-subscribed from 0 → run topics exactly 1..head, no dup/gap",
+                caught["ahead-recovering"]
+                and not bad
+                and not recovering.violations
+                and not recovering.errors,
+                f"{len(recovering.stale)} stale_cursor then {recovering.frames} frames, {len(recovering.violations)} violations",
+            )
+        )
+        bad = [
+            t
+            for t in run_topics.values()
+            if not exact(behind.state[t].seqs, BEHIND_AT + 1, final_heads[t])
+        ]
+        checks.append(
+            (
+                "behind (cursor 5 < restored head): exactly cursor+1..head, live after restore",
+                caught["behind"]
+                and not bad
+                and not behind.violations
+                and not behind.stale
+                and not behind.errors,
+                f"seqs {BEHIND_AT + 1}..{sorted(final_heads[t] for t in run_topics.values())}, {behind.frames} frames, "
+                f"{len(behind.violations)} violations, {len(behind.stale)} stale",
+            )
+        )
+        bad = [
+            t
+            for t in run_topics.values()
+            if not exact(at_head.state[t].seqs, restored[t][1] + 1, final_heads[t])
+        ]
+        checks.append(
+            (
+                "at-head (cursor = restored head, incl. doc topic): resumes, only new frames",
+                caught["at-head"]
+                and not bad
+                and quiet_frames == 0
+                and not at_head.violations
+                and not at_head.stale
+                and not at_head.errors,
+                f"{quiet_frames} frames before new appends, then {at_head.frames} "
+                f"(doc topic {restored[runs_topic][1]}→{at_head.state[runs_topic].last}), {len(at_head.violations)} violations",
+            )
+        )
         checks.append(("timings", True, f"pg_dump {dump_s:.2f}s, pg_restore {restore_s:.2f}s"))
         return verdict("drill-backup-restore", checks)
 

@@ -60,7 +60,9 @@ RUNS = 3
 
 
 def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def previous_version() -> str:
@@ -78,13 +80,19 @@ class Canary:
     def __init__(self, tree: Path, env: dict[str, str], log_path: Path) -> None:
         self.tree = tree
         self.http_port, self.grpc_port = free_port(), free_port()
-        paths = [tree / "services/khala-gateway/src", tree / "libs/khala-common/src", tree / "libs/khala-proto/src"]
+        paths = [
+            tree / "services/khala-gateway/src",
+            tree / "libs/khala-common/src",
+            tree / "libs/khala-proto/src",
+        ]
         self.env = dict(env)
-        self.env.update({
-            "PYTHONPATH": os.pathsep.join(str(p) for p in paths),
-            "KHALA_GATEWAY_HTTP_PORT": str(self.http_port),
-            "KHALA_GATEWAY_GRPC_PORT": str(self.grpc_port),
-        })
+        self.env.update(
+            {
+                "PYTHONPATH": os.pathsep.join(str(p) for p in paths),
+                "KHALA_GATEWAY_HTTP_PORT": str(self.http_port),
+                "KHALA_GATEWAY_GRPC_PORT": str(self.grpc_port),
+            }
+        )
         self.env.pop("KHALA_GATEWAY_ADMIN_PORT", None)
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -95,13 +103,24 @@ class Canary:
 
     def module_file(self) -> str:
         """Where the canary's interpreter finds khala_gateway (must be the worktree)."""
-        return subprocess.run([sys.executable, "-c", "import khala_gateway; print(khala_gateway.__file__)"],
-                              env=self.env, cwd=self.tree, check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", "import khala_gateway; print(khala_gateway.__file__)"],
+            env=self.env,
+            cwd=self.tree,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
 
     def start(self) -> None:
         with open(self.log_path, "ab") as sink:
-            self.proc = subprocess.Popen([sys.executable, "-m", "khala_gateway", "serve"], env=self.env,
-                                         cwd=self.tree, stdout=sink, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "khala_gateway", "serve"],
+                env=self.env,
+                cwd=self.tree,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         for _ in range(int(timeout_s * 10)):
@@ -110,7 +129,12 @@ class Canary:
                 raise RuntimeError(f"canary exited {self.proc.returncode}; see {self.log_path}")
             try:
                 status = await asyncio.to_thread(
-                    lambda: urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2).status)
+                    lambda: (
+                        urllib.request.urlopen(
+                            f"http://127.0.0.1:{self.http_port}/readyz", timeout=2
+                        ).status
+                    )
+                )
                 if status == 200:
                     return
             except OSError:
@@ -143,30 +167,50 @@ def client_checks(
     ended there), exact run topics, no error, docs == runtime."""
     bad = [t for t in run_topics.values() if not exact(f.state[t].seqs, 1, end.heads[t])]
     docs = f.summaries(runs_topic)
-    wrong = {rid: d for rid in run_topics if (d := run_summary_diff(docs.get(rid), end.runs[rid], end.logs[rid]))}
+    wrong = {
+        rid: d
+        for rid in run_topics
+        if (d := run_summary_diff(docs.get(rid), end.runs[rid], end.logs[rid]))
+    }
     return [
-        (f"{f.name} client: served by both versions" + (", drained off the canary" if drained else ""),
-         f.reconnects >= (2 if drained else 1) and (not drained or "drain" in f.reconnect_messages),
-         f"{f.reconnects} reconnects, Reconnect reasons {f.reconnect_messages}"),
-        (f"{f.name} client: run topics exactly 1..head across versions",
-         end.caught[f.name] and not bad and not f.violations,
-         f"{RUNS - len(bad)}/{RUNS} exact, heads {sorted(end.heads.values())}, {f.frames} frames, "
-         f"{len(f.violations)} dup/gap {f.violations[:3]}"),
-        (f"{f.name} client: no stale_cursor, no error", not f.stale and not f.errors,
-         f"stale {f.stale[:3]}, errors {f.errors[:3]}"),
-        (f"{f.name} client: RunSummary == runtime state", not wrong,
-         f"{RUNS - len(wrong)}/{RUNS} equal {wrong}"),
+        (
+            f"{f.name} client: served by both versions"
+            + (", drained off the canary" if drained else ""),
+            f.reconnects >= (2 if drained else 1)
+            and (not drained or "drain" in f.reconnect_messages),
+            f"{f.reconnects} reconnects, Reconnect reasons {f.reconnect_messages}",
+        ),
+        (
+            f"{f.name} client: run topics exactly 1..head across versions",
+            end.caught[f.name] and not bad and not f.violations,
+            f"{RUNS - len(bad)}/{RUNS} exact, heads {sorted(end.heads.values())}, {f.frames} frames, "
+            f"{len(f.violations)} dup/gap {f.violations[:3]}",
+        ),
+        (
+            f"{f.name} client: no stale_cursor, no error",
+            not f.stale and not f.errors,
+            f"stale {f.stale[:3]}, errors {f.errors[:3]}",
+        ),
+        (
+            f"{f.name} client: RunSummary == runtime state",
+            not wrong,
+            f"{RUNS - len(wrong)}/{RUNS} equal {wrong}",
+        ),
     ]
 
 
-async def switch_versions(followers: list[Follower], on_canary: set[str], canary: Canary, stable_ws_url: str) -> set[str]:
+async def switch_versions(
+    followers: list[Follower], on_canary: set[str], canary: Canary, stable_ws_url: str
+) -> set[str]:
     """Every client moves to the other version; the names now on the canary."""
     for f in followers:
         await move(f, stable_ws_url if f.name in on_canary else canary.ws_url)
     return {f.name for f in followers} - on_canary
 
 
-async def abort(followers: list[Follower], on_canary: set[str], canary: Canary, stable_ws_url: str) -> int | None:
+async def abort(
+    followers: list[Follower], on_canary: set[str], canary: Canary, stable_ws_url: str
+) -> int | None:
     """The canary's clients go to HEAD and the canary is drained; its exit code."""
     for f in followers:
         if f.name in on_canary:
@@ -188,15 +232,24 @@ async def drill() -> int:
             module = await asyncio.to_thread(canary.module_file)
             canary.start()
             await canary.wait_ready()
-            log(f"canary gateway ({base[:12]}) ready on :{canary.http_port}; stable (HEAD) on :{stack.ports['gateway'][0]}")
+            log(
+                f"canary gateway ({base[:12]}) ready on :{canary.http_port}; stable (HEAD) on :{stack.ports['gateway'][0]}"
+            )
 
             api, org = await signed_in(http, stack, env.tag)
-            run_ids = [(await api.create_run(org, f"run-{env.tag}-{i}", title=f"run {i}"))["run_id"] for i in range(RUNS)]
+            run_ids = [
+                (await api.create_run(org, f"run-{env.tag}-{i}", title=f"run {i}"))["run_id"]
+                for i in range(RUNS)
+            ]
             runs_topic = f"org.{org}.runs"
             run_topics = {rid: f"org.{org}.run.{rid}" for rid in run_ids}
             topics = [runs_topic, *run_topics.values()]
-            followers = [Follower(f"{proto}-{i}", http, api, topics, protocol=p)
-                         for i, (proto, p) in enumerate([("proto", PROTO), ("json", JSON), ("proto", PROTO), ("json", JSON)])]
+            followers = [
+                Follower(f"{proto}-{i}", http, api, topics, protocol=p)
+                for i, (proto, p) in enumerate(
+                    [("proto", PROTO), ("json", JSON), ("proto", PROTO), ("json", JSON)]
+                )
+            ]
             on_canary = {f.name for f in followers[1::2]}
             for f in followers:
                 f.start(canary.ws_url if f.name in on_canary else stack.ws_url)
@@ -215,10 +268,16 @@ async def drill() -> int:
 
             appended = sum(writers.appended.values())
             checks: list[tuple[str, bool, str]] = [
-                ("the canary ran the previous version's code", module.startswith(str(tree)) and base != head,
-                 f"khala_gateway from {module}; {base[:12]} vs HEAD {head[:12]}"),
-                ("traffic during the drill", appended > 0,
-                 f"{appended} events over {RUNS} runs, {writers.retries} append retries"),
+                (
+                    "the canary ran the previous version's code",
+                    module.startswith(str(tree)) and base != head,
+                    f"khala_gateway from {module}; {base[:12]} vs HEAD {head[:12]}",
+                ),
+                (
+                    "traffic during the drill",
+                    appended > 0,
+                    f"{appended} events over {RUNS} runs, {writers.retries} append retries",
+                ),
                 ("the canary drained and exited 0 on SIGTERM", canary_rc == 0, f"exit {canary_rc}"),
             ]
             for f in followers:

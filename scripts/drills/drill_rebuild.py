@@ -77,8 +77,15 @@ async def drill() -> int:
         log("running `python -m khala_projector rebuild --projection runs` under live traffic")
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "khala_projector", "rebuild", "--projection", "runs",
-            env=stack.env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "khala_projector",
+            "rebuild",
+            "--projection",
+            "runs",
+            env=stack.env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 90)
         rebuild_s = time.monotonic() - started
@@ -108,7 +115,8 @@ async def drill() -> int:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 rows = await conn.fetch(
-                    "SELECT topic, epoch, head_seq FROM khala.topics WHERE topic = ANY($1::text[])", topics
+                    "SELECT topic, epoch, head_seq FROM khala.topics WHERE topic = ANY($1::text[])",
+                    topics,
                 )
                 db = {r["topic"]: (r["epoch"], r["head_seq"]) for r in rows}
                 if all(db.get(t, ("", 0))[1] >= h for t, h in heads.items()):
@@ -128,37 +136,77 @@ async def drill() -> int:
         await fresh.stop()
 
         checks: list[tuple[str, bool, str]] = []
-        checks.append((
-            "rebuild completed",
-            proc.returncode == 0,
-            f"exit {proc.returncode} in {rebuild_s:.1f}s, epoch {report.get('epoch')}, "
-            f"streams {report.get('streams')}, events_staged {report.get('events_staged')}",
-        ))
+        checks.append(
+            (
+                "rebuild completed",
+                proc.returncode == 0,
+                f"exit {proc.returncode} in {rebuild_s:.1f}s, epoch {report.get('epoch')}, "
+                f"streams {report.get('streams')}, events_staged {report.get('events_staged')}",
+            )
+        )
         moved = [t for t, e in epochs.items() if e == report.get("epoch")]
-        checks.append(("topics moved to the new epoch", len(moved) == len(topics), f"{len(moved)}/{len(topics)} topics, epochs {sorted(set(epochs.values()))}"))
+        checks.append(
+            (
+                "topics moved to the new epoch",
+                len(moved) == len(topics),
+                f"{len(moved)}/{len(topics)} topics, epochs {sorted(set(epochs.values()))}",
+            )
+        )
         total = sum(appended.values())
-        checks.append(("live appends during the drill", total > 0, f"{total} run.output events over {RUNS} runs while rebuilding"))
+        checks.append(
+            (
+                "live appends during the drill",
+                total > 0,
+                f"{total} run.output events over {RUNS} runs while rebuilding",
+            )
+        )
         stale_reasons = sorted({r for _, r in follower.stale})
-        checks.append((
-            "live client: stale_cursor only epoch_changed",
-            all(r == "epoch_changed" for _, r in follower.stale),
-            f"{len(follower.stale)} stale_cursor ({', '.join(stale_reasons) or 'none'}) on "
-            f"{len({t for t, _ in follower.stale})}/{len(topics)} topics, "
-            f"{len(topics) - len({t for t, _ in follower.stale})} continued in place",
-        ))
+        checks.append(
+            (
+                "live client: stale_cursor only epoch_changed",
+                all(r == "epoch_changed" for _, r in follower.stale),
+                f"{len(follower.stale)} stale_cursor ({', '.join(stale_reasons) or 'none'}) on "
+                f"{len({t for t, _ in follower.stale})}/{len(topics)} topics, "
+                f"{len(topics) - len({t for t, _ in follower.stale})} continued in place",
+            )
+        )
         for f in (follower, fresh):
-            checks.append((f"{f.name} client: no duplicate / gap / error", not f.violations and not f.errors,
-                           f"{f.frames} frames, {len(f.violations)} violations {f.violations[:3]}, errors {f.errors[:3]}"))
-            checks.append((f"{f.name} client caught up", live_caught_up if f is follower else fresh_caught_up,
-                           f"cursors {sorted((t.rsplit('.', 1)[-1], s.last) for t, s in f.state.items())}"))
-            bad = [rid for rid in run_ids if not exact(f.state[run_topics[rid]].seqs, 1, heads[run_topics[rid]])]
-            checks.append((f"{f.name} client: run topics exactly 1..head in the current epoch", not bad,
-                           f"{RUNS - len(bad)}/{RUNS} exact; heads {sorted(heads.values())}; bad {bad}"))
+            checks.append(
+                (
+                    f"{f.name} client: no duplicate / gap / error",
+                    not f.violations and not f.errors,
+                    f"{f.frames} frames, {len(f.violations)} violations {f.violations[:3]}, errors {f.errors[:3]}",
+                )
+            )
+            checks.append(
+                (
+                    f"{f.name} client caught up",
+                    live_caught_up if f is follower else fresh_caught_up,
+                    f"cursors {sorted((t.rsplit('.', 1)[-1], s.last) for t, s in f.state.items())}",
+                )
+            )
+            bad = [
+                rid
+                for rid in run_ids
+                if not exact(f.state[run_topics[rid]].seqs, 1, heads[run_topics[rid]])
+            ]
+            checks.append(
+                (
+                    f"{f.name} client: run topics exactly 1..head in the current epoch",
+                    not bad,
+                    f"{RUNS - len(bad)}/{RUNS} exact; heads {sorted(heads.values())}; bad {bad}",
+                )
+            )
             docs = f.summaries(runs_topic)
             diffs = {rid: run_summary_diff(docs.get(rid), runs[rid], logs[rid]) for rid in run_ids}
             wrong = {rid: d for rid, d in diffs.items() if d}
-            checks.append((f"{f.name} client: RunSummary == runtime state for every run", not wrong,
-                           f"{RUNS - len(wrong)}/{RUNS} equal (status, last_seq, counts, last output, times); {wrong}"))
+            checks.append(
+                (
+                    f"{f.name} client: RunSummary == runtime state for every run",
+                    not wrong,
+                    f"{RUNS - len(wrong)}/{RUNS} equal (status, last_seq, counts, last output, times); {wrong}",
+                )
+            )
         return verdict("drill-rebuild", checks)
 
 

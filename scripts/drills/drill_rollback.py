@@ -102,8 +102,10 @@ async def migrate_twice(stack: Stack) -> dict[str, list[int]]:
     for service in SERVICES:
         for _ in range(2):
             result = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", f"khala_{service}", "migrate"],
-                env=stack.env(), capture_output=True,
+                subprocess.run,
+                [sys.executable, "-m", f"khala_{service}", "migrate"],
+                env=stack.env(),
+                capture_output=True,
             )
             migrate_rcs.setdefault(service, []).append(result.returncode)
             if result.returncode != 0:
@@ -111,23 +113,39 @@ async def migrate_twice(stack: Stack) -> dict[str, list[int]]:
     return migrate_rcs
 
 
-def client_checks(f: Follower, end: Settled, runs_topic: str, run_topics: dict[str, str]) -> list[tuple[str, bool, str]]:
+def client_checks(
+    f: Follower, end: Settled, runs_topic: str, run_topics: dict[str, str]
+) -> list[tuple[str, bool, str]]:
     """One client's verdicts: drained and reconnected, exact run topics, no error, docs == runtime."""
     bad = [t for t in run_topics.values() if not exact(f.state[t].seqs, 1, end.heads[t])]
     docs = f.summaries(runs_topic)
-    wrong = {rid: d for rid in run_topics if (d := run_summary_diff(docs.get(rid), end.runs[rid], end.logs[rid]))}
+    wrong = {
+        rid: d
+        for rid in run_topics
+        if (d := run_summary_diff(docs.get(rid), end.runs[rid], end.logs[rid]))
+    }
     return [
-        (f"{f.name} client: drained by the gateway and reconnected",
-         f.reconnects >= 1 and "drain" in f.reconnect_messages,
-         f"{f.reconnects} reconnects, Reconnect reasons {f.reconnect_messages}, closes {f.closes[:2]}"),
-        (f"{f.name} client: run topics exactly 1..head across reconnects",
-         end.caught[f.name] and not bad and not f.violations,
-         f"{RUNS - len(bad)}/{RUNS} exact, heads {sorted(end.heads.values())}, {f.frames} frames, "
-         f"{len(f.violations)} dup/gap {f.violations[:3]}"),
-        (f"{f.name} client: no stale_cursor, no error", not f.stale and not f.errors,
-         f"stale {f.stale[:3]}, errors {f.errors[:3]}"),
-        (f"{f.name} client: RunSummary == runtime state", not wrong,
-         f"{RUNS - len(wrong)}/{RUNS} equal; doc topic at {f.state[runs_topic].last}/{end.all_heads[runs_topic]} {wrong}"),
+        (
+            f"{f.name} client: drained by the gateway and reconnected",
+            f.reconnects >= 1 and "drain" in f.reconnect_messages,
+            f"{f.reconnects} reconnects, Reconnect reasons {f.reconnect_messages}, closes {f.closes[:2]}",
+        ),
+        (
+            f"{f.name} client: run topics exactly 1..head across reconnects",
+            end.caught[f.name] and not bad and not f.violations,
+            f"{RUNS - len(bad)}/{RUNS} exact, heads {sorted(end.heads.values())}, {f.frames} frames, "
+            f"{len(f.violations)} dup/gap {f.violations[:3]}",
+        ),
+        (
+            f"{f.name} client: no stale_cursor, no error",
+            not f.stale and not f.errors,
+            f"stale {f.stale[:3]}, errors {f.errors[:3]}",
+        ),
+        (
+            f"{f.name} client: RunSummary == runtime state",
+            not wrong,
+            f"{RUNS - len(wrong)}/{RUNS} equal; doc topic at {f.state[runs_topic].last}/{end.all_heads[runs_topic]} {wrong}",
+        ),
     ]
 
 
@@ -135,11 +153,17 @@ async def drill() -> int:
     async with drill_env("rollback") as env, aiohttp.ClientSession() as http:
         stack = env.stack
         api, org = await signed_in(http, stack, env.tag)
-        run_ids = [(await api.create_run(org, f"run-{env.tag}-{i}", title=f"run {i}"))["run_id"] for i in range(RUNS)]
+        run_ids = [
+            (await api.create_run(org, f"run-{env.tag}-{i}", title=f"run {i}"))["run_id"]
+            for i in range(RUNS)
+        ]
         runs_topic = f"org.{org}.runs"
         run_topics = {rid: f"org.{org}.run.{rid}" for rid in run_ids}
         topics = [runs_topic, *run_topics.values()]
-        followers = [Follower("proto", http, api, topics, protocol=PROTO), Follower("json", http, api, topics, protocol=JSON)]
+        followers = [
+            Follower("proto", http, api, topics, protocol=PROTO),
+            Follower("json", http, api, topics, protocol=JSON),
+        ]
         for f in followers:
             f.start(stack.ws_url)
 
@@ -159,16 +183,29 @@ async def drill() -> int:
 
         appended = sum(writers.appended.values())
         checks: list[tuple[str, bool, str]] = [
-            ("traffic during the drill", appended > 0,
-             f"{appended} events over {RUNS} runs, {writers.retries} append retries; "
-             + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())),
+            (
+                "traffic during the drill",
+                appended > 0,
+                f"{appended} events over {RUNS} runs, {writers.retries} append retries; "
+                + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()),
+            ),
         ]
         for f in followers:
             checks += client_checks(f, end, runs_topic, run_topics)
-        checks.append(("`khala-<svc> migrate` twice more: exit 0 every time",
-                       all(rc == [0, 0] for rc in migrate_rcs.values()), f"{migrate_rcs}"))
-        checks.append(("migrations idempotent: schemas unchanged", before == after,
-                       f"fingerprint {before[0]} ({before[1]} objects) → {after[0]} ({after[1]} objects)"))
+        checks.append(
+            (
+                "`khala-<svc> migrate` twice more: exit 0 every time",
+                all(rc == [0, 0] for rc in migrate_rcs.values()),
+                f"{migrate_rcs}",
+            )
+        )
+        checks.append(
+            (
+                "migrations idempotent: schemas unchanged",
+                before == after,
+                f"fingerprint {before[0]} ({before[1]} objects) → {after[0]} ({after[1]} objects)",
+            )
+        )
         return verdict("drill-rollback", checks)
 
 

@@ -91,7 +91,9 @@ async def chaos_database(pg_server_url: str) -> AsyncIterator[str]:
             await asyncio.sleep(1)
     else:
         return
-    await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+    await conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+    )
     await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
     await conn.close()
 

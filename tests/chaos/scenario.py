@@ -91,7 +91,9 @@ async def _run(
     api = KhalaApi(stack.url("control"), stack.url("runtime"), http)
     email = f"chaos-{tag}@example.com"
     org_id = f"chaos-{tag}"
-    await call_with_retry(lambda: api.sign_in_dev(email, "Chaos", device_id=f"d-{tag}"), stats, deadline_s=60)
+    await call_with_retry(
+        lambda: api.sign_in_dev(email, "Chaos", device_id=f"d-{tag}"), stats, deadline_s=60
+    )
     await call_with_retry(lambda: api.create_org(org_id, "Chaos"), stats, deadline_s=60)
     last_sign_in = [time.monotonic()]
     sign_in_lock = asyncio.Lock()
@@ -107,7 +109,9 @@ async def _run(
     for run_id in run_ids:
         started_event = [{"type": "run.started", "payload": {}, "idempotency_key": "start"}]
         await call_with_retry(partial(api.create_run, org_id, run_id), stats, deadline_s=60)
-        await call_with_retry(partial(api.append_events, run_id, started_event), stats, deadline_s=60)
+        await call_with_retry(
+            partial(api.append_events, run_id, started_event), stats, deadline_s=60
+        )
         stats.accepted.setdefault(run_id, {})["start"] = 2
     topics = [run_topic(org_id, r) for r in run_ids]
     tokens = TokenSource(api, topics)
@@ -116,13 +120,19 @@ async def _run(
     subscribers = [
         Subscriber(
             index=i,
-            topics=sorted({topics[(i * scenario.topics_per_subscriber + j) % len(topics)]
-                           for j in range(scenario.topics_per_subscriber)}),
+            topics=sorted(
+                {
+                    topics[(i * scenario.topics_per_subscriber + j) % len(topics)]
+                    for j in range(scenario.topics_per_subscriber)
+                }
+            ),
         )
         for i in range(scenario.subscribers)
     ]
     sub_tasks = [
-        asyncio.create_task(sub.run(http, lambda: stack.ws_url, tokens, lambda _s: finished.is_set()))
+        asyncio.create_task(
+            sub.run(http, lambda: stack.ws_url, tokens, lambda _s: finished.is_set())
+        )
         for sub in subscribers
     ]
     stop_writers = asyncio.Event()
@@ -172,7 +182,9 @@ async def _run(
         "events_in_log": verdict.events_in_log,
         "accepted_writes": verdict.accepted_writes,
         "write_retries": stats.retries,
-        "write_latency_ms_p50": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
+        "write_latency_ms_p50": round(latencies[len(latencies) // 2] * 1000, 1)
+        if latencies
+        else None,
         "write_latency_ms_max": round(latencies[-1] * 1000, 1) if latencies else None,
         "token_mints": tokens.mints,
         "seed": scenario.seed,
@@ -189,7 +201,11 @@ async def _run(
 
 
 async def _inject_faults(
-    stack: Any, scenario: Scenario, servers: Any, writer_tasks: list[asyncio.Task[None]], started: float,
+    stack: Any,
+    scenario: Scenario,
+    servers: Any,
+    writer_tasks: list[asyncio.Task[None]],
+    started: float,
     timeline: list[dict[str, Any]],
 ) -> None:
     """The fault schedule: a pause (randomized when seeded), then the next fault,
@@ -203,8 +219,9 @@ async def _inject_faults(
         _raise_if_failed(writer_tasks)
         at = round(time.monotonic() - started, 1)
         took, detail = await _inject(stack, kind, target, servers, rng)
-        timeline.append({"at_s": at, "fault": kind, "target": target, "took_s": round(took, 2),
-                         **detail})
+        timeline.append(
+            {"at_s": at, "fault": kind, "target": target, "took_s": round(took, 2), **detail}
+        )
 
 
 def _run_problems(stack: Any, stats: WriterStats, subscribers: list[Subscriber]) -> list[str]:
@@ -259,7 +276,8 @@ async def _topic_log_lag(stack: Any, heads: dict[str, int]) -> int | None:
         conn = await asyncpg.connect(stack.database_url)
         try:
             rows = await conn.fetch(
-                "SELECT topic, head_seq FROM khala.topics WHERE topic = ANY($1::text[])", list(heads)
+                "SELECT topic, head_seq FROM khala.topics WHERE topic = ANY($1::text[])",
+                list(heads),
             )
         finally:
             await conn.close()
@@ -269,8 +287,12 @@ async def _topic_log_lag(stack: Any, heads: dict[str, int]) -> int | None:
 
 
 async def _diagnose(
-    stack: Any, http: aiohttp.ClientSession, heads: dict[str, int], subscribers: list[Subscriber],
-    stats: WriterStats, started: float,
+    stack: Any,
+    http: aiohttp.ClientSession,
+    heads: dict[str, int],
+    subscribers: list[Subscriber],
+    stats: WriterStats,
+    started: float,
 ) -> dict[str, Any]:
     """Where the missing frames are stuck: runtime's outbox, the topic log, or the gateway."""
     found: dict[str, Any] = {}
@@ -281,14 +303,17 @@ async def _diagnose(
                 "SELECT count(*) FROM runtime.outbox WHERE published_at IS NULL"
             )
             rows = await conn.fetch(
-                "SELECT topic, head_seq FROM khala.topics WHERE topic = ANY($1::text[])", list(heads)
+                "SELECT topic, head_seq FROM khala.topics WHERE topic = ANY($1::text[])",
+                list(heads),
             )
             log_heads = {r["topic"]: r["head_seq"] for r in rows}
             found["topic_log_behind_runtime"] = {
                 t: h - log_heads.get(t, 0) for t, h in heads.items() if log_heads.get(t, 0) != h
             }
             checkpoints = await conn.fetch("SELECT stream_id, last_seq FROM khala.checkpoints")
-            found["projector_checkpoints_sample"] = {r["stream_id"]: r["last_seq"] for r in checkpoints[:3]}
+            found["projector_checkpoints_sample"] = {
+                r["stream_id"]: r["last_seq"] for r in checkpoints[:3]
+            }
             found["fanout_unpublished_frames"] = await conn.fetchval(
                 "SELECT count(*) FROM khala.frames WHERE frame_id > "
                 "(SELECT last_frame_id FROM khala.publish_cursor)"
@@ -304,22 +329,43 @@ async def _diagnose(
     with contextlib.suppress(Exception):
         queues = await asyncio.to_thread(
             subprocess.run,
-            ["rabbitmqctl", "list_queues", "-q", "name", "messages_ready", "messages_unacknowledged",
-             "consumers", "--formatter", "json"],
-            capture_output=True, text=True, timeout=30,
+            [
+                "rabbitmqctl",
+                "list_queues",
+                "-q",
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+                "consumers",
+                "--formatter",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         prefix = stack.amqp_prefix
-        found["broker_queues"] = [q for q in json.loads(queues.stdout) if q["name"].startswith(prefix)]
+        found["broker_queues"] = [
+            q for q in json.loads(queues.stdout) if q["name"].startswith(prefix)
+        ]
     with contextlib.suppress(Exception):
         async with http.get(f"{stack.url('projector')}/metrics") as response:
             text = await response.text()
         found["projector_metrics"] = [
-            line for line in text.splitlines()
-            if line.startswith("khala_projector") and not line.endswith(" 0.0") and "bucket" not in line
+            line
+            for line in text.splitlines()
+            if line.startswith("khala_projector")
+            and not line.endswith(" 0.0")
+            and "bucket" not in line
         ][:40]
     behind = [
-        {"sub": s.index, "cursors": {t: c[1] for t, c in s.cursors.items()}, "connections": s.connections}
-        for s in subscribers if not s.caught_up(heads)
+        {
+            "sub": s.index,
+            "cursors": {t: c[1] for t, c in s.cursors.items()},
+            "connections": s.connections,
+        }
+        for s in subscribers
+        if not s.caught_up(heads)
     ]
     found["subscribers_behind"] = len(behind)
     if behind:

@@ -58,7 +58,10 @@ def frame_digest(payload_bytes: bytes) -> str:
     if digest is None:
         event = events_pb2.RuntimeEvent.FromString(payload_bytes)
         digest = canonical_digest(
-            event.event_id, event.stream_seq, event.type, json.loads(event.payload_json or b"{}"),
+            event.event_id,
+            event.stream_seq,
+            event.type,
+            json.loads(event.payload_json or b"{}"),
             event.chain_hash,
         )
         _FRAME_DIGESTS[payload_bytes] = digest
@@ -75,8 +78,12 @@ class WriterStats:
     accepted: dict[str, dict[str, int]] = field(default_factory=dict)  # run -> key -> seq
     retries: dict[str, int] = field(default_factory=dict)  # error kind -> count
     latencies: list[float] = field(default_factory=list)
-    accepted_at: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # run -> (t, last seq)
-    receipt_chain: dict[str, dict[int, str]] = field(default_factory=dict)  # run -> last_seq -> chain_hash
+    accepted_at: dict[str, list[tuple[float, int]]] = field(
+        default_factory=dict
+    )  # run -> (t, last seq)
+    receipt_chain: dict[str, dict[int, str]] = field(
+        default_factory=dict
+    )  # run -> last_seq -> chain_hash
     server_errors: list[str] = field(default_factory=list)  # every HTTP 500 answer (a failure)
 
     def retry(self, kind: str) -> None:
@@ -139,8 +146,11 @@ async def writer(
     while not stop.is_set():
         keys = [f"w{n + i}" for i in range(batch)]
         events = [
-            {"type": "run.output", "payload": {"n": n + i, "run": run_id, "pad": "x" * 32},
-             "idempotency_key": key}
+            {
+                "type": "run.output",
+                "payload": {"n": n + i, "run": run_id, "pad": "x" * 32},
+                "idempotency_key": key,
+            }
             for i, key in enumerate(keys)
         ]
         started = time.monotonic()
@@ -197,7 +207,9 @@ class Subscriber:
     index: int
     topics: list[str]
     cursors: dict[str, tuple[str, int]] = field(default_factory=dict)
-    received: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # topic -> (seq, digest)
+    received: dict[str, list[tuple[int, str]]] = field(
+        default_factory=dict
+    )  # topic -> (seq, digest)
     connections: int = 0
     connect_failures: int = 0
     close_codes: dict[str, int] = field(default_factory=dict)
@@ -227,10 +239,17 @@ class Subscriber:
             try:
                 token = await tokens.get()
                 conn = await connect(http, ws_url(), token, timeout_s=5)
-            except (ConnectionRefusedError, aiohttp.ClientError, OSError, TimeoutError, ApiError) as exc:
+            except (
+                ConnectionRefusedError,
+                aiohttp.ClientError,
+                OSError,
+                TimeoutError,
+                ApiError,
+            ) as exc:
                 self.connect_failures += 1
                 if isinstance(exc, ConnectionRefusedError) and getattr(exc, "code", "") in (
-                    "token_expired", "unauthorized"
+                    "token_expired",
+                    "unauthorized",
                 ):
                     tokens.invalidate()
                 await asyncio.sleep(backoff + random.random() * backoff)
@@ -248,7 +267,9 @@ class Subscriber:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 2)
 
-    async def _serve(self, conn: Any, tokens: TokenSource, done: Callable[[Subscriber], bool]) -> None:
+    async def _serve(
+        self, conn: Any, tokens: TokenSource, done: Callable[[Subscriber], bool]
+    ) -> None:
         conn.cursors = dict(self.cursors)
         await conn.subscribe(self.topics, request_id=f"s{self.index}-{self.connections}")
 
@@ -278,7 +299,10 @@ class Subscriber:
                 task.cancel()
 
     def _on_error(
-        self, error: ws_pb2.Error, tokens: TokenSource, resubscribe: Callable[[str], Awaitable[None]],
+        self,
+        error: ws_pb2.Error,
+        tokens: TokenSource,
+        resubscribe: Callable[[str], Awaitable[None]],
         pending: set[asyncio.Task[None]],
     ) -> None:
         """Record a server error: a topic's `internal` error is resubscribed after its
@@ -301,7 +325,9 @@ async def _later(delay_s: float, coro: Awaitable[None]) -> None:
 # -- faults --------------------------------------------------------------------------
 
 
-async def restart_service(stack: Any, name: str, sig: int = signal.SIGKILL, down_s: float = 0.5) -> float:
+async def restart_service(
+    stack: Any, name: str, sig: int = signal.SIGKILL, down_s: float = 0.5
+) -> float:
     """Kill `name` with `sig`, keep it down `down_s`, start it and wait for readiness; seconds taken."""
     started = time.monotonic()
     await asyncio.to_thread(stack.kill, name, sig)
@@ -319,7 +345,11 @@ async def restart_rabbitmq_app() -> float:
             subprocess.run, ["rabbitmqctl", action], check=True, capture_output=True, timeout=120
         )
     await asyncio.to_thread(
-        subprocess.run, ["rabbitmqctl", "await_startup"], check=True, capture_output=True, timeout=120
+        subprocess.run,
+        ["rabbitmqctl", "await_startup"],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     return time.monotonic() - started
 
@@ -327,13 +357,17 @@ async def restart_rabbitmq_app() -> float:
 async def restart_postgres() -> float:
     """Restart the machine's Postgres cluster (long chaos test only: it is shared)."""
     started = time.monotonic()
-    version = (await asyncio.to_thread(
-        subprocess.run, ["ls", "/etc/postgresql"], check=True, capture_output=True, text=True
-    )).stdout.split()[0]
+    version = (
+        await asyncio.to_thread(
+            subprocess.run, ["ls", "/etc/postgresql"], check=True, capture_output=True, text=True
+        )
+    ).stdout.split()[0]
     await asyncio.to_thread(
         subprocess.run,
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True, capture_output=True, timeout=120,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     return time.monotonic() - started
 
@@ -392,7 +426,9 @@ def check(
                 )
         verdict.problems.extend(check_chain(run_id, events, stats.receipt_chain.get(run_id, {})))
         expected[run_topic(org_id, run_id)] = [
-            canonical_digest(e["event_id"], e["stream_seq"], e["type"], e["payload"], e["chain_hash"])
+            canonical_digest(
+                e["event_id"], e["stream_seq"], e["type"], e["payload"], e["chain_hash"]
+            )
             for e in events
         ]
     for sub in subscribers:
@@ -402,7 +438,9 @@ def check(
             verdict.frames_checked += len(got)
             seqs = [s for s, _ in got]
             if seqs != list(range(1, len(want) + 1)):
-                verdict.problems.append(f"subscriber {sub.index} {topic}: {describe(seqs, len(want))}")
+                verdict.problems.append(
+                    f"subscriber {sub.index} {topic}: {describe(seqs, len(want))}"
+                )
                 continue
             wrong = [s for s, digest in got if digest != want[s - 1]]
             if wrong:
@@ -420,10 +458,14 @@ def check_chain(run_id: str, events: list[dict[str, Any]], receipts: dict[int, s
     links: dict[int, str] = {}
     for e in events:
         event = events_pb2.RuntimeEvent(
-            event_id=e["event_id"], idempotency_key=e["idempotency_key"] or "",
-            occurred_at_ms=e["occurred_at_ms"], org_id=e["org_id"],
-            payload_json=canonical_json(e["payload"]), stream_id=e["stream_id"],
-            stream_seq=e["stream_seq"], type=e["type"],
+            event_id=e["event_id"],
+            idempotency_key=e["idempotency_key"] or "",
+            occurred_at_ms=e["occurred_at_ms"],
+            org_id=e["org_id"],
+            payload_json=canonical_json(e["payload"]),
+            stream_id=e["stream_id"],
+            stream_seq=e["stream_seq"],
+            type=e["type"],
         )
         prev = link(prev, event_content(event))
         if e["chain_hash"] != prev:
@@ -472,4 +514,3 @@ def summarize(subscribers: list[Subscriber]) -> dict[str, Any]:
 def stale_errors(subscribers: list[Subscriber]) -> list[str]:
     """stale_cursor errors: a resume from a valid cursor must never be stale."""
     return [f"{s.index}:{e}" for s in subscribers for e in s.errors if e.startswith("stale_cursor")]
-

@@ -24,12 +24,24 @@ def _log(n: int) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     prev = GENESIS
     for i in range(1, n + 1):
-        event = {"event_id": f"e{i}", "stream_seq": i, "type": "run.output", "payload": {"n": i},
-                 "idempotency_key": f"k{i}", "occurred_at_ms": 1000 + i, "org_id": ORG,
-                 "stream_id": f"run:{RUN}"}
+        event = {
+            "event_id": f"e{i}",
+            "stream_seq": i,
+            "type": "run.output",
+            "payload": {"n": i},
+            "idempotency_key": f"k{i}",
+            "occurred_at_ms": 1000 + i,
+            "org_id": ORG,
+            "stream_id": f"run:{RUN}",
+        }
         proto = events_pb2.RuntimeEvent(
-            event_id=f"e{i}", idempotency_key=f"k{i}", occurred_at_ms=1000 + i, org_id=ORG,
-            payload_json=canonical_json({"n": i}), stream_id=f"run:{RUN}", stream_seq=i,
+            event_id=f"e{i}",
+            idempotency_key=f"k{i}",
+            occurred_at_ms=1000 + i,
+            org_id=ORG,
+            payload_json=canonical_json({"n": i}),
+            stream_id=f"run:{RUN}",
+            stream_seq=i,
             type="run.output",
         )
         prev = link(prev, event_content(proto))
@@ -60,8 +72,12 @@ def test_exact_sequence_passes_and_counts_frames() -> None:
 
 @pytest.mark.parametrize(
     ("seqs", "word"),
-    [([1, 2, 4, 5], "missing [3]"), ([1, 2, 2, 3, 4, 5], "duplicated [2]"),
-     ([1, 3, 2, 4, 5], "out of order [2]"), ([1, 2, 3, 4], "missing [5]")],
+    [
+        ([1, 2, 4, 5], "missing [3]"),
+        ([1, 2, 2, 3, 4, 5], "duplicated [2]"),
+        ([1, 3, 2, 4, 5], "out of order [2]"),
+        ([1, 2, 3, 4], "missing [5]"),
+    ],
 )
 def test_loss_duplicates_and_reordering_are_caught(seqs: list[int], word: str) -> None:
     verdict = check(ORG, {RUN: _log(5)}, _stats(5), [_subscriber(seqs)])
@@ -70,7 +86,10 @@ def test_loss_duplicates_and_reordering_are_caught(seqs: list[int], word: str) -
 
 def test_a_frame_with_another_payload_is_caught() -> None:
     sub = _subscriber([1, 2, 3])
-    sub.received[TOPIC][1] = (2, canonical_digest("e2", 2, "run.output", {"n": 99}, _log(2)[-1]["chain_hash"]))
+    sub.received[TOPIC][1] = (
+        2,
+        canonical_digest("e2", 2, "run.output", {"n": 99}, _log(2)[-1]["chain_hash"]),
+    )
     verdict = check(ORG, {RUN: _log(3)}, _stats(3), [sub])
     assert not verdict.ok and "payload differs" in verdict.problems[0]
 

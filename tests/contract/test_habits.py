@@ -17,7 +17,10 @@ _EXPLAINED = re.compile(_DIRECTIVE.pattern + r"\s*(?:—|-|:|\()\s*\S+(?:\s+\S+)
 def _exceptions() -> list[tuple[str, int, str]]:
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "*.py"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     found = []
     for name in files:

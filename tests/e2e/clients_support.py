@@ -46,7 +46,11 @@ async def running_stack(
     prefix = f"e2e.{uuid.uuid4().hex[:8]}."
     log_dir = ARTIFACTS / "e2e" / request.module.__name__.rsplit(".", 1)[-1]
     stack = Stack.with_free_ports(
-        database_url=database_url, amqp_url=amqp_url, amqp_prefix=prefix, log_dir=log_dir, extra_env=extra_env
+        database_url=database_url,
+        amqp_url=amqp_url,
+        amqp_prefix=prefix,
+        log_dir=log_dir,
+        extra_env=extra_env,
     )
     try:
         await asyncio.to_thread(stack.start_all)
@@ -66,13 +70,19 @@ def line_text(i: int) -> str:
     return f"line {i:04d}"
 
 
-async def append_lines(api: KhalaApi, run_id: str, start: int, count: int, *, batch: int = 5, pause_s: float = 0.05) -> None:
+async def append_lines(
+    api: KhalaApi, run_id: str, start: int, count: int, *, batch: int = 5, pause_s: float = 0.05
+) -> None:
     """Append `run.output` lines start..start+count-1 in small keyed batches (retries are idempotent)."""
     i = start
     while i < start + count:
         size = min(batch, start + count - i)
         events = [
-            {"type": "run.output", "payload": {"text": line_text(n)}, "idempotency_key": f"line-{n}"}
+            {
+                "type": "run.output",
+                "payload": {"text": line_text(n)},
+                "idempotency_key": f"line-{n}",
+            }
             for n in range(i, i + size)
         ]
         await api.append_events(run_id, events)
@@ -83,7 +93,9 @@ async def append_lines(api: KhalaApi, run_id: str, start: int, count: int, *, ba
 class LineWriter:
     """Appends numbered lines in a task until `finish()`, then a last few."""
 
-    def __init__(self, api: KhalaApi, run_id: str, *, start: int = 0, batch: int = 2, pause_s: float = 0.05) -> None:
+    def __init__(
+        self, api: KhalaApi, run_id: str, *, start: int = 0, batch: int = 2, pause_s: float = 0.05
+    ) -> None:
         self.api = api
         self.run_id = run_id
         self.batch = batch
@@ -94,14 +106,23 @@ class LineWriter:
 
     async def _run(self) -> None:
         while not self._stop.is_set():
-            await append_lines(self.api, self.run_id, self.written, self.batch, batch=self.batch, pause_s=self.pause_s)
+            await append_lines(
+                self.api,
+                self.run_id,
+                self.written,
+                self.batch,
+                batch=self.batch,
+                pause_s=self.pause_s,
+            )
             self.written += self.batch
 
     async def finish(self, tail: int = 10) -> int:
         """Stop after `tail` more lines; returns the number of the next line (lines written from 0)."""
         self._stop.set()
         await self.task
-        await append_lines(self.api, self.run_id, self.written, tail, batch=self.batch, pause_s=self.pause_s)
+        await append_lines(
+            self.api, self.run_id, self.written, tail, batch=self.batch, pause_s=self.pause_s
+        )
         self.written += tail
         return self.written
 
@@ -110,7 +131,9 @@ async def new_user(stack: Stack, http: object, *, surface: str = "desktop") -> t
     """A signed-in user with an org of their own."""
     api = KhalaApi(stack.url("control"), stack.url("runtime"), http)  # type: ignore[arg-type]
     tag = uuid.uuid4().hex[:8]
-    await api.sign_in_dev(f"user-{tag}@example.com", f"User {tag}", device_id=f"dev-{tag}", surface=surface)
+    await api.sign_in_dev(
+        f"user-{tag}@example.com", f"User {tag}", device_id=f"dev-{tag}", surface=surface
+    )
     org = f"org-{tag}"
     await api.create_org(org, f"Org {tag}")
     return api, org

@@ -34,13 +34,17 @@ async def e2e_database(pg_server_url: str) -> AsyncIterator[str]:
     base, _, _ = pg_server_url.rpartition("/")
     yield f"{base}/{name}"
     conn = await asyncpg.connect(pg_server_url)
-    await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+    await conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+    )
     await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
     await conn.close()
 
 
 @pytest.fixture(scope="module")
-async def stack(e2e_database: str, amqp_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+async def stack(
+    e2e_database: str, amqp_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
     """The four services, running; stopped and their broker objects deleted afterwards."""
     prefix = f"e2e.{uuid.uuid4().hex[:8]}."
     log_dir = ARTIFACTS / "e2e" / request.module.__name__.rsplit(".", 1)[-1]

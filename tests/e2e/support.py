@@ -42,7 +42,9 @@ async def read_until(
                 raise AssertionError(f"error from gateway: {message.error}")
             else:
                 into.other.append(kind or "")
-        raise AssertionError(f"socket closed ({conn.close_code}) at seq {into.seqs[-1:]} before {until_seq}")
+        raise AssertionError(
+            f"socket closed ({conn.close_code}) at seq {into.seqs[-1:]} before {until_seq}"
+        )
 
     await asyncio.wait_for(run(), timeout_s)
     return into

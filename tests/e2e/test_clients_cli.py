@@ -33,8 +33,13 @@ class Cli:
 
     async def __call__(self, *args: str, limit_s: float = 30.0) -> Result:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "khala_client.cli", *args,
-            env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "khala_client.cli",
+            *args,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), limit_s)
@@ -59,8 +64,17 @@ def tag() -> str:
 async def cli(stack, tmp_path: Path, tag: str) -> Cli:
     cli = Cli(tmp_path / "khala")
     out = await cli.ok(
-        "login", "--control", stack.url("control"), "--runtime", stack.url("runtime"),
-        "--gateway", stack.ws_url, "--email", f"cli-{tag}@example.com", "--name", "Cli User",
+        "login",
+        "--control",
+        stack.url("control"),
+        "--runtime",
+        stack.url("runtime"),
+        "--gateway",
+        stack.ws_url,
+        "--email",
+        f"cli-{tag}@example.com",
+        "--name",
+        "Cli User",
     )
     assert out.startswith("signed in as usr_")
     config = json.loads((tmp_path / "khala" / "config.json").read_text())
@@ -72,7 +86,9 @@ async def cli(stack, tmp_path: Path, tag: str) -> Cli:
 
 async def test_runs_and_tail_resume(cli: Cli, tag: str) -> None:
     run_id = f"run-{tag}"
-    assert f"run {run_id} created" in await cli.ok("runs", "create", "--run-id", run_id, "--title", "from the cli")
+    assert f"run {run_id} created" in await cli.ok(
+        "runs", "create", "--run-id", run_id, "--title", "from the cli"
+    )
     await cli.ok("runs", "start", run_id)
     assert "seq 3..3" in await cli.ok("runs", "append", run_id, "--text", "hello")
     listing = await cli.ok("runs", "list")
@@ -83,25 +99,37 @@ async def test_runs_and_tail_resume(cli: Cli, tag: str) -> None:
     assert first[2].endswith("run.output hello")
 
     await cli.ok("runs", "append", run_id, "--text", "again", "--key", "k-again")
-    await cli.ok("runs", "append", run_id, "--text", "again", "--key", "k-again")  # idempotent retry
+    await cli.ok(
+        "runs", "append", run_id, "--text", "again", "--key", "k-again"
+    )  # idempotent retry
     resumed = (await cli.ok("tail", f"run:{run_id}", "--exit-when-live", "--quiet")).splitlines()
-    assert [line.split()[2] for line in resumed] == ["#4"], "tail must resume after the last printed frame"
+    assert [line.split()[2] for line in resumed] == ["#4"], (
+        "tail must resume after the last printed frame"
+    )
 
-    everything = await cli.ok("--json", "tail", f"run:{run_id}", "--from-start", "--exit-when-live", "--quiet")
+    everything = await cli.ok(
+        "--json", "tail", f"run:{run_id}", "--from-start", "--exit-when-live", "--quiet"
+    )
     frames = [json.loads(line) for line in everything.splitlines()]
     assert [f["seq"] for f in frames] == [1, 2, 3, 4]
     assert frames[2]["payload"]["payload"] == {"text": "hello"}
     assert frames[2]["schema_version"] == "openagents.runtime.v1.RuntimeEvent@1"
 
     # Live: the tail waits for frames appended after it started.
-    live = asyncio.create_task(cli("tail", "runs", f"run:{run_id}", "--count", "7", "--quiet", "--no-resume"))
+    live = asyncio.create_task(
+        cli("tail", "runs", f"run:{run_id}", "--count", "7", "--quiet", "--no-resume")
+    )
     await asyncio.sleep(3)
     await cli.ok("runs", "append", run_id, "--text", "live line")
     result = await asyncio.wait_for(live, 40)
     assert result.code == 0, result.err
     # runs: a snapshot doc, then the run's update; the run topic: #1..#4 replayed, then #5 live.
     assert "live line" in result.out and "(snapshot)" in result.out
-    run_seqs = [line.split()[2] for line in result.out.splitlines() if line.split()[1:2] and line.split()[1].endswith(f".run.{run_id}")]
+    run_seqs = [
+        line.split()[2]
+        for line in result.out.splitlines()
+        if line.split()[1:2] and line.split()[1].endswith(f".run.{run_id}")
+    ]
     assert run_seqs == ["#1", "#2", "#3", "#4", "#5"], result.out  # no gap, no duplicate
 
     assert "run.canceled" in await cli.ok("runs", "stop", run_id, "--reason", "done")
@@ -146,5 +174,7 @@ async def test_tokens_and_sign_out(cli: Cli, tmp_path: Path) -> None:
     assert after.code == 2 and "not signed in" in after.err
 
     stranger = Cli(tmp_path / "nobody")
-    unreachable = await stranger("login", "--control", "http://127.0.0.1:9", "--email", "x@example.com")
+    unreachable = await stranger(
+        "login", "--control", "http://127.0.0.1:9", "--email", "x@example.com"
+    )
     assert unreachable.code == 1 and "cannot reach" in unreachable.err

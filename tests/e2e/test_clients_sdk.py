@@ -60,7 +60,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
-async def stack(e2e_database: str, amqp_url: str, request: pytest.FixtureRequest) -> AsyncIterator[object]:
+async def stack(
+    e2e_database: str, amqp_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[object]:
     async with running_stack(e2e_database, amqp_url, request, FAST_ENV) as running:
         yield running
 
@@ -94,7 +96,9 @@ class Recorder:
                 self.task.result()
                 raise AssertionError(f"client stopped before {what}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; last updates {self.updates[-5:]}")
+                raise AssertionError(
+                    f"timed out waiting for {what}; last updates {self.updates[-5:]}"
+                )
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
@@ -117,15 +121,20 @@ def _client(stack, api: KhalaApi, http, topics, *, store=None, protocol=PROTO) -
 async def _new_run(api: KhalaApi, org: str) -> tuple[str, str]:
     run_id = f"run-{uuid.uuid4().hex[:8]}"
     await api.create_run(org, run_id, title="sdk e2e")
-    await api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "start"}])
+    await api.append_events(
+        run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "start"}]
+    )
     return run_id, run_topic(org, run_id)
 
 
-async def test_reconnect_across_gateway_restarts_without_loss_or_duplicate(stack, user, http) -> None:
+async def test_reconnect_across_gateway_restarts_without_loss_or_duplicate(
+    stack, user, http
+) -> None:
     api, org = user
     run_id, topic = await _new_run(api, org)
     recorders = [
-        Recorder(_client(stack, api, http, [topic, runs_topic(org)], protocol=protocol)) for protocol in (PROTO, JSON)
+        Recorder(_client(stack, api, http, [topic, runs_topic(org)], protocol=protocol))
+        for protocol in (PROTO, JSON)
     ]
     try:
         await _survive_restarts(stack, api, org, run_id, topic, recorders)
@@ -152,26 +161,36 @@ async def _survive_restarts(stack, api, org, run_id, topic, recorders: list[Reco
         # SIGTERM drains with Reconnect{retry_after_ms} and close 1012; SIGKILL just vanishes (1006).
         await restart_gateway(stack, sig)
         for rec in recorders:
-            await rec.wait_for(lambda rec=rec, n=round_: _live_count(rec, topic) >= n, 60, f"live again ({sig.name})")
+            await rec.wait_for(
+                lambda rec=rec, n=round_: _live_count(rec, topic) >= n,
+                60,
+                f"live again ({sig.name})",
+            )
     lines = await writer.finish()
     head = 2 + lines  # run.created, run.started, then the lines
 
     for rec in recorders:
-        await rec.wait_for(lambda rec=rec: rec.state.event_seqs(topic)[-1:] == [head], 60, f"seq {head}")
+        await rec.wait_for(
+            lambda rec=rec: rec.state.event_seqs(topic)[-1:] == [head], 60, f"seq {head}"
+        )
         assert_exact_sequence([u.seq for u in rec.applied(topic)], 1, head)
         connects = [u for u in rec.updates if isinstance(u, Connected)]
         assert len(connects) >= 3, "the client did not reconnect across both restarts"
         assert len({c.connection_id for c in connects}) == len(connects)
         reasons = [u.reason for u in rec.updates if isinstance(u, Disconnected)]
         assert "server drain (Reconnect)" in reasons, reasons
-        resumed = [u for u in rec.updates if isinstance(u, Subscribed) and u.topic == topic and u.resumed]
+        resumed = [
+            u for u in rec.updates if isinstance(u, Subscribed) and u.topic == topic and u.resumed
+        ]
         assert len(resumed) >= 2, "reconnects must resume from the cursor, not start over"
         events = [u.payload for u in rec.applied(topic)]
         assert all(isinstance(e, events_pb2.RuntimeEvent) for e in events)
         texts = [e.payload_json for e in events[2:]]  # type: ignore[union-attr]
         assert texts == [f'{{"text":"{line_text(i)}"}}'.encode() for i in range(lines)]
         await rec.wait_for(
-            lambda rec=rec: getattr(rec.state.docs.get(runs_topic(org), {}).get(run_id), "last_seq", 0) == head,
+            lambda rec=rec: (
+                getattr(rec.state.docs.get(runs_topic(org), {}).get(run_id), "last_seq", 0) == head
+            ),
             30,
             "the run summary to reach the head",
         )
@@ -189,10 +208,16 @@ async def test_stale_cursor_is_rebootstrapped(stack, user, http) -> None:
     head = 10
     _ahead_run, ahead_topic = await _new_run(api, org)
     # A wrong epoch (as after a projection rebuild) and a cursor past the head.
-    store = MemoryCursorStore({topic: Cursor("epoch-that-never-was", 4), ahead_topic: Cursor("1", 999)})
+    store = MemoryCursorStore(
+        {topic: Cursor("epoch-that-never-was", 4), ahead_topic: Cursor("1", 999)}
+    )
     rec = Recorder(_client(stack, api, http, [topic, ahead_topic], store=store))
-    await rec.wait_for(lambda: rec.state.event_seqs(topic)[-1:] == [head], 30, "the replay after the reset")
-    await rec.wait_for(lambda: rec.state.event_seqs(ahead_topic)[-1:] == [2], 30, "the second reset")
+    await rec.wait_for(
+        lambda: rec.state.event_seqs(topic)[-1:] == [head], 30, "the replay after the reset"
+    )
+    await rec.wait_for(
+        lambda: rec.state.event_seqs(ahead_topic)[-1:] == [2], 30, "the second reset"
+    )
 
     resets = {u.topic: u.reason for u in rec.updates if isinstance(u, TopicReset)}
     assert resets == {topic: "epoch_changed", ahead_topic: "cursor_ahead"}
@@ -209,7 +234,9 @@ async def test_stale_cursor_is_rebootstrapped(stack, user, http) -> None:
 
 
 @pytest.mark.parametrize("kind", ["file", "sqlite"])
-async def test_restarted_client_resumes_from_its_store(stack, user, http, tmp_path: Path, kind: str) -> None:
+async def test_restarted_client_resumes_from_its_store(
+    stack, user, http, tmp_path: Path, kind: str
+) -> None:
     api, org = user
     run_id, topic = await _new_run(api, org)
     await append_lines(api, run_id, 0, 5, batch=5, pause_s=0)
@@ -249,7 +276,9 @@ async def test_sync_token_is_refreshed_on_the_same_socket(stack, user, http) -> 
     await append_lines(api, run_id, 0, 3, batch=3, pause_s=0)
     await rec.wait_for(lambda: rec.state.event_seqs(topic)[-1:] == [5], 20, "seq 5 after expiry")
     assert client.stats["refreshes"] >= 1
-    assert [u.connection_id for u in rec.updates if isinstance(u, Connected)] == [first.connection_id]
+    assert [u.connection_id for u in rec.updates if isinstance(u, Connected)] == [
+        first.connection_id
+    ]
     assert_exact_sequence(rec.state.event_seqs(topic), 1, 5)
     _assert_no_duplicate_or_gap(rec)
     await rec.stop()

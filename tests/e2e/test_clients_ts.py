@@ -52,9 +52,15 @@ async def test_node_sdk_against_the_live_stack(stack, built: Path) -> None:
         "KHALA_TS_GATEWAY_URL": stack.ws_url,
     }
     proc = await asyncio.create_subprocess_exec(
-        "node", "--no-warnings", "--test", "--test-timeout=60000",
+        "node",
+        "--no-warnings",
+        "--test",
+        "--test-timeout=60000",
         "test/live.test.mjs",
-        cwd=TS, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=TS,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 180)
     text = out.decode()
@@ -78,7 +84,9 @@ async def static_ts(built: Path) -> AsyncIterator[str]:
 
 @pytest.mark.parametrize("protocol", ["proto", "json"])
 async def test_chromium_reload_resumes_from_indexeddb(stack, static_ts: str, protocol: str) -> None:
-    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install chromium (make install does)"  # noqa: ASYNC240
+    assert CHROMIUM.is_file(), (
+        f"{CHROMIUM} is missing: apt-get install chromium (make install does)"
+    )  # noqa: ASYNC240
     from playwright.async_api import async_playwright
 
     tag = uuid.uuid4().hex[:8]
@@ -92,7 +100,9 @@ async def test_chromium_reload_resumes_from_indexeddb(stack, static_ts: str, pro
         topic = f"org.{org}.run.{run_id}"
 
         async def append(*texts: str) -> None:
-            await api.append_events(run_id, [{"type": "run.output", "payload": {"text": t}} for t in texts])
+            await api.append_events(
+                run_id, [{"type": "run.output", "payload": {"text": t}} for t in texts]
+            )
 
         await api.append_events(run_id, [{"type": "run.started"}])  # seqs 1 (run.created), 2
         await append("1", "2", "3")  # seqs 3..5
@@ -109,7 +119,9 @@ async def test_chromium_reload_resumes_from_indexeddb(stack, static_ts: str, pro
 
                 await page.expose_function("mintToken", mint)
                 await page.goto(url)
-                await page.wait_for_function("window.applied && window.applied.length >= 5", timeout=30_000)
+                await page.wait_for_function(
+                    "window.applied && window.applied.length >= 5", timeout=30_000
+                )
                 await page.evaluate("khalaIdle()")
                 assert await page.evaluate("khalaCursor()") == "5"
 
@@ -126,7 +138,9 @@ async def test_chromium_reload_resumes_from_indexeddb(stack, static_ts: str, pro
                 assert applied == [str(s) for s in range(1, 8)], applied
                 subscribed = [u for u in updates if u["type"] == "subscribed"]
                 assert subscribed and subscribed[0]["resumed"] is True, json.dumps(updates)
-                assert not [u for u in updates if u["type"] in ("reset", "error")], json.dumps(updates)
+                assert not [u for u in updates if u["type"] in ("reset", "error")], json.dumps(
+                    updates
+                )
                 assert not errors, errors
             finally:
                 await browser.close()

@@ -28,7 +28,9 @@ async def test_dashboard_assets_are_served(stack, http: aiohttp.ClientSession) -
         assert response.status in (403, 404)
 
 
-async def test_runtime_api_through_control(stack, api: KhalaApi, org_id: str, http: aiohttp.ClientSession) -> None:
+async def test_runtime_api_through_control(
+    stack, api: KhalaApi, org_id: str, http: aiohttp.ClientSession
+) -> None:
     run_id = f"proxy-{uuid.uuid4().hex[:8]}"
     await api.create_run(org_id, run_id, title="via runtime")
     assert api.session is not None

@@ -42,8 +42,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 SHOTS = ARTIFACTS / "dashboard"
 assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (make install does)"
@@ -52,7 +58,9 @@ from playwright.async_api import Page, async_playwright  # noqa: E402
 
 
 def _devserver():
-    spec = importlib.util.spec_from_file_location("khala_web_devserver", ROOT / "clients/web/devserver.py")
+    spec = importlib.util.spec_from_file_location(
+        "khala_web_devserver", ROOT / "clients/web/devserver.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -60,7 +68,9 @@ def _devserver():
 
 
 @pytest.fixture(scope="module")
-async def stack(e2e_database: str, amqp_url: str, request: pytest.FixtureRequest) -> AsyncIterator[object]:
+async def stack(
+    e2e_database: str, amqp_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[object]:
     async with running_stack(e2e_database, amqp_url, request, FAST_ENV) as running:
         yield running
 
@@ -103,7 +113,9 @@ async def _sign_in_and_create_org(page: Page, url: str, email: str, org: str) ->
     await page.fill("#org-name", "Dashboard org")
     await page.click("#org-create button")
     await page.wait_for_selector("#org-panels:not([hidden])")
-    await page.wait_for_function("document.getElementById('conn-state').dataset.state === 'live'", timeout=20_000)
+    await page.wait_for_function(
+        "document.getElementById('conn-state').dataset.state === 'live'", timeout=20_000
+    )
 
 
 async def _connections(page: Page) -> int:
@@ -149,7 +161,9 @@ async def test_dashboard_live_workers_runs_and_log_across_gateway_restarts(
         await _shot(page, "02-workers-and-runs")
 
         await page.click(row)
-        await page.wait_for_function("document.querySelectorAll('#run-log li').length === 7", timeout=20_000)
+        await page.wait_for_function(
+            "document.querySelectorAll('#run-log li').length === 7", timeout=20_000
+        )
         await _shot(page, "03-run-log")
 
         # Lines keep coming while the gateway is restarted twice.
@@ -171,7 +185,8 @@ async def test_dashboard_live_workers_runs_and_log_across_gateway_restarts(
         )
         await asyncio.sleep(1.0)  # anything extra (a duplicate) would arrive now
         lines = await page.eval_on_selector_all(
-            "#run-log li", "items => items.map(li => [Number(li.dataset.seq), li.dataset.type, li.querySelector('.text').textContent])"
+            "#run-log li",
+            "items => items.map(li => [Number(li.dataset.seq), li.dataset.type, li.querySelector('.text').textContent])",
         )
         seqs = [seq for seq, _, _ in lines]
         assert seqs == list(range(1, head + 1)), f"lost or repeated lines: {seqs}"
@@ -185,7 +200,9 @@ async def test_dashboard_live_workers_runs_and_log_across_gateway_restarts(
         await api.stop_worker("worker-alpha")
         await page.wait_for_selector(f"{row} [data-status='succeeded']", timeout=20_000)
         await page.wait_for_selector(f"{alpha} [data-status='stopped']", timeout=20_000)
-        await page.wait_for_selector(f"#run-log li[data-seq='{head + 1}'][data-type='run.completed']")
+        await page.wait_for_selector(
+            f"#run-log li[data-seq='{head + 1}'][data-type='run.completed']"
+        )
         stats = await page.evaluate("window.khalaClient.stats")
         assert stats["connections"] >= 3
         assert stats["duplicates"] == 0 and stats["gaps"] == 0, stats

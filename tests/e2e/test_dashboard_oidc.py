@@ -40,7 +40,9 @@ def _free_port() -> int:
 
 
 def _devserver():
-    spec = importlib.util.spec_from_file_location("khala_web_devserver", ROOT / "clients/web/devserver.py")
+    spec = importlib.util.spec_from_file_location(
+        "khala_web_devserver", ROOT / "clients/web/devserver.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -57,7 +59,9 @@ def provider_port() -> int:
 
 
 @pytest.fixture(scope="module")
-async def stack(e2e_database: str, amqp_url: str, request: pytest.FixtureRequest, provider_port: int):
+async def stack(
+    e2e_database: str, amqp_url: str, request: pytest.FixtureRequest, provider_port: int
+):
     env = {
         **FAST_ENV,
         "KHALA_OIDC_ISSUER": f"http://127.0.0.1:{provider_port}",
@@ -71,8 +75,13 @@ async def stack(e2e_database: str, amqp_url: str, request: pytest.FixtureRequest
 async def dashboard(stack, provider_port: int) -> AsyncIterator[str]:
     runner, base = await _devserver().start(stack.url("control"), stack.url("runtime"))
     proc = await asyncio.create_subprocess_exec(
-        "node", "provider.mjs", str(provider_port), f"{base}/",
-        cwd=OIDC, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        "node",
+        "provider.mjs",
+        str(provider_port),
+        f"{base}/",
+        cwd=OIDC,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         assert proc.stdout is not None
@@ -113,7 +122,9 @@ async def test_sign_in_with_authorization_code_and_pkce(dashboard: str, provider
                 f"document.getElementById('whoami').textContent.startsWith('{login}@example.com')",
                 timeout=20_000,
             )
-            assert "code=" not in page.url and "gateway=" in page.url  # callback params gone, config kept
+            assert (
+                "code=" not in page.url and "gateway=" in page.url
+            )  # callback params gone, config kept
             await page.fill("#org-id", f"sso-{login}")
             await page.fill("#org-name", "SSO org")
             await page.click("#org-create button")
@@ -124,7 +135,9 @@ async def test_sign_in_with_authorization_code_and_pkce(dashboard: str, provider
             except Exception:
                 banner = await page.inner_text("#banner")
                 state = await page.inner_text("#conn-state")
-                raise AssertionError(f"not live: {state!r}, banner {banner!r}, logs {logs[-10:]}") from None
+                raise AssertionError(
+                    f"not live: {state!r}, banner {banner!r}, logs {logs[-10:]}"
+                ) from None
         finally:
             await browser.close()
 

@@ -71,7 +71,9 @@ def _wait_ready(gateway: Gateway, log_path: str, timeout_s: float = 30.0) -> Non
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if gateway.proc.poll() is not None:
-            raise RuntimeError(f"second gateway exited with {gateway.proc.returncode}; see {log_path}")
+            raise RuntimeError(
+                f"second gateway exited with {gateway.proc.returncode}; see {log_path}"
+            )
         try:
             with urllib.request.urlopen(f"{gateway.url}/readyz", timeout=2) as response:
                 if response.status == 200:
@@ -155,7 +157,9 @@ class Follower:
                 raise AssertionError(f"error from gateway: {message.error}")
             if kind == "frame" and message.frame.topic == self.topic:
                 self.frames.append(message.frame)
-        raise AssertionError(f"socket closed ({self.conn.close_code}) after {len(self.frames)} frames")
+        raise AssertionError(
+            f"socket closed ({self.conn.close_code}) after {len(self.frames)} frames"
+        )
 
     async def until(self, seq: int, timeout_s: float) -> list[int]:
         """Wait until `seq` arrived (or the socket failed); the seqs received."""
@@ -198,13 +202,17 @@ async def test_two_gateways_deliver_everything_and_heal_a_purged_queue(
     followers = {name: Follower(conn, topic) for name, conn in sockets.items()}
 
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    async with http.get(f"{gateway_b.url}/internal/v1/khala/fanout/metrics", headers=auth) as response:
+    async with http.get(
+        f"{gateway_b.url}/internal/v1/khala/fanout/metrics", headers=auth
+    ) as response:
         assert response.status == 200
         queue_name = (await response.json())["fanout_queue"]
     queue = await broker_channel.get_queue(queue_name, ensure=True)
     fills_before = await _gap_fills(http, gateway_b)
 
-    await api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "start"}])
+    await api.append_events(
+        run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "start"}]
+    )
     sent = 0
     for _ in range(2):  # live on both gateways
         await api.append_events(run_id, _events(sent, BATCH))
@@ -245,7 +253,12 @@ async def test_two_gateways_deliver_everything_and_heal_a_purged_queue(
 
 @pytest.mark.parametrize("revoke", ["delete_session", "logout"])
 async def test_revoked_session_sockets_close_with_4009_on_both_gateways(
-    api: KhalaApi, org_id: str, stack: Stack, gateway_b: Gateway, http: aiohttp.ClientSession, revoke: str
+    api: KhalaApi,
+    org_id: str,
+    stack: Stack,
+    gateway_b: Gateway,
+    http: aiohttp.ClientSession,
+    revoke: str,
 ) -> None:
     session = api.session
     assert session is not None
@@ -260,7 +273,9 @@ async def test_revoked_session_sockets_close_with_4009_on_both_gateways(
     await other_api.sign_in_dev(f"other-{tag}@example.com", "Other", device_id=f"dev-{tag}")
     await other_api.create_org(f"org-{tag}", "Other org")
     other_topics = [f"org.org-{tag}.runs"]
-    bystander = await connect(http, gateway_b.ws_url, (await other_api.sync_token(other_topics))["token"])
+    bystander = await connect(
+        http, gateway_b.ws_url, (await other_api.sync_token(other_topics))["token"]
+    )
     for conn in revoked:
         await conn.subscribe(topics)
     await bystander.subscribe(other_topics)
@@ -275,8 +290,16 @@ async def test_revoked_session_sockets_close_with_4009_on_both_gateways(
         n = 0
         while not writing.is_set():
             with contextlib.suppress(Exception):  # the revoked session's appends fail: fine
-                await api.append_events(run_id, [{"type": "run.started" if n == 0 else "run.output",
-                                                  "payload": {"n": n}, "idempotency_key": f"k{n}"}])
+                await api.append_events(
+                    run_id,
+                    [
+                        {
+                            "type": "run.started" if n == 0 else "run.output",
+                            "payload": {"n": n},
+                            "idempotency_key": f"k{n}",
+                        }
+                    ],
+                )
             n += 1
             await asyncio.sleep(0.02)
 
@@ -329,6 +352,9 @@ def _record_eviction(revoke: str, latencies_ms: list[int]) -> None:
     path = ROOT / "test-artifacts" / "e2e" / "revocation_eviction.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {}
-    data[revoke] = {"latencies_ms": latencies_ms, "goal_ms": 1000,
-                    "within_goal": max(latencies_ms) < 1000}
+    data[revoke] = {
+        "latencies_ms": latencies_ms,
+        "goal_ms": 1000,
+        "within_goal": max(latencies_ms) < 1000,
+    }
     path.write_text(json.dumps(data, indent=2) + "\n")

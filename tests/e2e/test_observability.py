@@ -48,9 +48,15 @@ async def stack(e2e_database: str, amqp_url: str) -> AsyncIterator[Stack]:
     prefix = f"e2e.{uuid.uuid4().hex[:8]}."
     admin = {f"KHALA_{svc.upper()}_ADMIN_PORT": str(free_port()) for svc in SERVICES}
     running = Stack.with_free_ports(
-        database_url=e2e_database, amqp_url=amqp_url, amqp_prefix=prefix,
+        database_url=e2e_database,
+        amqp_url=amqp_url,
+        amqp_prefix=prefix,
         log_dir=ROOT / "test-artifacts" / "e2e" / "test_observability",
-        extra_env={**admin, "KHALA_PROJECTOR_DRIFT_INTERVAL_S": "1", "KHALA_PROJECTOR_DRIFT_SAMPLE": "100"},
+        extra_env={
+            **admin,
+            "KHALA_PROJECTOR_DRIFT_INTERVAL_S": "1",
+            "KHALA_PROJECTOR_DRIFT_SAMPLE": "100",
+        },
     )
     try:
         running.start_all()
@@ -88,14 +94,16 @@ def sample_value(text: str, name: str, labels: dict[str, str]) -> float:
     for line in text.splitlines():
         if not line.startswith(name + "{"):
             continue
-        body = line[len(name) + 1:line.index("}")]
+        body = line[len(name) + 1 : line.index("}")]
         got = dict(re.findall(r'(\w+)="([^"]*)"', body))
         if all(got.get(k) == v for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
-async def test_metrics_live_on_the_admin_port_only(stack: Stack, http: aiohttp.ClientSession) -> None:
+async def test_metrics_live_on_the_admin_port_only(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
     for service in SERVICES:
         async with http.get(f"{stack.url(service)}/metrics") as public:
             assert public.status == 404, f"{service} serves /metrics on its public port"
@@ -108,51 +116,76 @@ async def test_every_metric_named_by_rules_and_dashboard_is_exported(
 ) -> None:
     run_id = f"run-{uuid.uuid4().hex[:8]}"
     await api.create_run(org_id, run_id, title="metrics")
-    await api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}])
+    await api.append_events(
+        run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}]
+    )
     exported: set[str] = set()
     for service in SERVICES:
         exported |= exported_names(await scrape(http, stack, service))
     referenced = checks.referenced_metrics()
     assert len(referenced) > 30
     missing = sorted(referenced - exported)
-    assert not missing, f"named by alerts/recording rules/dashboard but exported by no service: {missing}"
+    assert not missing, (
+        f"named by alerts/recording rules/dashboard but exported by no service: {missing}"
+    )
     # RED metrics of HTTP routes and gRPC methods are among them
-    assert {"khala_http_requests_total", "khala_http_request_duration_seconds_bucket",
-            "khala_grpc_requests_total"} <= exported
+    assert {
+        "khala_http_requests_total",
+        "khala_http_request_duration_seconds_bucket",
+        "khala_grpc_requests_total",
+    } <= exported
 
 
 async def test_real_drift_is_detected_and_the_drift_alert_fires(
-    stack: Stack, api: KhalaApi, org_id: str, http: aiohttp.ClientSession, e2e_database: str, tmp_path: Path
+    stack: Stack,
+    api: KhalaApi,
+    org_id: str,
+    http: aiohttp.ClientSession,
+    e2e_database: str,
+    tmp_path: Path,
 ) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing (make install: Debian prometheus)"
     run_id = f"run-{uuid.uuid4().hex[:8]}"
     await api.create_run(org_id, run_id, title="drift")
-    await api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}])
+    await api.append_events(
+        run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}]
+    )
     conn = await asyncpg.connect(e2e_database)
     try:
         for _ in range(600):  # both events projected: no later commit rewrites the document
-            if await conn.fetchval(
-                "SELECT last_seq FROM khala.checkpoints WHERE stream_id = $1", f"run:{run_id}"
-            ) == 2:
+            if (
+                await conn.fetchval(
+                    "SELECT last_seq FROM khala.checkpoints WHERE stream_id = $1", f"run:{run_id}"
+                )
+                == 2
+            ):
                 break
             await asyncio.sleep(0.1)
         else:
             pytest.fail(f"run {run_id} was never projected")
-        before = sample_value(await scrape(http, stack, "projector"),
-                              "khala_projector_drift_incidents_total", {"projection": "runs"})
+        before = sample_value(
+            await scrape(http, stack, "projector"),
+            "khala_projector_drift_incidents_total",
+            {"projection": "runs"},
+        )
         # a silent bug: a self-consistent but wrong document
         wrong = RunSummary(run_id=run_id, title="tampered").SerializeToString(deterministic=True)
         status = await conn.execute(
             "UPDATE khala.documents SET doc = $2, doc_hash = $3 WHERE projection = 'runs' AND key = $1",
-            run_id, wrong, hashlib.sha256(wrong).hexdigest(),
+            run_id,
+            wrong,
+            hashlib.sha256(wrong).hexdigest(),
         )
         assert status == "UPDATE 1", status
     finally:
         await conn.close()
     for _ in range(240):  # the detector samples every second
-        after = sample_value(await scrape(http, stack, "projector"),
-                             "khala_projector_drift_incidents_total", {"projection": "runs"})
+        after = sample_value(
+            await scrape(http, stack, "projector"),
+            "khala_projector_drift_incidents_total",
+            {"projection": "runs"},
+        )
         if after > before:
             break
         await asyncio.sleep(0.5)
@@ -164,29 +197,45 @@ async def test_real_drift_is_detected_and_the_drift_alert_fires(
     # The alert rule, evaluated by promtool on the scraped values: quiet while the
     # counter stood at its value before the tampering, firing once it moved.
     rules = ROOT / "deploy/monitoring/prometheus/khala-alerts.yaml"
-    alert = next(r for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]
-                 if r.get("alert") == "KhalaProjectionDrift")
+    alert = next(
+        r
+        for g in yaml.safe_load(rules.read_text())["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "KhalaProjectionDrift"
+    )
     test = {
         "rule_files": [str(rules)],
         "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [{
-                "series": 'khala_projector_drift_incidents_total{job="khala-projector",projection="runs"}',
-                "values": f"{before:g}x5 {after:g}x10",
-            }],
-            "alert_rule_test": [
-                {"eval_time": "4m", "alertname": "KhalaProjectionDrift", "exp_alerts": []},
-                {"eval_time": "7m", "alertname": "KhalaProjectionDrift", "exp_alerts": [{
-                    "exp_labels": {"severity": "critical", "projection": "runs"},
-                    "exp_annotations": {
-                        "summary": "Drift in projection runs",
-                        "description": " ".join(alert["annotations"]["description"].split()),
-                        "runbook_url": alert["annotations"]["runbook_url"],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'khala_projector_drift_incidents_total{job="khala-projector",projection="runs"}',
+                        "values": f"{before:g}x5 {after:g}x10",
+                    }
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "4m", "alertname": "KhalaProjectionDrift", "exp_alerts": []},
+                    {
+                        "eval_time": "7m",
+                        "alertname": "KhalaProjectionDrift",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "critical", "projection": "runs"},
+                                "exp_annotations": {
+                                    "summary": "Drift in projection runs",
+                                    "description": " ".join(
+                                        alert["annotations"]["description"].split()
+                                    ),
+                                    "runbook_url": alert["annotations"]["runbook_url"],
+                                },
+                            }
+                        ],
                     },
-                }]},
-            ],
-        }],
+                ],
+            }
+        ],
     }
     path = tmp_path / "drift.test.yaml"
     path.write_text(yaml.safe_dump(test))

@@ -26,20 +26,36 @@ def test_pipeline_bench_smoke(pg_server_url: str, amqp_url: str, tmp_path: Path)
     env = dict(os.environ, KHALA_BENCH_DATABASE_URL=pg_server_url, KHALA_BENCH_AMQP_URL=amqp_url)
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "pipeline.py"), "--smoke", "--out", str(tmp_path)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "pipeline_smoke.json").read_text())["latest"]
 
     assert result["setup"]["subscribers_open"] == result["setup"]["subscribers"] > 0
-    cases = [*result["ladder"], result["burst"], result["fairness"]["b_alone"], result["fairness"]["a_and_b"]]
+    cases = [
+        *result["ladder"],
+        result["burst"],
+        result["fairness"]["b_alone"],
+        result["fairness"]["a_and_b"],
+    ]
     for case in cases:
         streams = case["streams"].values()
-        assert sum(s["ok_2xx"] for s in streams) == sum(s["scheduled"] for s in streams), case["streams"]
+        assert sum(s["ok_2xx"] for s in streams) == sum(s["scheduled"] for s in streams), case[
+            "streams"
+        ]
         assert all(s["error_count"] == 0 for s in streams), case["streams"]
         subscribers_per_run = result["config"]["subs_per_run"]
         assert case["deliveries"] == subscribers_per_run * sum(s["ok_2xx"] for s in streams)
-        assert (case["missing"], case["duplicates"], case["reorders"], case["closed"]) == (0, 0, 0, 0)
+        assert (case["missing"], case["duplicates"], case["reorders"], case["closed"]) == (
+            0,
+            0,
+            0,
+            0,
+        )
         assert case["frames_without_stamp"] == 0
         assert case["latency_ms"]["all"]["deliveries"] == case["deliveries"]
         assert case["latency_ms"]["all"]["p99"] is not None

@@ -33,7 +33,9 @@ async def test_projector_sigkill_loses_and_duplicates_nothing(
     seen = Received()
 
     async def appends() -> None:
-        await api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}])
+        await api.append_events(
+            run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "s"}]
+        )
         for i in range(1, EVENTS):
             await api.append_events(
                 run_id, [{"type": "run.output", "payload": {"n": i}, "idempotency_key": f"o{i}"}]

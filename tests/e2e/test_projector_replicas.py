@@ -71,12 +71,16 @@ async def test_two_replicas_share_the_load_and_survive_a_sigkill(
     async def append(run_id: str, event: dict[str, object]) -> None:
         await api.append_events(run_id, [event])
 
-    await asyncio.gather(*(append(r, {"type": "run.started", "idempotency_key": "s"}) for r in runs))
+    await asyncio.gather(
+        *(append(r, {"type": "run.started", "idempotency_key": "s"}) for r in runs)
+    )
     applied_before_kill: list[float] = []
     for n in range(1, ROUNDS + 1):
         await asyncio.gather(
-            *(append(r, {"type": "run.output", "payload": {"n": n}, "idempotency_key": f"o{n}"})
-              for r in runs)
+            *(
+                append(r, {"type": "run.output", "payload": {"n": n}, "idempotency_key": f"o{n}"})
+                for r in runs
+            )
         )
         if n == KILL_AFTER_ROUND:
             applied_before_kill = [

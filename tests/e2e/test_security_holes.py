@@ -24,7 +24,9 @@ from openagents.sync.v1 import ws_pb2
 pytestmark = pytest.mark.e2e
 
 
-async def _hello(http: aiohttp.ClientSession, ws_url: str, token: str) -> aiohttp.ClientWebSocketResponse:
+async def _hello(
+    http: aiohttp.ClientSession, ws_url: str, token: str
+) -> aiohttp.ClientWebSocketResponse:
     ws = await http.ws_connect(ws_url, protocols=(PROTO,), max_msg_size=0)
     hello = ws_pb2.Hello(token=token, client_name="e2e", client_version="1.0.0")
     await ws.send_bytes(ws_pb2.ClientMessage(hello=hello).SerializeToString())
@@ -72,7 +74,9 @@ async def test_logout_refuses_the_sessions_unexpired_tokens_everywhere(
         assert response.status == 401
     started = time.monotonic()
     while True:
-        async with http.get(f"{stack.url('runtime')}/api/v1/runs/{run['run_id']}", headers=headers) as response:
+        async with http.get(
+            f"{stack.url('runtime')}/api/v1/runs/{run['run_id']}", headers=headers
+        ) as response:
             if response.status == 401:
                 break
             assert response.status == 200
@@ -81,10 +85,14 @@ async def test_logout_refuses_the_sessions_unexpired_tokens_everywhere(
     print(f"runtime refused the revoked session after {time.monotonic() - started:.3f} s")
 
 
-async def test_a_web_session_cannot_mint_another_surface(stack, http: aiohttp.ClientSession) -> None:
+async def test_a_web_session_cannot_mint_another_surface(
+    stack, http: aiohttp.ClientSession
+) -> None:
     web = KhalaApi(stack.url("control"), stack.url("runtime"), http)
     tag = uuid.uuid4().hex[:8]
-    await web.sign_in_dev(f"web-{tag}@example.com", "Web", device_id=f"browser-{tag}", surface="web")
+    await web.sign_in_dev(
+        f"web-{tag}@example.com", "Web", device_id=f"browser-{tag}", surface="web"
+    )
     await web.create_org(f"org-{tag}", "Web org")
     for surface in ("onyx", "desktop", "ios"):
         with pytest.raises(ApiError) as refused:

@@ -36,7 +36,9 @@ def _batch(start: int, size: int) -> list[dict[str, object]]:
 
 
 async def _append_all(api: KhalaApi, run_id: str, total: int, batch: int = 10) -> None:
-    await api.append_events(run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "start"}])
+    await api.append_events(
+        run_id, [{"type": "run.started", "payload": {}, "idempotency_key": "start"}]
+    )
     sent = 1
     while sent < total:
         size = min(batch, total - sent)
@@ -45,7 +47,9 @@ async def _append_all(api: KhalaApi, run_id: str, total: int, batch: int = 10) -
         sent += size
 
 
-async def test_live_resume_and_late_replay(api: KhalaApi, org_id: str, stack, http: aiohttp.ClientSession) -> None:
+async def test_live_resume_and_late_replay(
+    api: KhalaApi, org_id: str, stack, http: aiohttp.ClientSession
+) -> None:
     run_id = f"run-{uuid.uuid4().hex[:8]}"
     await api.create_run(org_id, run_id, title="e2e run")
     topic = run_topic(org_id, run_id)
@@ -96,7 +100,9 @@ async def test_live_resume_and_late_replay(api: KhalaApi, org_id: str, stack, ht
         async for message in late.messages():
             kind = message.WhichOneof("body")
             if kind == "frame" and message.frame.topic == runs_topic(org_id):
-                snapshot_docs.append(summaries_pb2.RunSummary.FromString(message.frame.payload_bytes))
+                snapshot_docs.append(
+                    summaries_pb2.RunSummary.FromString(message.frame.payload_bytes)
+                )
             if kind == "snapshot_end" and message.snapshot_end.topic == runs_topic(org_id):
                 return
 
@@ -112,7 +118,11 @@ async def test_live_resume_and_late_replay(api: KhalaApi, org_id: str, stack, ht
 
 def _forge_alg_none(token: str) -> str:
     _, payload, _ = token.split(".")
-    header = base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": "JWT"}).encode()).rstrip(b"=").decode()
+    header = (
+        base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+        .rstrip(b"=")
+        .decode()
+    )
     return f"{header}.{payload}."
 
 
@@ -125,10 +135,14 @@ def _tamper(token: str) -> str:
 
 
 @pytest.mark.parametrize("forge", [_forge_alg_none, _tamper], ids=["alg-none", "tampered"])
-async def test_forged_tokens_are_refused(api: KhalaApi, org_id: str, stack, http: aiohttp.ClientSession, forge) -> None:
+async def test_forged_tokens_are_refused(
+    api: KhalaApi, org_id: str, stack, http: aiohttp.ClientSession, forge
+) -> None:
     token = (await api.sync_token([runs_topic(org_id)]))["token"]
     ws = await http.ws_connect(stack.ws_url, protocols=(PROTO,))
-    hello = ws_pb2.ClientMessage(hello=ws_pb2.Hello(token=forge(token), client_name="e2e", client_version="1.0.0"))
+    hello = ws_pb2.ClientMessage(
+        hello=ws_pb2.Hello(token=forge(token), client_name="e2e", client_version="1.0.0")
+    )
     await ws.send_bytes(hello.SerializeToString())
     reply = await ws.receive(timeout=10)
     assert reply.type == aiohttp.WSMsgType.BINARY

@@ -43,21 +43,34 @@ segment = st.from_regex(r"\A[A-Za-z0-9_-]{1,12}\Z")
 topic_like = st.one_of(
     text,
     st.builds(lambda o, c: f"org.{o}.{c}", segment, st.sampled_from(["runs", "workers"])),
-    st.builds(lambda o, c, i: f"org.{o}.{c}.{i}", segment, st.sampled_from(["run", "worker"]), segment),
+    st.builds(
+        lambda o, c, i: f"org.{o}.{c}.{i}", segment, st.sampled_from(["run", "worker"]), segment
+    ),
 )
 
 cursors = st.builds(ws_pb2.TopicCursor, topic=topic_like, epoch=text, after_seq=u64)
 client_messages = st.one_of(
-    st.builds(lambda t, n, v: ws_pb2.ClientMessage(hello=ws_pb2.Hello(token=t, client_name=n, client_version=v)),
-              text, text, text),
+    st.builds(
+        lambda t, n, v: ws_pb2.ClientMessage(
+            hello=ws_pb2.Hello(token=t, client_name=n, client_version=v)
+        ),
+        text,
+        text,
+        text,
+    ),
     st.builds(
         lambda r, cs, s: ws_pb2.ClientMessage(
             subscribe=ws_pb2.Subscribe(request_id=r, cursors=cs, snapshot_if_stale=s)
         ),
-        text, st.lists(cursors, max_size=5), st.booleans(),
+        text,
+        st.lists(cursors, max_size=5),
+        st.booleans(),
     ),
-    st.builds(lambda r, ts: ws_pb2.ClientMessage(unsubscribe=ws_pb2.Unsubscribe(request_id=r, topics=ts)),
-              text, st.lists(topic_like, max_size=5)),
+    st.builds(
+        lambda r, ts: ws_pb2.ClientMessage(unsubscribe=ws_pb2.Unsubscribe(request_id=r, topics=ts)),
+        text,
+        st.lists(topic_like, max_size=5),
+    ),
     st.builds(lambda t: ws_pb2.ClientMessage(refresh_auth=ws_pb2.RefreshAuth(token=t)), text),
     st.builds(lambda n: ws_pb2.ClientMessage(ping=ws_pb2.Ping(nonce=n)), text),
     st.just(ws_pb2.ClientMessage()),
@@ -69,18 +82,39 @@ json_values = st.recursive(
     max_leaves=20,
 )
 json_keys = st.sampled_from(
-    ["hello", "subscribe", "unsubscribe", "refreshAuth", "refresh_auth", "ping", "cursors",
-     "afterSeq", "after_seq", "topic", "epoch", "token", "nonce", "requestId", "snapshotIfStale",
-     "topics", "clientName", "bogus"]
+    [
+        "hello",
+        "subscribe",
+        "unsubscribe",
+        "refreshAuth",
+        "refresh_auth",
+        "ping",
+        "cursors",
+        "afterSeq",
+        "after_seq",
+        "topic",
+        "epoch",
+        "token",
+        "nonce",
+        "requestId",
+        "snapshotIfStale",
+        "topics",
+        "clientName",
+        "bogus",
+    ]
 )
 json_shaped = st.recursive(
     json_values,
-    lambda children: st.dictionaries(json_keys, children, max_size=4) | st.lists(children, max_size=3),
+    lambda children: (
+        st.dictionaries(json_keys, children, max_size=4) | st.lists(children, max_size=3)
+    ),
     max_leaves=25,
 )
 
 
-def decodes_or_refuses(codec: ProtoCodec | JsonCodec, data: bytes | str) -> ws_pb2.ClientMessage | None:
+def decodes_or_refuses(
+    codec: ProtoCodec | JsonCodec, data: bytes | str
+) -> ws_pb2.ClientMessage | None:
     """The only two outcomes the handler copes with: a message, or DecodeError."""
     try:
         message = codec.decode(data)
@@ -113,7 +147,9 @@ def test_arbitrary_bytes_decode_or_are_refused(data: bytes) -> None:
 
 @QUICK
 @given(client_messages, st.data())
-def test_mutated_valid_messages_decode_or_are_refused(message: ws_pb2.ClientMessage, data: st.DataObject) -> None:
+def test_mutated_valid_messages_decode_or_are_refused(
+    message: ws_pb2.ClientMessage, data: st.DataObject
+) -> None:
     raw = bytearray(message.SerializeToString())
     for _ in range(data.draw(st.integers(1, 4))):
         op = data.draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
@@ -172,20 +208,25 @@ frames = st.builds(
 
 @QUICK
 @given(st.lists(frames, min_size=1, max_size=8))
-def test_embedded_bytes_equal_serialized_server_messages(batch: list[frames_pb2.KhalaFrame]) -> None:
+def test_embedded_bytes_equal_serialized_server_messages(
+    batch: list[frames_pb2.KhalaFrame],
+) -> None:
     data = [f.SerializeToString() for f in batch]
     assert embed_frame(data[0]) == ws_pb2.ServerMessage(frame=batch[0]).SerializeToString()
     expected = ws_pb2.ServerMessage(frames=frames_pb2.FrameBatch(frames=batch)).SerializeToString()
     assert embed_batch(data) == expected
     assert batch_size(data) == len(expected)
     wire = [WireFrame.decode(d) for d in data]
-    assert ProtoCodec().encode_frames(wire) == (embed_frame(data[0]) if len(data) == 1 else expected)
+    assert ProtoCodec().encode_frames(wire) == (
+        embed_frame(data[0]) if len(data) == 1 else expected
+    )
     parsed = json_format.Parse(JsonCodec().encode_frames(wire), ws_pb2.ServerMessage())
     got = [parsed.frame] if parsed.WhichOneof("body") == "frame" else list(parsed.frames.frames)
     assert got == batch
 
 
 # -- the pure rules after decoding ----------------------------------------------------
+
 
 @QUICK
 @given(topic_like)
@@ -197,23 +238,38 @@ def test_topic_parsing_is_total_and_round_trips(name: str) -> None:
 
 heads = st.builds(
     lambda epoch, oldest, extra: TopicHead(epoch, oldest + extra if oldest else extra, oldest),
-    st.sampled_from(["1", "2"]), st.integers(0, 1000), st.integers(0, 1000),
+    st.sampled_from(["1", "2"]),
+    st.integers(0, 1000),
+    st.integers(0, 1000),
 )
 
 
 @QUICK
-@given(st.sampled_from(["", "1", "2"]), st.integers(0, 3000), heads, st.booleans(), st.booleans(),
-       st.integers(0, 500))
+@given(
+    st.sampled_from(["", "1", "2"]),
+    st.integers(0, 3000),
+    heads,
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 500),
+)
 def test_cursor_planning_is_deterministic_and_within_the_log(
     epoch: str, after: int, head: TopicHead, is_doc: bool, snap: bool, budget: int
 ) -> None:
     cursor = Cursor(epoch, after)
     plan = plan_start(cursor, head, is_doc=is_doc, snapshot_if_stale=snap, replay_budget=budget)
-    assert plan == plan_start(cursor, head, is_doc=is_doc, snapshot_if_stale=snap, replay_budget=budget)
+    assert plan == plan_start(
+        cursor, head, is_doc=is_doc, snapshot_if_stale=snap, replay_budget=budget
+    )
     if after == 0:
         assert isinstance(plan, StartPlan)  # a fresh subscription is never stale
     if isinstance(plan, Stale):
-        assert plan.reason in (codes.RETENTION, codes.EPOCH_CHANGED, codes.CURSOR_AHEAD, codes.REPLAY_BUDGET)
+        assert plan.reason in (
+            codes.RETENTION,
+            codes.EPOCH_CHANGED,
+            codes.CURSOR_AHEAD,
+            codes.REPLAY_BUDGET,
+        )
         assert plan.message
     elif plan.snapshot:
         assert is_doc and plan.after_seq == head.head_seq
@@ -225,7 +281,12 @@ def test_cursor_planning_is_deterministic_and_within_the_log(
 
 
 @QUICK
-@given(st.integers(0, 10**6), st.integers(0, 10**6), st.integers(1, 500), st.one_of(st.none(), st.integers(0, 10**6)))
+@given(
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+    st.integers(1, 500),
+    st.one_of(st.none(), st.integers(0, 10**6)),
+)
 def test_sequencing_rules(seq: int, last: int, chunk: int, buffered: int | None) -> None:
     decision = classify(seq, last)
     assert (decision is Decision.SEND) == (seq == last + 1)
@@ -242,7 +303,9 @@ def test_sequencing_rules(seq: int, last: int, chunk: int, buffered: int | None)
 
 @QUICK
 @given(st.floats(0.5, 100), st.integers(1, 200), st.lists(st.floats(0, 0.2), max_size=200))
-def test_token_bucket_never_allows_more_than_burst_plus_rate(rate: float, burst: int, gaps: list[float]) -> None:
+def test_token_bucket_never_allows_more_than_burst_plus_rate(
+    rate: float, burst: int, gaps: list[float]
+) -> None:
     bucket = TokenBucket(rate, burst, 0.0)
     now, allowed = 0.0, 0
     for gap in gaps:

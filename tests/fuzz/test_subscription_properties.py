@@ -48,7 +48,11 @@ class GatedLog:
     def append(self, key: str) -> WireFrame:
         seq = len(self.rows) + 1
         data = frames_pb2.KhalaFrame(
-            topic=TOPIC, seq=seq, epoch=EPOCH, kind=frames_pb2.FRAME_KIND_DOC_UPSERT, key=key,
+            topic=TOPIC,
+            seq=seq,
+            epoch=EPOCH,
+            kind=frames_pb2.FRAME_KIND_DOC_UPSERT,
+            key=key,
             payload_bytes=f"{key}@{seq}".encode(),
         ).SerializeToString()
         self.rows[seq] = data
@@ -75,12 +79,16 @@ class GatedLog:
         await self._pass()
         return self.head_now()
 
-    async def frames_after(self, topic: str, epoch: str, after: int, upto: int, limit: int) -> list[tuple[int, bytes]]:
+    async def frames_after(
+        self, topic: str, epoch: str, after: int, upto: int, limit: int
+    ) -> list[tuple[int, bytes]]:
         await self._pass()
         seqs = [s for s in range(after + 1, upto + 1) if s in self.rows][:limit]
         return [(s, self.rows[s]) for s in seqs]
 
-    async def frames_by_seq(self, topic: str, epoch: str, seqs: Sequence[int]) -> list[tuple[int, bytes]]:
+    async def frames_by_seq(
+        self, topic: str, epoch: str, seqs: Sequence[int]
+    ) -> list[tuple[int, bytes]]:
         await self._pass()
         return [(s, self.rows[s]) for s in sorted(seqs) if s in self.rows]
 
@@ -148,7 +156,11 @@ setups = st.builds(
     direct=st.booleans(),
 )
 # (action, number, flag); the name list is weighted towards commits and deliveries.
-ACTIONS = ["commit"] * 3 + ["deliver"] * 4 + ["step", "suspend", "suspend", "resume", "poll", "drain", "drain"]
+ACTIONS = (
+    ["commit"] * 3
+    + ["deliver"] * 4
+    + ["step", "suspend", "suspend", "resume", "poll", "drain", "drain"]
+)
 actions = st.lists(
     st.tuples(st.sampled_from(ACTIONS), st.integers(0, 50), st.booleans()), min_size=5, max_size=80
 )
@@ -240,7 +252,9 @@ class Driver:
         raise AssertionError("the subscription never settled")
 
 
-async def _drive(setup: Setup, script: list[tuple[str, int, bool]]) -> tuple[GatedLog, Owner, int, list[int]]:
+async def _drive(
+    setup: Setup, script: list[tuple[str, int, bool]]
+) -> tuple[GatedLog, Owner, int, list[int]]:
     driver = Driver(setup)
     start_after, snapshot = driver.begin()
     for action, number, flag in script:
@@ -262,7 +276,9 @@ def test_any_interleaving_delivers_exactly_the_log_after_the_cursor(
     assert [f.seq for f in frames] == expected
     assert all(f.data == log.rows[f.seq] for f in frames)  # the stored bytes, unchanged
     assert markers.count("watermark") == 1
-    watermark = next(i for i in owner.sent if isinstance(i, ws_pb2.ServerMessage) and i.HasField("watermark"))
+    watermark = next(
+        i for i in owner.sent if isinstance(i, ws_pb2.ServerMessage) and i.HasField("watermark")
+    )
     assert watermark.watermark.live and watermark.watermark.seq <= head
     if setup.snapshot:
         assert markers[:2] == ["snapshot_begin", "snapshot_end"]

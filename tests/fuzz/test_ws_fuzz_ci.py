@@ -90,17 +90,34 @@ class Generator:
     def token(self) -> str:
         good: str = self.ctx["token"]
         i = self.rng.randrange(len(good))
-        return self.rng.choice([
-            good, self.ctx["narrow"], self.ctx["foreign"], good[: len(good) // 2], self.text(),
-            "e30.e30.", good[:i] + self.rng.choice("AZaz09-_.=") + good[i + 1:],
-        ])
+        return self.rng.choice(
+            [
+                good,
+                self.ctx["narrow"],
+                self.ctx["foreign"],
+                good[: len(good) // 2],
+                self.text(),
+                "e30.e30.",
+                good[:i] + self.rng.choice("AZaz09-_.=") + good[i + 1 :],
+            ]
+        )
 
     def topic(self) -> str:
         org = self.ctx["org"]
-        return self.rng.choice([
-            *self.ctx["allowed"], *self.ctx["forbidden"], f"org.{org}.*", f"org.{org}.run.r1.x",
-            "org", "", "a" * 300, f"org.{org}.workers", f"org.{org}.run.nope", self.text(),
-        ])
+        return self.rng.choice(
+            [
+                *self.ctx["allowed"],
+                *self.ctx["forbidden"],
+                f"org.{org}.*",
+                f"org.{org}.run.r1.x",
+                "org",
+                "",
+                "a" * 300,
+                f"org.{org}.workers",
+                f"org.{org}.run.nope",
+                self.text(),
+            ]
+        )
 
     def cursor(self) -> ws_pb2.TopicCursor:
         after = self.rng.choice([0, 1, 3, 6, 7, 1000, 2**63, 2**64 - 1, self.rng.randrange(2**64)])
@@ -110,12 +127,20 @@ class Generator:
     def message(self) -> ws_pb2.ClientMessage:
         kind = self.rng.randrange(6)
         if kind == 0:
-            return ws_pb2.ClientMessage(subscribe=ws_pb2.Subscribe(
-                request_id=self.text(8), cursors=[self.cursor() for _ in range(self.rng.randint(0, 4))],
-                snapshot_if_stale=self.rng.random() < 0.5))
+            return ws_pb2.ClientMessage(
+                subscribe=ws_pb2.Subscribe(
+                    request_id=self.text(8),
+                    cursors=[self.cursor() for _ in range(self.rng.randint(0, 4))],
+                    snapshot_if_stale=self.rng.random() < 0.5,
+                )
+            )
         if kind == 1:
-            return ws_pb2.ClientMessage(unsubscribe=ws_pb2.Unsubscribe(
-                request_id=self.text(8), topics=[self.topic() for _ in range(self.rng.randint(0, 3))]))
+            return ws_pb2.ClientMessage(
+                unsubscribe=ws_pb2.Unsubscribe(
+                    request_id=self.text(8),
+                    topics=[self.topic() for _ in range(self.rng.randint(0, 3))],
+                )
+            )
         if kind == 2:
             return ws_pb2.ClientMessage(ping=ws_pb2.Ping(nonce=self.text(8)))
         if kind == 3:
@@ -161,13 +186,21 @@ class Generator:
         protocol = self.rng.choice([PROTO, JSON])
         valid_hello = self.rng.random() < 0.8
         if valid_hello:
-            hello = ws_pb2.ClientMessage(hello=ws_pb2.Hello(
-                token=self.ctx["token"], client_name=self.text(10),
-                client_version=self.rng.choice(["1.0.0", "0", "", self.text(6)])))
+            hello = ws_pb2.ClientMessage(
+                hello=ws_pb2.Hello(
+                    token=self.ctx["token"],
+                    client_name=self.text(10),
+                    client_version=self.rng.choice(["1.0.0", "0", "", self.text(6)]),
+                )
+            )
             first: bytes | str = _encode(hello, protocol)
         else:
             first = self.wire(protocol)
-        return protocol, [first, *(self.wire(protocol) for _ in range(self.rng.randint(10, 40)))], valid_hello
+        return (
+            protocol,
+            [first, *(self.wire(protocol) for _ in range(self.rng.randint(10, 40)))],
+            valid_hello,
+        )
 
 
 @dataclass
@@ -269,8 +302,15 @@ async def _fuzz(stack: Any) -> dict[str, Any]:
         sampler = asyncio.create_task(_sample_rss(gateway_pid, rss, stop))
         started = time.monotonic()
         workers = [
-            asyncio.create_task(_fuzz_worker(
-                stack.ws_url, Generator(random.Random(rng.getrandbits(64)), ctx), tally, counts, stop))
+            asyncio.create_task(
+                _fuzz_worker(
+                    stack.ws_url,
+                    Generator(random.Random(rng.getrandbits(64)), ctx),
+                    tally,
+                    counts,
+                    stop,
+                )
+            )
             for _ in range(FUZZ_WORKERS)
         ]
         with contextlib.suppress(TimeoutError):
@@ -309,9 +349,12 @@ async def _fuzz(stack: Any) -> dict[str, Any]:
         "normal_clients": NORMAL_CLIENTS,
         "normal_frames_checked": verdict.frames_checked,
         "normal_problems": verdict.problems[:20],
-        "gateway_rss_mb": {"first": round(rss[0], 1) if rss else None,
-                           "max": round(max(rss), 1) if rss else None,
-                           "last": round(rss[-1], 1) if rss else None, "samples": len(rss)},
+        "gateway_rss_mb": {
+            "first": round(rss[0], 1) if rss else None,
+            "max": round(max(rss), 1) if rss else None,
+            "last": round(rss[-1], 1) if rss else None,
+            "samples": len(rss),
+        },
     }
 
 

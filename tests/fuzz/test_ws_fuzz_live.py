@@ -58,9 +58,18 @@ ARTIFACTS = ROOT / "test-artifacts" / "fuzz"
 EXAMPLES = int(os.environ.get("KHALA_FUZZ_EXAMPLES", "1500"))
 PROTO, JSON = "khala.v1+proto", "khala.v1+json"
 DOCUMENTED_CODES = {
-    "unauthorized", "token_expired", "forbidden_topic", "invalid_topic", "stale_cursor",
-    "bad_request", "payload_too_large", "rate_limited", "too_many_subscriptions",
-    "slow_consumer", "reauth_required", "upgrade_required",
+    "unauthorized",
+    "token_expired",
+    "forbidden_topic",
+    "invalid_topic",
+    "stale_cursor",
+    "bad_request",
+    "payload_too_large",
+    "rate_limited",
+    "too_many_subscriptions",
+    "slow_consumer",
+    "reauth_required",
+    "upgrade_required",
 }
 DOCUMENTED_CLOSES = {1000, 1009, 1012, 4001, 4003, 4008, 4009, 4010, 4029}
 STALE_REASONS = {"retention", "epoch_changed", "cursor_ahead", "replay_budget"}
@@ -75,11 +84,14 @@ async def fuzz_stack(pg_server_url: str, amqp_url: str) -> AsyncIterator[Stack]:
     base, _, _ = pg_server_url.rpartition("/")
     prefix = f"fuzz.{uuid.uuid4().hex[:8]}."
     stack = Stack.with_free_ports(
-        database_url=f"{base}/{name}", amqp_url=amqp_url, amqp_prefix=prefix,
+        database_url=f"{base}/{name}",
+        amqp_url=amqp_url,
+        amqp_prefix=prefix,
         log_dir=ARTIFACTS / "logs",
         extra_env={
             "KHALA_GATEWAY_MAX_CONNECTIONS_PER_USER": "100000",
-            "KHALA_RATE_LIMIT_MINT": "off", "KHALA_RATE_LIMIT_SIGN_IN": "off",
+            "KHALA_RATE_LIMIT_MINT": "off",
+            "KHALA_RATE_LIMIT_SIGN_IN": "off",
             "KHALA_RATE_LIMIT_REFRESH": "off",
         },
     )
@@ -90,7 +102,9 @@ async def fuzz_stack(pg_server_url: str, amqp_url: str) -> AsyncIterator[Stack]:
         stack.stop_all()
         await delete_prefixed(amqp_url, Topology(prefix))
         conn = await asyncpg.connect(pg_server_url)
-        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         await conn.close()
 
@@ -104,9 +118,13 @@ async def _prepare(stack: Stack) -> dict[str, Any]:
         org = f"fuzz-{tag}"
         await api.create_org(org, "Fuzz")
         await api.create_run(org, "r1")
-        await api.append_events("r1", [{"type": "run.started", "payload": {}, "idempotency_key": "s"}])
+        await api.append_events(
+            "r1", [{"type": "run.started", "payload": {}, "idempotency_key": "s"}]
+        )
         for i in range(5):
-            await api.append_events("r1", [{"type": "run.output", "payload": {"i": i}, "idempotency_key": f"o{i}"}])
+            await api.append_events(
+                "r1", [{"type": "run.output", "payload": {"i": i}, "idempotency_key": f"o{i}"}]
+            )
         allowed = [run_topic(org, "r1"), runs_topic(org)]
         token = (await api.sync_token(allowed))["token"]
         narrow = (await api.sync_token([runs_topic(org)]))["token"]
@@ -114,8 +132,14 @@ async def _prepare(stack: Stack) -> dict[str, Any]:
         await other.sign_in_dev(f"other-{tag}@example.com", "Other", device_id=f"o-{tag}")
         await other.create_org(f"other-{tag}", "Other")
         foreign = (await other.sync_token([runs_topic(f"other-{tag}")]))["token"]
-    return {"org": org, "allowed": allowed, "token": token, "narrow": narrow, "foreign": foreign,
-            "forbidden": [runs_topic(f"other-{tag}"), run_topic(f"other-{tag}", "r1")]}
+    return {
+        "org": org,
+        "allowed": allowed,
+        "token": token,
+        "narrow": narrow,
+        "foreign": foreign,
+        "forbidden": [runs_topic(f"other-{tag}"), run_topic(f"other-{tag}", "r1")],
+    }
 
 
 # -- strategies ------------------------------------------------------------------------
@@ -126,37 +150,68 @@ text = st.text(st.characters(codec="utf-8"), max_size=30)
 def _tokens(ctx: dict[str, Any]) -> st.SearchStrategy[str]:
     good = ctx["token"]
     mutated = st.builds(
-        lambda i, c: good[:i] + c + good[i + 1:], st.integers(0, len(good) - 1),
+        lambda i, c: good[:i] + c + good[i + 1 :],
+        st.integers(0, len(good) - 1),
         st.sampled_from("AZaz09-_.="),
     )
     return st.one_of(
-        st.just(good), st.just(ctx["narrow"]), st.just(ctx["foreign"]), mutated,
-        st.just(good[: len(good) // 2]), text, st.just("e30.e30."),  # {}.{}. (alg missing)
+        st.just(good),
+        st.just(ctx["narrow"]),
+        st.just(ctx["foreign"]),
+        mutated,
+        st.just(good[: len(good) // 2]),
+        text,
+        st.just("e30.e30."),  # {}.{}. (alg missing)
     )
 
 
 def _topics(ctx: dict[str, Any]) -> st.SearchStrategy[str]:
     return st.one_of(
-        st.sampled_from(ctx["allowed"]), st.sampled_from(ctx["forbidden"]),
-        st.sampled_from([f"org.{ctx['org']}.*", f"org.{ctx['org']}.run.r1.x", "org", "", "a" * 300,
-                         f"org.{ctx['org']}.workers", f"org.{ctx['org']}.run.nope"]),
+        st.sampled_from(ctx["allowed"]),
+        st.sampled_from(ctx["forbidden"]),
+        st.sampled_from(
+            [
+                f"org.{ctx['org']}.*",
+                f"org.{ctx['org']}.run.r1.x",
+                "org",
+                "",
+                "a" * 300,
+                f"org.{ctx['org']}.workers",
+                f"org.{ctx['org']}.run.nope",
+            ]
+        ),
         text,
     )
 
 
 def _messages(ctx: dict[str, Any]) -> st.SearchStrategy[ws_pb2.ClientMessage]:
     cursor = st.builds(
-        ws_pb2.TopicCursor, topic=_topics(ctx),
+        ws_pb2.TopicCursor,
+        topic=_topics(ctx),
         epoch=st.sampled_from(["", "1", "2", "x"]) | text,
-        after_seq=st.sampled_from([0, 1, 3, 6, 7, 1000, 2**63, 2**64 - 1]) | st.integers(0, 2**64 - 1),
+        after_seq=st.sampled_from([0, 1, 3, 6, 7, 1000, 2**63, 2**64 - 1])
+        | st.integers(0, 2**64 - 1),
     )
     return st.one_of(
-        st.builds(lambda r, cs, s: ws_pb2.ClientMessage(subscribe=ws_pb2.Subscribe(
-            request_id=r, cursors=cs, snapshot_if_stale=s)), text, st.lists(cursor, max_size=4), st.booleans()),
-        st.builds(lambda r, ts: ws_pb2.ClientMessage(unsubscribe=ws_pb2.Unsubscribe(request_id=r, topics=ts)),
-                  text, st.lists(_topics(ctx), max_size=3)),
+        st.builds(
+            lambda r, cs, s: ws_pb2.ClientMessage(
+                subscribe=ws_pb2.Subscribe(request_id=r, cursors=cs, snapshot_if_stale=s)
+            ),
+            text,
+            st.lists(cursor, max_size=4),
+            st.booleans(),
+        ),
+        st.builds(
+            lambda r, ts: ws_pb2.ClientMessage(
+                unsubscribe=ws_pb2.Unsubscribe(request_id=r, topics=ts)
+            ),
+            text,
+            st.lists(_topics(ctx), max_size=3),
+        ),
         st.builds(lambda n: ws_pb2.ClientMessage(ping=ws_pb2.Ping(nonce=n)), text),
-        st.builds(lambda t: ws_pb2.ClientMessage(refresh_auth=ws_pb2.RefreshAuth(token=t)), _tokens(ctx)),
+        st.builds(
+            lambda t: ws_pb2.ClientMessage(refresh_auth=ws_pb2.RefreshAuth(token=t)), _tokens(ctx)
+        ),
         st.builds(lambda t: ws_pb2.ClientMessage(hello=ws_pb2.Hello(token=t)), _tokens(ctx)),
         st.just(ws_pb2.ClientMessage()),
     )
@@ -202,9 +257,13 @@ def _connection(draw: st.DrawFn, ctx: dict[str, Any]) -> tuple[str, list[bytes |
     protocol = draw(st.sampled_from([PROTO, JSON]))
     first = draw(st.sampled_from(["hello", "hello", "hello", "hello", "other"]))
     if first == "hello":
-        hello = ws_pb2.ClientMessage(hello=ws_pb2.Hello(
-            token=ctx["token"] if draw(st.integers(0, 4)) else draw(_tokens(ctx)),
-            client_name=draw(text), client_version=draw(st.sampled_from(["1.0.0", "0", ""]) | text)))
+        hello = ws_pb2.ClientMessage(
+            hello=ws_pb2.Hello(
+                token=ctx["token"] if draw(st.integers(0, 4)) else draw(_tokens(ctx)),
+                client_name=draw(text),
+                client_version=draw(st.sampled_from(["1.0.0", "0", ""]) | text),
+            )
+        )
         messages: list[bytes | str] = [_encode(hello, protocol)]
     else:
         messages = [draw(_wire_message(ctx, protocol))]
@@ -240,8 +299,12 @@ def _decode(protocol: str, msg: aiohttp.WSMessage) -> ws_pb2.ServerMessage:
         raise AssertionError(f"undecodable server message: {exc}") from None
 
 
-async def _one(http: aiohttp.ClientSession, url: str, protocol: str, messages: list[bytes | str], tally: Tally) -> None:
-    ws = await http.ws_connect(url, protocols=(protocol,), max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5))
+async def _one(
+    http: aiohttp.ClientSession, url: str, protocol: str, messages: list[bytes | str], tally: Tally
+) -> None:
+    ws = await http.ws_connect(
+        url, protocols=(protocol,), max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5)
+    )
     tally.connections += 1
     nonce = f"end-{uuid.uuid4().hex}"
     end = _encode(ws_pb2.ClientMessage(ping=ws_pb2.Ping(nonce=nonce)), protocol)
@@ -257,7 +320,9 @@ async def _one(http: aiohttp.ClientSession, url: str, protocol: str, messages: l
         assert code in DOCUMENTED_CLOSES, f"close code {code}"
 
 
-async def _send_all(ws: aiohttp.ClientWebSocketResponse, messages: list[bytes | str], tally: Tally) -> None:
+async def _send_all(
+    ws: aiohttp.ClientWebSocketResponse, messages: list[bytes | str], tally: Tally
+) -> None:
     """Send each message (binary or text as given) until the server closes."""
     try:
         for data in messages:
@@ -282,7 +347,11 @@ async def _read_until_pong(
         remaining = deadline - time.monotonic()
         assert remaining > 0, f"no Pong and no close within 10 s after {sent} messages"
         msg = await ws.receive(timeout=remaining)
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+        if msg.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.CLOSING,
+        ):
             return
         assert msg.type != aiohttp.WSMsgType.ERROR, f"socket error {msg.data!r}"
         reply = _decode(protocol, msg)
@@ -318,8 +387,12 @@ def test_mutated_websocket_messages(fuzz_stack: Stack) -> None:
     ctx = asyncio.run(_prepare(fuzz_stack))
     tally = Tally()
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(_connection(ctx))
     def one_connection(case: tuple[str, list[bytes | str]]) -> None:
         protocol, messages = case
@@ -339,36 +412,74 @@ def test_mutated_websocket_messages(fuzz_stack: Stack) -> None:
     _assert_healthy_and_clean(fuzz_stack)
 
 
-HTTP_PATHS = ["/v1/ws", "/healthz", "/readyz", "/metrics", "/internal/v1/khala/fanout/metrics", "/", "/v1",
-              "/v1/ws/../healthz"]
+HTTP_PATHS = [
+    "/v1/ws",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/internal/v1/khala/fanout/metrics",
+    "/",
+    "/v1",
+    "/v1/ws/../healthz",
+]
 
 
 def test_random_http_requests_never_get_a_5xx(fuzz_stack: Stack) -> None:
     tally = Tally()
-    header_names = st.sampled_from(["Sec-WebSocket-Protocol", "Upgrade", "Connection", "Origin",
-                                    "Authorization", "Sec-WebSocket-Version", "Sec-WebSocket-Key"])
-    header_values = st.sampled_from(["khala.v1+proto", "khala.v1+json", "websocket", "Upgrade", "13",
-                                     "dGhlIHNhbXBsZSBub25jZQ==", "Bearer khala-dev-admin-token", "x"]) | st.from_regex(
-        r"\A[ -~]{0,40}\Z")
+    header_names = st.sampled_from(
+        [
+            "Sec-WebSocket-Protocol",
+            "Upgrade",
+            "Connection",
+            "Origin",
+            "Authorization",
+            "Sec-WebSocket-Version",
+            "Sec-WebSocket-Key",
+        ]
+    )
+    header_values = st.sampled_from(
+        [
+            "khala.v1+proto",
+            "khala.v1+json",
+            "websocket",
+            "Upgrade",
+            "13",
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "Bearer khala-dev-admin-token",
+            "x",
+        ]
+    ) | st.from_regex(r"\A[ -~]{0,40}\Z")
 
     @settings(max_examples=max(200, EXAMPLES // 5), deadline=None, database=None)
     @given(
         st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD"]),
         st.sampled_from(HTTP_PATHS) | st.from_regex(r"\A/[a-z0-9/._%-]{0,30}\Z"),
         st.dictionaries(header_names, header_values, max_size=4),
-        st.sampled_from(["", "?topic_limit=5", "?topic_limit=0", "?topic_limit=abc", "?topic_limit=99999999999",
-                         "?topic_limit=-1"]),
+        st.sampled_from(
+            [
+                "",
+                "?topic_limit=5",
+                "?topic_limit=0",
+                "?topic_limit=abc",
+                "?topic_limit=99999999999",
+                "?topic_limit=-1",
+            ]
+        ),
     )
     def one_request(method: str, path: str, headers: dict[str, str], query: str) -> None:
         async def run() -> None:
             async with aiohttp.ClientSession() as http:
-                async with http.request(method, f"{fuzz_stack.url('gateway')}{path}{query}", headers=headers,
-                                        allow_redirects=False) as response:
+                async with http.request(
+                    method,
+                    f"{fuzz_stack.url('gateway')}{path}{query}",
+                    headers=headers,
+                    allow_redirects=False,
+                ) as response:
                     tally.http_requests += 1
                     tally.count(tally.http_statuses, response.status)
-                    assert response.status < 500 or (response.status == 503 and path == "/readyz"), (
-                        f"{method} {path}{query} {headers} -> {response.status}"
-                    )
+                    assert response.status < 500 or (
+                        response.status == 503 and path == "/readyz"
+                    ), f"{method} {path}{query} {headers} -> {response.status}"
 
         asyncio.run(run())
 
@@ -386,8 +497,13 @@ def _assert_healthy_and_clean(stack: Stack) -> None:
     with urllib.request.urlopen(f"{stack.url('gateway')}/healthz", timeout=5) as response:
         assert response.status == 200
     log = (stack.log_dir / "gateway.log").read_text(errors="replace")
-    unhandled = [line for line in log.splitlines()
-                 if "Error handling request" in line or "connection task failed" in line or "Traceback" in line]
+    unhandled = [
+        line
+        for line in log.splitlines()
+        if "Error handling request" in line
+        or "connection task failed" in line
+        or "Traceback" in line
+    ]
     assert not unhandled, unhandled[:3]
 
 

@@ -56,7 +56,11 @@ class Peer:
         """Read (and answer the close handshake) until the client goes away."""
         while not self.ws.closed:
             msg = await self.ws.receive(timeout=10)
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+            ):
                 return
 
     async def send(self, **body: object) -> None:
@@ -67,23 +71,38 @@ class Peer:
         assert hello.WhichOneof("body") == "hello"
         await self.send(
             welcome=ws_pb2.Welcome(
-                connection_id=f"c{id(self)}", heartbeat_interval_ms=heartbeat_ms, token_expires_at_ms=expires_ms
+                connection_id=f"c{id(self)}",
+                heartbeat_interval_ms=heartbeat_ms,
+                token_expires_at_ms=expires_ms,
             )
         )
         return hello.hello
 
-    async def subscribed(self, epoch: str = "1", oldest: int = 1, head: int = 0) -> ws_pb2.TopicCursor:
+    async def subscribed(
+        self, epoch: str = "1", oldest: int = 1, head: int = 0
+    ) -> ws_pb2.TopicCursor:
         sub = await self.recv()
         assert sub.WhichOneof("body") == "subscribe", sub
         cursor = sub.subscribe.cursors[0]
-        await self.send(subscribed=ws_pb2.Subscribed(topic=cursor.topic, epoch=epoch, head_seq=head, oldest_seq=oldest))
+        await self.send(
+            subscribed=ws_pb2.Subscribed(
+                topic=cursor.topic, epoch=epoch, head_seq=head, oldest_seq=oldest
+            )
+        )
         return cursor
 
     async def frames(self, *seqs: int, epoch: str = "1") -> None:
         batch = [
             frames_pb2.KhalaFrame(
-                topic=TOPIC, seq=s, kind=frames_pb2.FRAME_KIND_EVENT, key=f"e{s}", epoch=epoch, schema_version=SCHEMA,
-                payload_bytes=events_pb2.RuntimeEvent(stream_seq=s, type="run.output").SerializeToString(),
+                topic=TOPIC,
+                seq=s,
+                kind=frames_pb2.FRAME_KIND_EVENT,
+                key=f"e{s}",
+                epoch=epoch,
+                schema_version=SCHEMA,
+                payload_bytes=events_pb2.RuntimeEvent(
+                    stream_seq=s, type="run.output"
+                ).SerializeToString(),
             )
             for s in seqs
         ]
@@ -130,7 +149,9 @@ class Tokens:
         return SyncToken(f"tok-{self.calls}", int((time.time() + self.lifetime_s) * 1000))
 
 
-async def collect(client: KhalaClient, until: Callable[[list[Update]], bool], limit_s: float = 10.0) -> list[Update]:
+async def collect(
+    client: KhalaClient, until: Callable[[list[Update]], bool], limit_s: float = 10.0
+) -> list[Update]:
     seen: list[Update] = []
 
     async def run() -> None:
@@ -216,7 +237,9 @@ async def test_unauthorized_mints_a_new_token_and_rate_limit_delays(gateway) -> 
 
     async def rate_limit(peer: Peer) -> None:
         await peer.welcome()
-        await peer.send(error=ws_pb2.Error(code="rate_limited", message="slow down", retry_after_ms=500))
+        await peer.send(
+            error=ws_pb2.Error(code="rate_limited", message="slow down", retry_after_ms=500)
+        )
         await peer.ws.close(code=4029)
 
     async def serve(peer: Peer) -> None:
@@ -242,7 +265,12 @@ async def test_stale_cursor_resets_and_resubscribes_fresh(gateway) -> None:
         sub = await peer.recv()
         assert sub.subscribe.cursors[0].epoch == "old" and sub.subscribe.cursors[0].after_seq == 7
         await peer.send(
-            error=ws_pb2.Error(code="stale_cursor", topic=TOPIC, reason="epoch_changed", request_id=sub.subscribe.request_id)
+            error=ws_pb2.Error(
+                code="stale_cursor",
+                topic=TOPIC,
+                reason="epoch_changed",
+                request_id=sub.subscribe.request_id,
+            )
         )
         cursor = await peer.subscribed(epoch="2", oldest=1)
         assert (cursor.epoch, cursor.after_seq) == ("", 0)

@@ -71,7 +71,9 @@ def test_persistent_stores_survive_a_reopen(tmp_path: Path, name: str) -> None:
 def test_file_store_writes_atomically_readable_json(tmp_path: Path) -> None:
     store = FileCursorStore(tmp_path / "c.json")
     store.save("t", Cursor("e", 3))
-    assert json.loads((tmp_path / "c.json").read_text())["cursors"] == {"t": {"after_seq": 3, "epoch": "e"}}
+    assert json.loads((tmp_path / "c.json").read_text())["cursors"] == {
+        "t": {"after_seq": 3, "epoch": "e"}
+    }
     assert [p.name for p in tmp_path.iterdir()] == ["c.json"]  # no temp file left behind
 
 
@@ -103,24 +105,50 @@ def test_memory_store() -> None:
     assert store.load() == {"b": Cursor("1", 1)}
 
 
-def _frame(topic: str, seq: int, kind: int, key: str, payload: bytes, schema: str) -> frames_pb2.KhalaFrame:
+def _frame(
+    topic: str, seq: int, kind: int, key: str, payload: bytes, schema: str
+) -> frames_pb2.KhalaFrame:
     return frames_pb2.KhalaFrame(
-        topic=topic, seq=seq, kind=kind, key=key, payload_bytes=payload, schema_version=schema, epoch="1"
+        topic=topic,
+        seq=seq,
+        kind=kind,
+        key=key,
+        payload_bytes=payload,
+        schema_version=schema,
+        epoch="1",
     )
 
 
 def test_payloads_are_decoded_by_schema_version() -> None:
     run = summaries_pb2.RunSummary(run_id="r1", status=summaries_pb2.RUN_STATUS_RUNNING)
-    frame = _frame("org.a.runs", 1, frames_pb2.FRAME_KIND_DOC_UPSERT, "r1", run.SerializeToString(),
-                   "openagents.codex.v1.RunSummary@1")
+    frame = _frame(
+        "org.a.runs",
+        1,
+        frames_pb2.FRAME_KIND_DOC_UPSERT,
+        "r1",
+        run.SerializeToString(),
+        "openagents.codex.v1.RunSummary@1",
+    )
     assert decode_payload(frame) == run
     worker = summaries_pb2.CodexWorkerSummary(worker_id="w")
-    frame = _frame("org.a.workers", 1, frames_pb2.FRAME_KIND_DOC_UPSERT, "w", worker.SerializeToString(),
-                   "openagents.codex.v1.CodexWorkerSummary@1")
+    frame = _frame(
+        "org.a.workers",
+        1,
+        frames_pb2.FRAME_KIND_DOC_UPSERT,
+        "w",
+        worker.SerializeToString(),
+        "openagents.codex.v1.CodexWorkerSummary@1",
+    )
     assert decode_payload(frame) == worker
     event = events_pb2.RuntimeEvent(type="run.output", payload_json=b'{"text":"hi"}')
-    frame = _frame("org.a.run.r", 1, frames_pb2.FRAME_KIND_EVENT, "e", event.SerializeToString(),
-                   "openagents.runtime.v1.RuntimeEvent@1")
+    frame = _frame(
+        "org.a.run.r",
+        1,
+        frames_pb2.FRAME_KIND_EVENT,
+        "e",
+        event.SerializeToString(),
+        "openagents.runtime.v1.RuntimeEvent@1",
+    )
     decoded = decode_payload(frame)
     assert isinstance(decoded, events_pb2.RuntimeEvent) and event_payload(decoded) == {"text": "hi"}
     delete = _frame("org.a.runs", 2, frames_pb2.FRAME_KIND_DOC_DELETE, "r1", b"junk", "anything@9")
@@ -128,12 +156,27 @@ def test_payloads_are_decoded_by_schema_version() -> None:
 
 
 def test_unknown_schema_version_is_refused_not_skipped() -> None:
-    frame = _frame("org.a.runs", 1, frames_pb2.FRAME_KIND_DOC_UPSERT, "r", b"", "openagents.codex.v1.RunSummary@2")
+    frame = _frame(
+        "org.a.runs",
+        1,
+        frames_pb2.FRAME_KIND_DOC_UPSERT,
+        "r",
+        b"",
+        "openagents.codex.v1.RunSummary@2",
+    )
     with pytest.raises(UnknownSchema, match="RunSummary@2"):
         decode_payload(frame)
 
 
-def _applied(topic: str, seq: int, key: str, payload, *, snapshot: bool = False, kind=frames_pb2.FRAME_KIND_DOC_UPSERT):
+def _applied(
+    topic: str,
+    seq: int,
+    key: str,
+    payload,
+    *,
+    snapshot: bool = False,
+    kind=frames_pb2.FRAME_KIND_DOC_UPSERT,
+):
     frame = frames_pb2.KhalaFrame(topic=topic, seq=seq, kind=kind, key=key, epoch="1")
     return FrameApplied(topic, frame, payload, snapshot)
 

@@ -37,7 +37,9 @@ def test_config_round_trip_is_private(tmp_path: Path) -> None:
     assert Config.load(tmp_path).get_session() is None
 
 
-def test_a_broken_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_broken_config_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "config.json").write_text("[1]")
     assert main(["--config-dir", str(tmp_path), "runs", "list"]) == 2
     assert "not a JSON object" in capsys.readouterr().err
@@ -78,11 +80,16 @@ def test_payload_must_be_an_object() -> None:
 
 
 def test_rendering() -> None:
-    assert table([{"a": 1, "b": {"state": "lagging", "lag_events": 3}}], ["a", "b"]).splitlines() == [
-        "A  B", "1  lagging (3)",
+    assert table(
+        [{"a": 1, "b": {"state": "lagging", "lag_events": 3}}], ["a", "b"]
+    ).splitlines() == [
+        "A  B",
+        "1  lagging (3)",
     ]
     event = events_pb2.RuntimeEvent(type="run.output", payload_json=b'{"text":"hi"}')
-    frame = frames_pb2.KhalaFrame(topic="org.a.run.r", seq=4, kind=frames_pb2.FRAME_KIND_EVENT, epoch="1")
+    frame = frames_pb2.KhalaFrame(
+        topic="org.a.run.r", seq=4, kind=frames_pb2.FRAME_KIND_EVENT, epoch="1"
+    )
     update = FrameApplied("org.a.run.r", frame, event, False)
     assert frame_line(update).endswith("org.a.run.r #4 run.output hi")
     assert json.loads(frame_json(update))["payload"]["payload"] == {"text": "hi"}

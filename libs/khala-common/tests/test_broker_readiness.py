@@ -32,7 +32,11 @@ async def test_is_connected_trips_on_a_lost_connection_and_recovers(amqp_url: st
     relay = Relay(parts.hostname or "127.0.0.1", parts.port or 5672)
     await relay.open()
     creds, _, _ = parts.netloc.rpartition("@")
-    url = urlunsplit(parts._replace(netloc=f"{creds}@127.0.0.1:{relay.port}" if creds else f"127.0.0.1:{relay.port}"))
+    url = urlunsplit(
+        parts._replace(
+            netloc=f"{creds}@127.0.0.1:{relay.port}" if creds else f"127.0.0.1:{relay.port}"
+        )
+    )
     broker = Broker(url, Topology("readiness."))
     await broker.connect()
     try:

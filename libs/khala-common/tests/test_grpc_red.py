@@ -32,7 +32,12 @@ async def test_every_call_is_counted_by_method_and_code_and_timed() -> None:
                 assert exc.code() == grpc.StatusCode.NOT_FOUND
         assert _count("OK") == ok_before + 1
         assert _count("NOT_FOUND") == missing_before + 1
-        assert (REGISTRY.get_sample_value("khala_grpc_request_duration_seconds_count", {"method": CHECK}) or 0) >= 2
+        assert (
+            REGISTRY.get_sample_value(
+                "khala_grpc_request_duration_seconds_count", {"method": CHECK}
+            )
+            or 0
+        ) >= 2
     finally:
         await server.stop(0)
 
@@ -57,7 +62,8 @@ async def test_round_robin_skips_a_backend_whose_readiness_fails() -> None:
     for name in (b"a", b"b"):
         server = GrpcServer("127.0.0.1", 0, "token")
         handler = grpc.method_handlers_generic_handler(
-            "khala.test.Who", {"Name": grpc.unary_unary_rpc_method_handler(lambda _r, _c, n=name: n)}
+            "khala.test.Who",
+            {"Name": grpc.unary_unary_rpc_method_handler(lambda _r, _c, n=name: n)},
         )
         server.add(lambda _s, srv, h=handler: srv.add_generic_rpc_handlers((h,)), None, [])
         ready = Readiness()

@@ -21,7 +21,9 @@ def _free_port() -> int:
 
 
 async def _lost_db(_: web.Request) -> web.Response:
-    raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+    raise asyncpg.exceptions.ConnectionDoesNotExistError(
+        "connection was closed in the middle of operation"
+    )
 
 
 async def _refused(_: web.Request) -> web.Response:

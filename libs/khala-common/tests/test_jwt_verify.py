@@ -35,7 +35,9 @@ def _claims(**overrides: Any) -> dict[str, Any]:
     return claims
 
 
-def _token(claims: dict[str, Any] | None = None, key: Any = KEY, kid: str = "k1", alg: str = "ES256") -> str:
+def _token(
+    claims: dict[str, Any] | None = None, key: Any = KEY, kid: str = "k1", alg: str = "ES256"
+) -> str:
     return jwt.encode(claims or _claims(), key, algorithm=alg, headers={"kid": kid})
 
 
@@ -68,13 +70,19 @@ async def test_valid_token_verifies() -> None:
     [
         (lambda: "", "unauthorized", "missing"),
         (lambda: "not.a.jwt", "unauthorized", "malformed"),
-        (lambda: _b64({"alg": "none", "kid": "k1"}) + "." + _b64(_claims()) + ".", "unauthorized", "not allowed"),
+        (
+            lambda: _b64({"alg": "none", "kid": "k1"}) + "." + _b64(_claims()) + ".",
+            "unauthorized",
+            "not allowed",
+        ),
         (
             lambda: jwt.encode(
                 _claims(),
-                KEY.public_key().public_bytes(
+                KEY.public_key()
+                .public_bytes(
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                ).decode()[:32],
+                )
+                .decode()[:32],
                 algorithm="HS256",
                 headers={"kid": "k1"},
             ),

@@ -50,7 +50,15 @@ def test_parse_known_topics() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["org.acme", "org.acme.runs.r1", "org.acme.run", "team.acme.runs", "org.acme.jobs", "org.acme.run.r1.x"]
+    "name",
+    [
+        "org.acme",
+        "org.acme.runs.r1",
+        "org.acme.run",
+        "team.acme.runs",
+        "org.acme.jobs",
+        "org.acme.run.r1.x",
+    ],
 )
 def test_parse_rejects_unknown_shapes(name: str) -> None:
     assert parse_topic(name) is None

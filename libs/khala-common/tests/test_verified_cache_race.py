@@ -48,10 +48,19 @@ async def test_concurrent_verifications_with_a_tiny_cache_never_fail() -> None:
         assert not failures, failures[:3]
         assert [r["sub"] for r in results] == [f"u{i}" for i in range(8)] * 4  # type: ignore[index]
     expired = jwt.encode(
-        {"iss": "iss", "aud": "aud", "sub": "x", "iat": now - 200, "nbf": now - 200, "exp": now - 100},
+        {
+            "iss": "iss",
+            "aud": "aud",
+            "sub": "x",
+            "iat": now - 200,
+            "nbf": now - 200,
+            "exp": now - 100,
+        },
         key,
         algorithm="ES256",
         headers={"kid": "k1"},
     )
-    results = await asyncio.gather(*(verifier.verify(expired) for _ in range(5)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(verifier.verify(expired) for _ in range(5)), return_exceptions=True
+    )
     assert all(isinstance(r, TokenError) and r.code == "token_expired" for r in results)

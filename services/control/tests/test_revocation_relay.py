@@ -62,8 +62,12 @@ async def _enqueue(pool, session_id: str) -> str:  # type: ignore[no-untyped-def
     session = DeviceSession(session_id, "usr_x", "dev_x", "web", "1", now, now, now)
     async with pool.acquire() as conn, conn.transaction():
         return await enqueue_revocation(
-            conn, [session], kind=revocation_pb2.REVOCATION_KIND_SESSION, user_id="usr_x",
-            reason="logout", now_ms=1,
+            conn,
+            [session],
+            kind=revocation_pb2.REVOCATION_KIND_SESSION,
+            user_id="usr_x",
+            reason="logout",
+            now_ms=1,
         )
 
 
@@ -89,7 +93,9 @@ async def test_pending_revocations_wait_for_a_broker_that_was_killed_and_restart
     # A durable queue bound to the control exchange keeps what is published across restarts.
     setup = await aio_pika.connect(rabbit.url)
     channel = await setup.channel()
-    exchange = await channel.declare_exchange(topology.control, aio_pika.ExchangeType.TOPIC, durable=True)
+    exchange = await channel.declare_exchange(
+        topology.control, aio_pika.ExchangeType.TOPIC, durable=True
+    )
     queue = await channel.declare_queue("revocations-under-test", durable=True)
     await queue.bind(exchange, routing_key="session.revoked")
     await setup.close()

@@ -138,4 +138,3 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
     for ws in sockets:
         await ws.close()
     await session.close()
-

@@ -1,6 +1,5 @@
 """Helpers of the gateway integration tests (imported by conftest and the tests)."""
 
-
 from __future__ import annotations
 
 import asyncio
@@ -121,8 +120,14 @@ class FrameWriter:
             rows = []
             for seq in range(head + 1, head + count + 1):
                 frame = frames_pb2.KhalaFrame(
-                    topic=topic, seq=seq, kind=EVENT, key=f"evt_{seq}", epoch="1",
-                    payload_bytes=b"z" * payload_size if payload_size else f"payload-{seq}".encode(),
+                    topic=topic,
+                    seq=seq,
+                    kind=EVENT,
+                    key=f"evt_{seq}",
+                    epoch="1",
+                    payload_bytes=b"z" * payload_size
+                    if payload_size
+                    else f"payload-{seq}".encode(),
                     schema_version="openagents.runtime.v1.RuntimeEvent@1",
                 )
                 rows.append((topic, "1", seq, EVENT, frame.key, frame.SerializeToString(), 0))
@@ -155,8 +160,12 @@ class FrameWriter:
     async def trim(self, topic: str, oldest_seq: int) -> None:
         """Retention: drop frames before `oldest_seq`."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM frames WHERE topic = $1 AND seq < $2", topic, oldest_seq)
-            await conn.execute("UPDATE topics SET oldest_seq = $2 WHERE topic = $1", topic, oldest_seq)
+            await conn.execute(
+                "DELETE FROM frames WHERE topic = $1 AND seq < $2", topic, oldest_seq
+            )
+            await conn.execute(
+                "UPDATE topics SET oldest_seq = $2 WHERE topic = $1", topic, oldest_seq
+            )
 
     async def compact(self, topic: str, oldest_seq: int) -> None:
         """Doc-topic retention: drop superseded versions before `oldest_seq`."""
@@ -168,7 +177,9 @@ class FrameWriter:
                 topic,
                 oldest_seq,
             )
-            await conn.execute("UPDATE topics SET oldest_seq = $2 WHERE topic = $1", topic, oldest_seq)
+            await conn.execute(
+                "UPDATE topics SET oldest_seq = $2 WHERE topic = $1", topic, oldest_seq
+            )
 
     async def new_epoch(self, topic: str, epoch: str) -> None:
         """A rebuild: the topic restarts empty in `epoch`."""
@@ -225,7 +236,12 @@ class Issuer:
 
     def alg_none(self, scope: list[str]) -> str:
         """An unsigned token (alg none) with otherwise valid claims."""
-        return _b64({"alg": "none", "typ": "JWT", "kid": self.kid}) + "." + _b64(self.claims(scope)) + "."
+        return (
+            _b64({"alg": "none", "typ": "JWT", "kid": self.kid})
+            + "."
+            + _b64(self.claims(scope))
+            + "."
+        )
 
     def tampered(self, scope: list[str], wider_scope: list[str]) -> str:
         """A validly signed token whose payload was swapped for a wider scope."""
@@ -307,7 +323,11 @@ class Client:
             if remaining <= 0:
                 raise TimeoutError("no server message")
             msg = await self.ws.receive(timeout=remaining)
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+            ):
                 raise Closed(self.ws.close_code)
             if msg.type is aiohttp.WSMsgType.ERROR:
                 raise Closed(self.ws.close_code)
@@ -324,19 +344,28 @@ class Client:
             return message
 
     async def hello(self, token: str) -> ws_pb2.Welcome:
-        await self.send(ws_pb2.ClientMessage(hello=ws_pb2.Hello(token=token, client_name="tests", client_version="1.0.0")))
+        await self.send(
+            ws_pb2.ClientMessage(
+                hello=ws_pb2.Hello(token=token, client_name="tests", client_version="1.0.0")
+            )
+        )
         message = await self.recv()
         assert message.WhichOneof("body") == "welcome", message
         return message.welcome
 
     async def subscribe(
-        self, *cursors: tuple[str, str, int], request_id: str = "r1", snapshot_if_stale: bool = False
+        self,
+        *cursors: tuple[str, str, int],
+        request_id: str = "r1",
+        snapshot_if_stale: bool = False,
     ) -> None:
         await self.send(
             ws_pb2.ClientMessage(
                 subscribe=ws_pb2.Subscribe(
                     request_id=request_id,
-                    cursors=[ws_pb2.TopicCursor(topic=t, epoch=e, after_seq=a) for t, e, a in cursors],
+                    cursors=[
+                        ws_pb2.TopicCursor(topic=t, epoch=e, after_seq=a) for t, e, a in cursors
+                    ],
                     snapshot_if_stale=snapshot_if_stale,
                 )
             )
@@ -387,7 +416,10 @@ class Timeline:
 
 
 async def collect_until(
-    client: Client, done: Callable[[Timeline], bool], within: float = 15.0, timeline: Timeline | None = None
+    client: Client,
+    done: Callable[[Timeline], bool],
+    within: float = 15.0,
+    timeline: Timeline | None = None,
 ) -> Timeline:
     """Receive into a timeline until `done(timeline)` holds (TimeoutError otherwise)."""
     timeline = timeline or Timeline()

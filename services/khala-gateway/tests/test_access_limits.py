@@ -19,14 +19,24 @@ def scope(org: str) -> list[str]:
     return [f"org.{org}.*", f"org.{org}.run.*"]
 
 
-async def test_origin_not_on_the_allowlist_is_closed_4003(make_gateway, issuer: Issuer, unique: str) -> None:
-    async with make_gateway(allowed_origins=("https://app.example",)) as server, aiohttp.ClientSession() as http:
+async def test_origin_not_on_the_allowlist_is_closed_4003(
+    make_gateway, issuer: Issuer, unique: str
+) -> None:
+    async with (
+        make_gateway(allowed_origins=("https://app.example",)) as server,
+        aiohttp.ClientSession() as http,
+    ):
         url = f"http://127.0.0.1:{server.http_port}/v1/ws"
-        bad = await http.ws_connect(url, protocols=("khala.v1+proto",), origin="https://evil.example")
+        bad = await http.ws_connect(
+            url, protocols=("khala.v1+proto",), origin="https://evil.example"
+        )
         msg = await bad.receive(timeout=5)
         assert msg.type is aiohttp.WSMsgType.CLOSE and bad.close_code == 4003
         assert msg.extra == "origin not allowed"
-        good = Client(await http.ws_connect(url, protocols=("khala.v1+proto",), origin="https://app.example"), False)
+        good = Client(
+            await http.ws_connect(url, protocols=("khala.v1+proto",), origin="https://app.example"),
+            False,
+        )
         await good.hello(issuer.mint(scope(unique)))
         await good.ws.close()
 
@@ -38,7 +48,9 @@ async def test_per_user_connection_cap(make_gateway, issuer: Issuer, connect, un
         for client in first:
             await client.hello(issuer.mint(scope(unique), sub=user))
         third: Client = await connect(server)
-        await third.send(ws_pb2.ClientMessage(hello=ws_pb2.Hello(token=issuer.mint(scope(unique), sub=user))))
+        await third.send(
+            ws_pb2.ClientMessage(hello=ws_pb2.Hello(token=issuer.mint(scope(unique), sub=user)))
+        )
         assert await third.expect_close() == 4003
         other: Client = await connect(server)
         await other.hello(issuer.mint(scope(unique), sub=f"{user}-2"))  # another user is fine
@@ -69,7 +81,9 @@ async def test_client_below_the_surface_minimum_gets_upgrade_required(
         assert await old.expect_close() == 4010
         new: Client = await connect(server)
         await new.send(
-            ws_pb2.ClientMessage(hello=ws_pb2.Hello(token=issuer.mint(scope(unique)), client_version="2.0.1"))
+            ws_pb2.ClientMessage(
+                hello=ws_pb2.Hello(token=issuer.mint(scope(unique)), client_version="2.0.1")
+            )
         )
         assert (await new.expect("welcome")).connection_id
 

@@ -81,7 +81,9 @@ async def test_over_long_request_ids_and_topics_are_refused(
     assert (await client.expect("subscribed")).request_id == "r" * 128
 
 
-async def test_ping_nonce_length(gateway: GatewayServer, issuer: Issuer, connect, unique: str) -> None:
+async def test_ping_nonce_length(
+    gateway: GatewayServer, issuer: Issuer, connect, unique: str
+) -> None:
     client: Client = await connect(gateway)
     await client.hello(issuer.mint([f"org.{unique}.*"]))
     await ping_pong(client, "n" * 128)
@@ -94,7 +96,9 @@ async def test_over_long_hello_fields_are_refused(
     gateway: GatewayServer, issuer: Issuer, connect, unique: str, field: str
 ) -> None:
     client: Client = await connect(gateway)
-    hello = ws_pb2.Hello(token=issuer.mint([f"org.{unique}.*"]), client_name="t", client_version="1")
+    hello = ws_pb2.Hello(
+        token=issuer.mint([f"org.{unique}.*"]), client_name="t", client_version="1"
+    )
     setattr(hello, field, "x" * 65)
     await client.send(ws_pb2.ClientMessage(hello=hello))
     error = await client.expect("error")
@@ -170,7 +174,9 @@ async def test_a_client_that_provokes_replies_and_never_reads_is_evicted(
         user = f"abuser-{unique}"
         raw = RawSocket()
         await raw.open(server.http_port or 0)
-        hello = ws_pb2.Hello(token=issuer.mint([f"org.{unique}.runs"], sub=user), client_version="1")
+        hello = ws_pb2.Hello(
+            token=issuer.mint([f"org.{unique}.runs"], sub=user), client_version="1"
+        )
         await raw.send(ws_pb2.ClientMessage(hello=hello))
         await wait_for(lambda: server.hub.user_connections(user) == 1)
         (conn,) = [c for c in server.hub.connections if c.principal and c.principal.user_id == user]

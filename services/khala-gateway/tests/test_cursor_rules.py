@@ -8,9 +8,17 @@ from khala_gateway.domain.cursor import Cursor, Stale, StartPlan, TopicHead, pla
 HEAD = TopicHead(epoch="e2", head_seq=100, oldest_seq=41)
 
 
-def plan(epoch: str, after: int, *, is_doc: bool = False, snapshot_if_stale: bool = False,
-         head: TopicHead = HEAD) -> StartPlan | Stale:
-    return plan_start(Cursor(epoch, after), head, is_doc=is_doc, snapshot_if_stale=snapshot_if_stale)
+def plan(
+    epoch: str,
+    after: int,
+    *,
+    is_doc: bool = False,
+    snapshot_if_stale: bool = False,
+    head: TopicHead = HEAD,
+) -> StartPlan | Stale:
+    return plan_start(
+        Cursor(epoch, after), head, is_doc=is_doc, snapshot_if_stale=snapshot_if_stale
+    )
 
 
 def test_fresh_event_topic_starts_at_oldest_retained() -> None:

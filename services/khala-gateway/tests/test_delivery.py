@@ -25,7 +25,9 @@ from openagents.sync.v1 import ws_pb2
 pytestmark = pytest.mark.integration
 
 
-async def session(connect, server: GatewayServer, issuer: Issuer, org: str, *, json: bool = False) -> Client:
+async def session(
+    connect, server: GatewayServer, issuer: Issuer, org: str, *, json: bool = False
+) -> Client:
     client: Client = await connect(server, json=json)
     await client.hello(issuer.mint([f"org.{org}.*", f"org.{org}.run.*"]))
     return client
@@ -184,7 +186,12 @@ async def test_retention_on_a_doc_topic_with_snapshot_if_stale(
     client = await session(connect, gateway, issuer, unique)
     await client.subscribe((topic, "1", 2))
     error = await client.expect("error")
-    assert (error.code, error.reason, error.oldest_seq, error.head_seq) == ("stale_cursor", "retention", 7, 8)
+    assert (error.code, error.reason, error.oldest_seq, error.head_seq) == (
+        "stale_cursor",
+        "retention",
+        7,
+        8,
+    )
     await client.subscribe((topic, "1", 2), snapshot_if_stale=True)
     await client.expect("subscribed")
     assert (await client.expect("snapshot_begin")).as_of_seq == 8
@@ -266,8 +273,14 @@ async def test_many_topics_on_one_socket_are_all_served(
     for topic in topics:
         assert timeline.seqs(topic) == list(range(1, 1501))
     # round-robin: no topic finished its replay before every topic had started
-    first_frame = {t: next(i for i, (k, v) in enumerate(timeline.items) if k == "frame" and v.topic == t) for t in topics}
-    last_frame = {t: max(i for i, (k, v) in enumerate(timeline.items) if k == "frame" and v.topic == t) for t in topics}
+    first_frame = {
+        t: next(i for i, (k, v) in enumerate(timeline.items) if k == "frame" and v.topic == t)
+        for t in topics
+    }
+    last_frame = {
+        t: max(i for i, (k, v) in enumerate(timeline.items) if k == "frame" and v.topic == t)
+        for t in topics
+    }
     assert max(first_frame.values()) < min(last_frame.values())
 
 
@@ -290,7 +303,11 @@ async def test_live_frames_of_one_topic_overtake_a_long_replay_of_another(
     assert timeline.seqs(quiet) == [1]
     position = {id(v): i for i, (_, v) in enumerate(timeline.items)}
     live_at = position[id(timeline.frames(quiet)[0])]
-    big_watermark_at = max(i for i, (k, v) in enumerate(timeline.items) if k == "watermark" and v.topic == big)
+    big_watermark_at = max(
+        i for i, (k, v) in enumerate(timeline.items) if k == "watermark" and v.topic == big
+    )
     replayed_after = sum(1 for f in timeline.frames(big) if position[id(f)] > live_at)
     assert live_at < big_watermark_at
-    assert replayed_after >= total // 3, replayed_after  # the live frame did not wait for the replay
+    assert replayed_after >= total // 3, (
+        replayed_after
+    )  # the live frame did not wait for the replay

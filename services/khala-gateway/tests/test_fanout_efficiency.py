@@ -58,7 +58,9 @@ async def test_proto_socket_gets_the_stored_bytes_verbatim(
     while ws_pb2.ServerMessage.FromString(msg.data).WhichOneof("body") == "heartbeat":
         msg = await client.ws.receive(timeout=5)
     async with writer.pool.acquire() as conn:
-        row = await conn.fetchval("SELECT frame_bytes FROM frames WHERE topic = $1 AND seq = 1", topic)
+        row = await conn.fetchval(
+            "SELECT frame_bytes FROM frames WHERE topic = $1 AND seq = 1", topic
+        )
     assert msg.data == embed_frame(row)
     assert ws_pb2.ServerMessage.FromString(msg.data).frame == frame
 

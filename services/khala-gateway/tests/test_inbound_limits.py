@@ -1,6 +1,5 @@
 """Unit tests: the inbound message bucket, client-version minimums and the replay budget."""
 
-
 from khala_gateway.domain import codes
 from khala_gateway.domain.cursor import Cursor, Stale, StartPlan, TopicHead, plan_start
 from khala_gateway.domain.limits import TokenBucket, below_minimum
@@ -30,10 +29,22 @@ def test_below_minimum() -> None:
 
 def test_replay_budget() -> None:
     head = TopicHead("1", 1000, 1)
-    assert plan_start(Cursor("1", 800), head, is_doc=False, snapshot_if_stale=False, replay_budget=200) == StartPlan(False, 800)
-    assert plan_start(Cursor("1", 799), head, is_doc=False, snapshot_if_stale=False, replay_budget=200) == Stale(codes.REPLAY_BUDGET)
+    assert plan_start(
+        Cursor("1", 800), head, is_doc=False, snapshot_if_stale=False, replay_budget=200
+    ) == StartPlan(False, 800)
+    assert plan_start(
+        Cursor("1", 799), head, is_doc=False, snapshot_if_stale=False, replay_budget=200
+    ) == Stale(codes.REPLAY_BUDGET)
     # a fresh subscription is never stale (retention bounds it)
-    assert plan_start(Cursor("", 0), head, is_doc=False, snapshot_if_stale=False, replay_budget=200) == StartPlan(False, 0)
-    assert plan_start(Cursor("1", 10), head, is_doc=True, snapshot_if_stale=True, replay_budget=200) == StartPlan(True, 1000)
-    assert plan_start(Cursor("", 0), head, is_doc=True, snapshot_if_stale=False, replay_budget=200) == StartPlan(True, 1000)
-    assert plan_start(Cursor("1", 10), head, is_doc=False, snapshot_if_stale=False, replay_budget=0) == StartPlan(False, 10)
+    assert plan_start(
+        Cursor("", 0), head, is_doc=False, snapshot_if_stale=False, replay_budget=200
+    ) == StartPlan(False, 0)
+    assert plan_start(
+        Cursor("1", 10), head, is_doc=True, snapshot_if_stale=True, replay_budget=200
+    ) == StartPlan(True, 1000)
+    assert plan_start(
+        Cursor("", 0), head, is_doc=True, snapshot_if_stale=False, replay_budget=200
+    ) == StartPlan(True, 1000)
+    assert plan_start(
+        Cursor("1", 10), head, is_doc=False, snapshot_if_stale=False, replay_budget=0
+    ) == StartPlan(False, 10)

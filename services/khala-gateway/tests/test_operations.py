@@ -37,14 +37,20 @@ pytestmark = pytest.mark.integration
 MONITORING = Path(__file__).resolve().parents[3] / "deploy" / "monitoring"
 
 
-async def open_session(connect, server: GatewayServer, issuer: Issuer, org: str, **claims) -> Client:
+async def open_session(
+    connect, server: GatewayServer, issuer: Issuer, org: str, **claims
+) -> Client:
     client: Client = await connect(server)
     await client.hello(issuer.mint([f"org.{org}.*", f"org.{org}.run.*"], **claims))
     return client
 
 
-async def publish_revocation(broker: Broker, key: str, revocation: revocation_pb2.Revocation) -> None:
-    await broker.publish(broker.topology.control, key, revocation, message_id=f"rev-{time.time_ns()}")
+async def publish_revocation(
+    broker: Broker, key: str, revocation: revocation_pb2.Revocation
+) -> None:
+    await broker.publish(
+        broker.topology.control, key, revocation, message_id=f"rev-{time.time_ns()}"
+    )
 
 
 async def test_session_revocation_closes_only_that_session_with_4009(
@@ -57,7 +63,9 @@ async def test_session_revocation_closes_only_that_session_with_4009(
         broker,
         "session.revoked",
         revocation_pb2.Revocation(
-            kind=revocation_pb2.REVOCATION_KIND_SESSION, session_ids=[f"s-{unique}"], reason="logout"
+            kind=revocation_pb2.REVOCATION_KIND_SESSION,
+            session_ids=[f"s-{unique}"],
+            reason="logout",
         ),
     )
     error = await revoked.expect("error")
@@ -130,10 +138,14 @@ async def test_slow_consumer_is_evicted_with_4008(
         return sock
 
     async with (
-        make_gateway(send_queue_frames=20, send_queue_bytes=64 * 1024, slow_consumer_grace_s=0.5) as server,
+        make_gateway(
+            send_queue_frames=20, send_queue_bytes=64 * 1024, slow_consumer_grace_s=0.5
+        ) as server,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_window)) as http,
     ):
-        ws = await http.ws_connect(f"http://127.0.0.1:{server.http_port}/v1/ws", protocols=("khala.v1+proto",))
+        ws = await http.ws_connect(
+            f"http://127.0.0.1:{server.http_port}/v1/ws", protocols=("khala.v1+proto",)
+        )
         client = Client(ws, False)
         await client.hello(issuer.mint([f"org.{unique}.run.*"]))
         await client.subscribe((topic, "", 0))
@@ -154,7 +166,12 @@ async def test_slow_consumer_is_evicted_with_4008(
         assert got == list(range(1, len(got) + 1)) and len(got) < 150
 
         # The client resumes from its cursor: exactly the rest, nothing lost.
-        again = Client(await http.ws_connect(f"http://127.0.0.1:{server.http_port}/v1/ws", protocols=("khala.v1+proto",)), False)
+        again = Client(
+            await http.ws_connect(
+                f"http://127.0.0.1:{server.http_port}/v1/ws", protocols=("khala.v1+proto",)
+            ),
+            False,
+        )
         await again.hello(issuer.mint([f"org.{unique}.run.*"]))
         await again.subscribe((topic, "1", got[-1] if got else 0))
         rest = await collect_until(again, lambda t: "watermark" in t.kinds(topic), 10)
@@ -173,10 +190,14 @@ async def test_a_peer_that_never_reads_is_aborted_and_released(
         return sock
 
     async with (
-        make_gateway(send_queue_frames=20, send_queue_bytes=64 * 1024, slow_consumer_grace_s=0.3) as server,
+        make_gateway(
+            send_queue_frames=20, send_queue_bytes=64 * 1024, slow_consumer_grace_s=0.3
+        ) as server,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_window)) as http,
     ):
-        ws = await http.ws_connect(f"http://127.0.0.1:{server.http_port}/v1/ws", protocols=("khala.v1+proto",))
+        ws = await http.ws_connect(
+            f"http://127.0.0.1:{server.http_port}/v1/ws", protocols=("khala.v1+proto",)
+        )
         client = Client(ws, False)
         await client.hello(issuer.mint([f"org.{unique}.run.*"]))
         await client.subscribe((topic, "", 0))
@@ -280,7 +301,11 @@ async def test_fanout_metrics_over_http_and_grpc(
         assert by_topic[busy]["frames_sent"] == 6
         assert by_topic[calm]["subscribers"] == 1
         assert set(by_topic[busy]) >= {
-            "drops", "replays", "slow_consumer_evictions", "frames_per_second", "fanout_lag_ms",
+            "drops",
+            "replays",
+            "slow_consumer_evictions",
+            "frames_per_second",
+            "fanout_lag_ms",
         }
         assert 0 < by_topic[busy]["fanout_lag_ms"] < 5_000  # published_at_ms -> receipt
         assert by_topic[calm]["fanout_lag_ms"] == 0  # no frame yet

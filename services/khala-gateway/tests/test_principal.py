@@ -7,7 +7,10 @@ from khala_gateway.domain.principal import ClaimsError, Principal, revocation_ma
 
 def claims(**over: object) -> dict[str, object]:
     base: dict[str, object] = {
-        "sub": "u1", "sid": "s1", "did": "d1", "exp": 1_700_000_000,
+        "sub": "u1",
+        "sid": "s1",
+        "did": "d1",
+        "exp": 1_700_000_000,
         "scope": ["org.acme.runs", "org.acme.run.*"],
     }
     base.update(over)
@@ -36,7 +39,9 @@ def test_revocation_matching() -> None:
     p = Principal.from_claims(claims())
 
     def match(kind: int, sessions: tuple[str, ...] = (), user: str = "", device: str = "") -> bool:
-        return revocation_matches(p, kind=kind, session_ids=sessions, user_id=user, device_id=device)
+        return revocation_matches(
+            p, kind=kind, session_ids=sessions, user_id=user, device_id=device
+        )
 
     assert match(1, ("s0", "s1"))
     assert not match(1, ("s2",), user="u1")  # a session revocation names sessions only

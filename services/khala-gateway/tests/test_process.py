@@ -16,7 +16,9 @@ from khala_common.topology import Topology
 from khala_gateway.__main__ import main
 
 
-def test_invalid_setting_exits_2_naming_it(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_setting_exits_2_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("KHALA_GATEWAY_HTTP_PORT", "eighty")
     assert main(["serve"]) == 2
     assert "KHALA_GATEWAY_HTTP_PORT" in capsys.readouterr().err
@@ -54,8 +56,13 @@ async def test_serve_drains_on_sigterm(
         KHALA_LOG_LEVEL="warning",
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "khala_gateway", "serve", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "khala_gateway",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         base = f"http://127.0.0.1:{http_port}"
@@ -70,7 +77,9 @@ async def test_serve_drains_on_sigterm(
                 await asyncio.sleep(0.1)
             else:
                 pytest.fail("gateway never became ready")
-            client = Client(await http.ws_connect(f"{base}/v1/ws", protocols=("khala.v1+proto",)), False)
+            client = Client(
+                await http.ws_connect(f"{base}/v1/ws", protocols=("khala.v1+proto",)), False
+            )
             await client.hello(issuer.mint([f"org.{unique}.*"]))
             proc.send_signal(signal.SIGTERM)
             reconnect = await client.expect("reconnect")

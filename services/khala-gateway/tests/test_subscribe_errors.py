@@ -59,7 +59,10 @@ async def test_stale_cursor_reasons_carry_topic_request_and_range(
         await client.subscribe((topic, epoch, after), request_id=f"r-{reason}")
         error = await client.expect("error")
         assert (error.code, error.reason, error.topic, error.request_id) == (
-            "stale_cursor", reason, topic, f"r-{reason}",
+            "stale_cursor",
+            reason,
+            topic,
+            f"r-{reason}",
         )
         assert (error.oldest_seq, error.head_seq) == (5, 10)
     # the same subscription at oldest - 1 is fine

@@ -92,7 +92,9 @@ def test_decoding_client_messages() -> None:
     hello = ws_pb2.ClientMessage(hello=ws_pb2.Hello(token="t", client_name="c"))
     assert ProtoCodec().decode(hello.SerializeToString()) == hello
     assert JsonCodec().decode('{"hello":{"token":"t","clientName":"c"}}') == hello
-    snake = JsonCodec().decode('{"subscribe":{"request_id":"r","cursors":[{"topic":"t","after_seq":"4"}]}}')
+    snake = JsonCodec().decode(
+        '{"subscribe":{"request_id":"r","cursors":[{"topic":"t","after_seq":"4"}]}}'
+    )
     assert snake.subscribe.cursors[0].after_seq == 4
     with pytest.raises(DecodeError):
         ProtoCodec().decode("text")

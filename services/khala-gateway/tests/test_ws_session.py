@@ -39,7 +39,9 @@ async def test_hello_welcome_ping_and_heartbeat(
     assert abs(beat.heartbeat.server_time_ms - time.time() * 1000) < 5_000
 
 
-async def test_no_subprotocol_defaults_to_proto(gateway: GatewayServer, issuer: Issuer, connect, unique: str) -> None:
+async def test_no_subprotocol_defaults_to_proto(
+    gateway: GatewayServer, issuer: Issuer, connect, unique: str
+) -> None:
     client: Client = await connect(gateway, protocols=())
     await client.hello(issuer.mint(scope(unique)))
 
@@ -72,11 +74,17 @@ async def test_invalid_tokens_get_unauthorized_and_4001(
     assert await client.expect_close() == 4001
 
 
-async def test_expired_token_gets_token_expired(gateway: GatewayServer, issuer: Issuer, connect, unique: str) -> None:
+async def test_expired_token_gets_token_expired(
+    gateway: GatewayServer, issuer: Issuer, connect, unique: str
+) -> None:
     client: Client = await connect(gateway)
     past = int(time.time()) - 120  # beyond the 30 s leeway
     await client.send(
-        ws_pb2.ClientMessage(hello=ws_pb2.Hello(token=issuer.mint(scope(unique), exp=past, iat=past - 300, nbf=past - 300)))
+        ws_pb2.ClientMessage(
+            hello=ws_pb2.Hello(
+                token=issuer.mint(scope(unique), exp=past, iat=past - 300, nbf=past - 300)
+            )
+        )
     )
     assert (await client.expect("error")).code == "token_expired"
     assert await client.expect_close() == 4001

@@ -92,6 +92,7 @@ async def test_frames_committed_before_a_sigkill_are_published_on_restart(
         # The redelivered event 2 is a duplicate; the projector carries on.
         await publish_events(test_broker, events[2:])
         await wait_checkpoints(khala_pool, {sid: 3})
+
         async def third_arrived() -> bool:
             return 3 in [f.seq for f in tap.frames(run_topic)]
 

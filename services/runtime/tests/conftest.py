@@ -46,8 +46,12 @@ from openagents.sync.v1 import projector_admin_pb2_grpc
 
 SERVICE_TOKEN = "runtime-test-service-token"
 ISSUER = "https://control.test"
-ROLES = {"viewer": cpb.ROLE_VIEWER, "member": cpb.ROLE_MEMBER, "admin": cpb.ROLE_ADMIN,
-         "owner": cpb.ROLE_OWNER}
+ROLES = {
+    "viewer": cpb.ROLE_VIEWER,
+    "member": cpb.ROLE_MEMBER,
+    "admin": cpb.ROLE_ADMIN,
+    "owner": cpb.ROLE_OWNER,
+}
 
 
 @dataclass
@@ -101,12 +105,16 @@ class ProjectorDouble(projector_admin_pb2_grpc.ProjectorAdminServicer):
         for head in request.streams:
             checkpoint = self.checkpoints.get(head.stream_id, 0)
             lag = max(0, head.head_seq - checkpoint)
-            statuses.append(ppb.ProjectionStatus(
-                stream_id=head.stream_id,
-                state=ppb.PROJECTION_STATE_IN_SYNC if lag == 0 else ppb.PROJECTION_STATE_LAGGING,
-                checkpoint_seq=checkpoint,
-                lag_events=lag,
-            ))
+            statuses.append(
+                ppb.ProjectionStatus(
+                    stream_id=head.stream_id,
+                    state=ppb.PROJECTION_STATE_IN_SYNC
+                    if lag == 0
+                    else ppb.PROJECTION_STATE_LAGGING,
+                    checkpoint_seq=checkpoint,
+                    lag_events=lag,
+                )
+            )
         return ppb.GetProjectionStatusResponse(statuses=statuses)
 
 
@@ -124,13 +132,28 @@ class Identity:
         return {"keys": [jwk]}
 
     def token(
-        self, user_id: str, session_id: str, *, ttl_s: int = 900, audience: str = "khala-api",
-        issuer: str = ISSUER, surface: str = "desktop",
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        ttl_s: int = 900,
+        audience: str = "khala-api",
+        issuer: str = ISSUER,
+        surface: str = "desktop",
     ) -> str:
         now = int(time.time())
-        claims = {"iss": issuer, "aud": audience, "sub": user_id, "sid": session_id,
-                  "did": "dev-1", "surface": surface, "iat": now - 5, "nbf": now - 5,
-                  "exp": now + ttl_s, "jti": uuid.uuid4().hex}
+        claims = {
+            "iss": issuer,
+            "aud": audience,
+            "sub": user_id,
+            "sid": session_id,
+            "did": "dev-1",
+            "surface": surface,
+            "iat": now - 5,
+            "nbf": now - 5,
+            "exp": now + ttl_s,
+            "jti": uuid.uuid4().hex,
+        }
         return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.kid})
 
     def login(
@@ -155,8 +178,11 @@ async def control() -> AsyncIterator[tuple[ControlDouble, Identity, str, str]]:
     double = ControlDouble()
     identity = Identity(double)
     server = GrpcServer("127.0.0.1", 0, SERVICE_TOKEN)
-    server.add(control_service_pb2_grpc.add_ControlServiceServicer_to_server, double,
-               ["openagents.control.v1.ControlService"])
+    server.add(
+        control_service_pb2_grpc.add_ControlServiceServicer_to_server,
+        double,
+        ["openagents.control.v1.ControlService"],
+    )
     await server.start()
 
     async def jwks(_: web.Request) -> web.Response:
@@ -179,8 +205,11 @@ async def projector() -> AsyncIterator[tuple[ProjectorDouble, str]]:
     """(double, gRPC target) of a ProjectorAdmin double on an ephemeral port."""
     double = ProjectorDouble()
     server = GrpcServer("127.0.0.1", 0, SERVICE_TOKEN)
-    server.add(projector_admin_pb2_grpc.add_ProjectorAdminServicer_to_server, double,
-               ["openagents.sync.v1.ProjectorAdmin"])
+    server.add(
+        projector_admin_pb2_grpc.add_ProjectorAdminServicer_to_server,
+        double,
+        ["openagents.sync.v1.ProjectorAdmin"],
+    )
     await server.start()
     yield double, f"127.0.0.1:{server.port}"
     await server.stop(0)
@@ -250,7 +279,12 @@ class Api:
         self.base = base
 
     async def call(
-        self, method: str, path: str, token: str | None, body: Any = None, *,
+        self,
+        method: str,
+        path: str,
+        token: str | None,
+        body: Any = None,
+        *,
         data: bytes | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -301,10 +335,16 @@ async def _start_stack(settings_for: Any) -> tuple[LiveRuntime, Callable[[], Awa
     identity = Identity(double)
     projector_double = ProjectorDouble()
     grpc_doubles = GrpcServer("127.0.0.1", 0, SERVICE_TOKEN)
-    grpc_doubles.add(control_service_pb2_grpc.add_ControlServiceServicer_to_server, double,
-                     ["openagents.control.v1.ControlService"])
-    grpc_doubles.add(projector_admin_pb2_grpc.add_ProjectorAdminServicer_to_server,
-                     projector_double, ["openagents.sync.v1.ProjectorAdmin"])
+    grpc_doubles.add(
+        control_service_pb2_grpc.add_ControlServiceServicer_to_server,
+        double,
+        ["openagents.control.v1.ControlService"],
+    )
+    grpc_doubles.add(
+        projector_admin_pb2_grpc.add_ProjectorAdminServicer_to_server,
+        projector_double,
+        ["openagents.sync.v1.ProjectorAdmin"],
+    )
     await grpc_doubles.start()
 
     async def jwks(_: web.Request) -> web.Response:
@@ -316,10 +356,13 @@ async def _start_stack(settings_for: Any) -> tuple[LiveRuntime, Callable[[], Awa
     await jwks_runner.setup()
     await web.TCPSite(jwks_runner, "127.0.0.1", 0).start()
     target = f"127.0.0.1:{grpc_doubles.port}"
-    runtime = await start(settings_for(
-        f"http://127.0.0.1:{jwks_runner.addresses[0][1]}", target,
-        KHALA_PROJECTOR_GRPC_TARGET=target,
-    ))
+    runtime = await start(
+        settings_for(
+            f"http://127.0.0.1:{jwks_runner.addresses[0][1]}",
+            target,
+            KHALA_PROJECTOR_GRPC_TARGET=target,
+        )
+    )
     suffix = uuid.uuid4().hex[:6]
     org, other = f"contract{suffix}", f"foreign{suffix}"
     own = {"run_id": f"run-own-{suffix}", "worker_id": f"w-own-{suffix}"}
@@ -327,9 +370,11 @@ async def _start_stack(settings_for: Any) -> tuple[LiveRuntime, Callable[[], Awa
     for owner, ids in ((org, own), (other, foreign)):
         await runtime.app[service_key].create_run(CreateRun(owner, ids["run_id"], ""))
         await runtime.app[worker_service_key].create_or_reattach(
-            CreateWorker(owner, ids["worker_id"]))
-    live = LiveRuntime(f"http://127.0.0.1:{runtime.http_port}",
-                       identity.login({org: "member"}), org, own, foreign)
+            CreateWorker(owner, ids["worker_id"])
+        )
+    live = LiveRuntime(
+        f"http://127.0.0.1:{runtime.http_port}", identity.login({org: "member"}), org, own, foreign
+    )
 
     async def stop() -> None:
         await runtime.stop()
@@ -394,8 +439,9 @@ class Tap:
                 await self._arrived.wait()
         return self.events[:count]
 
-    async def take_until(self, done: Callable[[list[RuntimeEvent]], bool],
-                         timeout_s: float = 30.0) -> list[RuntimeEvent]:
+    async def take_until(
+        self, done: Callable[[list[RuntimeEvent]], bool], timeout_s: float = 30.0
+    ) -> list[RuntimeEvent]:
         """Wait until `done(every event so far)`; all events."""
         async with asyncio.timeout(timeout_s):
             while True:
@@ -412,9 +458,7 @@ async def open_tap(
     """`await open_tap(routing_key, topology=..., org=...)`: a Tap on `khala.runtime.events`."""
     connection = await aio_pika.connect(amqp_url)
 
-    async def open_one(
-        routing_key: str, topo: Topology = topology, org: str | None = None
-    ) -> Tap:
+    async def open_one(routing_key: str, topo: Topology = topology, org: str | None = None) -> Tap:
         channel = await connection.channel()
         exchange = await channel.declare_exchange(
             topo.runtime_events, aio_pika.ExchangeType.TOPIC, durable=True

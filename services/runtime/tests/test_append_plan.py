@@ -42,10 +42,16 @@ def test_create_appends_run_created_at_seq_1() -> None:
 
 def test_append_is_gapless_and_chained() -> None:
     _, first = created()
-    second = plan_append(first.head, [ev("run.started"), ev("run.output", text="a")],
-                         expected_seq=1, now_ms=NOW + 5, event_ids=ids(2, 1))
-    third = plan_append(second.head, [ev("run.paused")], expected_seq=None,
-                        now_ms=NOW + 9, event_ids=ids(1, 3))
+    second = plan_append(
+        first.head,
+        [ev("run.started"), ev("run.output", text="a")],
+        expected_seq=1,
+        now_ms=NOW + 5,
+        event_ids=ids(2, 1),
+    )
+    third = plan_append(
+        second.head, [ev("run.paused")], expected_seq=None, now_ms=NOW + 9, event_ids=ids(1, 3)
+    )
     events = [*first.events, *second.events, *third.events]
     assert [e.stream_seq for e in events] == [1, 2, 3, 4]
     assert verify_chain(events)
@@ -58,8 +64,9 @@ def test_append_is_gapless_and_chained() -> None:
 def test_expected_seq_conflict_reports_current() -> None:
     _, first = created()
     with pytest.raises(DomainError) as info:
-        plan_append(first.head, [ev("run.started")], expected_seq=0, now_ms=NOW,
-                    event_ids=ids(1, 1))
+        plan_append(
+            first.head, [ev("run.started")], expected_seq=0, now_ms=NOW, event_ids=ids(1, 1)
+        )
     assert info.value.code == "seq_conflict"
     assert info.value.details == {"current_seq": 1}
 
@@ -67,15 +74,21 @@ def test_expected_seq_conflict_reports_current() -> None:
 def test_illegal_event_in_batch_refuses_whole_batch() -> None:
     _, first = created()
     with pytest.raises(DomainError) as info:
-        plan_append(first.head, [ev("run.started"), ev("run.resumed")], expected_seq=None,
-                    now_ms=NOW, event_ids=ids(2, 1))
+        plan_append(
+            first.head,
+            [ev("run.started"), ev("run.resumed")],
+            expected_seq=None,
+            now_ms=NOW,
+            event_ids=ids(2, 1),
+        )
     assert info.value.code == "invalid_transition"
 
 
 def test_clock_never_runs_backwards_in_a_stream() -> None:
     _, first = created()
-    plan = plan_append(first.head, [ev("run.started")], expected_seq=None, now_ms=NOW - 1000,
-                       event_ids=ids(1, 1))
+    plan = plan_append(
+        first.head, [ev("run.started")], expected_seq=None, now_ms=NOW - 1000, event_ids=ids(1, 1)
+    )
     assert plan.events[0].occurred_at_ms == NOW
     assert plan.head.updated_at_ms == NOW
 

@@ -51,7 +51,11 @@ async def test_an_org_over_its_append_rate_gets_429_and_nothing_is_written(
                 body = {"org_id": org, "run_id": f"r-{org}"}
                 assert (await api.call("POST", "/api/v1/runs", token, body))[0] == 201
             run = f"/api/v1/runs/r-{busy}"
-            assert (await api.call("POST", f"{run}/events", token, {"events": [{"type": "run.started"}]}))[0] == 201
+            assert (
+                await api.call(
+                    "POST", f"{run}/events", token, {"events": [{"type": "run.started"}]}
+                )
+            )[0] == 201
             assert (await api.call("POST", f"{run}/events", token, events(499, "a")))[0] == 201
 
             status, answer, headers = await api.call("POST", f"{run}/events", token, events(1, "b"))
@@ -59,10 +63,14 @@ async def test_an_org_over_its_append_rate_gets_429_and_nothing_is_written(
             assert int(headers["Retry-After"]) >= 1
             assert answer["error"]["retry_after_s"] == int(headers["Retry-After"])
             _, snapshot, _ = await api.call("GET", run, token)
-            assert snapshot["last_seq"] == 501  # created + started + 499: the refused one wrote nothing
+            assert (
+                snapshot["last_seq"] == 501
+            )  # created + started + 499: the refused one wrote nothing
             # another org has its own budget
             calm_run = f"/api/v1/runs/r-{calm}/events"
-            assert (await api.call("POST", calm_run, token, {"events": [{"type": "run.started"}]}))[0] == 201
+            assert (await api.call("POST", calm_run, token, {"events": [{"type": "run.started"}]}))[
+                0
+            ] == 201
     finally:
         await started.stop()
 

@@ -105,11 +105,16 @@ def test_verify_from_a_midpoint() -> None:
 
 
 def _chain(n: int) -> list[RuntimeEvent]:
-    return list(link_events(
-        StreamRef(STREAM_KIND_RUN, "run:r", "r", "o"), last_seq=0, prev_hash=GENESIS,
-        inputs=[EventInput(type="run.output", payload_json=b'{"i":%d}' % i) for i in range(n)],
-        occurred_at_ms=1, event_ids=[f"00000000-0000-4000-8000-{i:012d}" for i in range(n)],
-    ))
+    return list(
+        link_events(
+            StreamRef(STREAM_KIND_RUN, "run:r", "r", "o"),
+            last_seq=0,
+            prev_hash=GENESIS,
+            inputs=[EventInput(type="run.output", payload_json=b'{"i":%d}' % i) for i in range(n)],
+            occurred_at_ms=1,
+            event_ids=[f"00000000-0000-4000-8000-{i:012d}" for i in range(n)],
+        )
+    )
 
 
 def test_chain_checker_accepts_an_intact_stream() -> None:
@@ -140,7 +145,9 @@ def test_chain_checker_reports_the_first_broken_link() -> None:
         short.feed(event)
     missing_tail = short.finish(3, events[-1].chain_hash)
     assert missing_tail is not None and (missing_tail.stream_seq, missing_tail.reason) == (
-        3, "seq_gap")
+        3,
+        "seq_gap",
+    )
     wrong_head = ChainChecker()
     for event in events:
         wrong_head.feed(event)
@@ -150,19 +157,41 @@ def test_chain_checker_reports_the_first_broken_link() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "plain", 'quo"te', "back\\slash", "tab\tnew\nline\x01", "ünïcödé ✓ 😀",
-     "\u2028\u2029", "</script>", "\x7f\u0085"],
+    [
+        "",
+        "plain",
+        'quo"te',
+        "back\\slash",
+        "tab\tnew\nline\x01",
+        "ünïcödé ✓ 😀",
+        "\u2028\u2029",
+        "</script>",
+        "\x7f\u0085",
+    ],
 )
 def test_content_escapes_strings_exactly_like_canonical_json(text: str) -> None:
     event = RuntimeEvent(
-        event_id="00000000-0000-4000-8000-000000000001", stream_id=f"run:{text}",
-        org_id=text, stream_kind=STREAM_KIND_RUN, subject_id="r", stream_seq=2**40,
-        type=text, payload_json=canonical_json({"t": text}), idempotency_key=text,
+        event_id="00000000-0000-4000-8000-000000000001",
+        stream_id=f"run:{text}",
+        org_id=text,
+        stream_kind=STREAM_KIND_RUN,
+        subject_id="r",
+        stream_seq=2**40,
+        type=text,
+        payload_json=canonical_json({"t": text}),
+        idempotency_key=text,
         occurred_at_ms=-5,
     )
-    expected = canonical_json({
-        "event_id": event.event_id, "idempotency_key": text, "occurred_at_ms": -5,
-        "org_id": text, "payload": {"t": text}, "stream_id": f"run:{text}",
-        "stream_seq": 2**40, "type": text,
-    })
+    expected = canonical_json(
+        {
+            "event_id": event.event_id,
+            "idempotency_key": text,
+            "occurred_at_ms": -5,
+            "org_id": text,
+            "payload": {"t": text},
+            "stream_id": f"run:{text}",
+            "stream_seq": 2**40,
+            "type": text,
+        }
+    )
     assert event_content(event) == expected

@@ -34,7 +34,9 @@ async def test_postgres_outage_is_503_with_retry_after_then_recovers(
     relay = Relay(parts.hostname or "127.0.0.1", parts.port or 5432)
     await relay.open()
     _, _, url, target = control
-    runtime = await start(settings_for(url, target, KHALA_DATABASE_URL=_through(migrated, relay.port)))
+    runtime = await start(
+        settings_for(url, target, KHALA_DATABASE_URL=_through(migrated, relay.port))
+    )
     org, run_id = f"org{unique}", f"run{unique}"
     token = identity.login({org: "member"})
     base = f"http://127.0.0.1:{runtime.http_port}"
@@ -42,7 +44,9 @@ async def test_postgres_outage_is_503_with_retry_after_then_recovers(
     append = {"events": [{"type": "run.started", "payload": {}, "idempotency_key": f"{unique}-s"}]}
     try:
         async with aiohttp.ClientSession(headers=headers) as http:
-            async with http.post(f"{base}/api/v1/runs", json={"org_id": org, "run_id": run_id}) as r:
+            async with http.post(
+                f"{base}/api/v1/runs", json={"org_id": org, "run_id": run_id}
+            ) as r:
                 assert r.status == 201, await r.text()
             await relay.cut()
             statuses = []

@@ -25,8 +25,9 @@ async def seeded_run(api: Any, identity: Any, unique: str, outputs: int) -> str:
         {"type": "run.output", "payload": {"text": str(i)}} for i in range(outputs)
     ]
     for start in range(0, len(events), 500):
-        status, _, _ = await api.call("POST", f"/api/v1/runs/{run_id}/events", token,
-                                      {"events": events[start:start + 500]})
+        status, _, _ = await api.call(
+            "POST", f"/api/v1/runs/{run_id}/events", token, {"events": events[start : start + 500]}
+        )
         assert status == 201
     return run_id
 
@@ -56,11 +57,14 @@ async def test_read_stream_ranges(
         tail = await read(stub, service_metadata, stream_id, 1200, 0)
         assert [e.stream_seq for e in tail] == [1201, 1202]
         assert await read(stub, service_metadata, stream_id, 1202, 0) == []
-        assert [e.stream_seq for e in await read(stub, service_metadata, stream_id, 1199, 5000)
-                ] == [1200, 1201, 1202]
+        assert [
+            e.stream_seq for e in await read(stub, service_metadata, stream_id, 1199, 5000)
+        ] == [1200, 1201, 1202]
 
-        for bad_stream, code in [("run:missing", grpc.StatusCode.NOT_FOUND),
-                                 ("nonsense", grpc.StatusCode.INVALID_ARGUMENT)]:
+        for bad_stream, code in [
+            ("run:missing", grpc.StatusCode.NOT_FOUND),
+            ("nonsense", grpc.StatusCode.INVALID_ARGUMENT),
+        ]:
             with pytest.raises(aio.AioRpcError) as info:
                 await read(stub, service_metadata, bad_stream, 0, 0)
             assert info.value.code() == code
@@ -98,8 +102,9 @@ async def test_get_run_and_append_events(
             run_id=run_id,
             expected_seq=2,
             events=[
-                events_pb2.EventInput(type="run.output", payload_json=b'{"text":"via grpc"}',
-                                      idempotency_key="g1"),
+                events_pb2.EventInput(
+                    type="run.output", payload_json=b'{"text":"via grpc"}', idempotency_key="g1"
+                ),
                 events_pb2.EventInput(type="run.completed"),
             ],
         )
@@ -109,21 +114,42 @@ async def test_get_run_and_append_events(
         assert replay == receipt
 
         cases = [
-            (pb.AppendEventsRequest(run_id=run_id, expected_seq=2,
-                                    events=[events_pb2.EventInput(type="run.output")]),
-             grpc.StatusCode.ABORTED, "seq_conflict"),
-            (pb.AppendEventsRequest(run_id=run_id,
-                                    events=[events_pb2.EventInput(type="run.output")]),
-             grpc.StatusCode.FAILED_PRECONDITION, "terminal_state"),
-            (pb.AppendEventsRequest(run_id=run_id,
-                                    events=[events_pb2.EventInput(type="run.nope")]),
-             grpc.StatusCode.INVALID_ARGUMENT, "unknown_event_type"),
-            (pb.AppendEventsRequest(run_id=run_id, events=[events_pb2.EventInput(
-                type="run.output", payload_json=b"[1]")]),
-             grpc.StatusCode.INVALID_ARGUMENT, "validation_error"),
-            (pb.AppendEventsRequest(run_id="ghost",
-                                    events=[events_pb2.EventInput(type="run.output")]),
-             grpc.StatusCode.NOT_FOUND, "run_not_found"),
+            (
+                pb.AppendEventsRequest(
+                    run_id=run_id, expected_seq=2, events=[events_pb2.EventInput(type="run.output")]
+                ),
+                grpc.StatusCode.ABORTED,
+                "seq_conflict",
+            ),
+            (
+                pb.AppendEventsRequest(
+                    run_id=run_id, events=[events_pb2.EventInput(type="run.output")]
+                ),
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "terminal_state",
+            ),
+            (
+                pb.AppendEventsRequest(
+                    run_id=run_id, events=[events_pb2.EventInput(type="run.nope")]
+                ),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "unknown_event_type",
+            ),
+            (
+                pb.AppendEventsRequest(
+                    run_id=run_id,
+                    events=[events_pb2.EventInput(type="run.output", payload_json=b"[1]")],
+                ),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "validation_error",
+            ),
+            (
+                pb.AppendEventsRequest(
+                    run_id="ghost", events=[events_pb2.EventInput(type="run.output")]
+                ),
+                grpc.StatusCode.NOT_FOUND,
+                "run_not_found",
+            ),
         ]
         for bad, code, error_code in cases:
             with pytest.raises(aio.AioRpcError) as info:
@@ -134,7 +160,8 @@ async def test_get_run_and_append_events(
     token = identity.login({f"org{unique}": "viewer"})
     _, page, _ = await api.call("GET", f"/api/v1/runs/{run_id}/events?after_seq=2", token)
     assert [(e["type"], e["payload"]) for e in page["events"]] == [
-        ("run.output", json.loads('{"text":"via grpc"}')), ("run.completed", {})
+        ("run.output", json.loads('{"text":"via grpc"}')),
+        ("run.completed", {}),
     ]
 
 
@@ -147,13 +174,17 @@ async def test_verify_stream_reports_intact_and_broken_chains(
     stream_id = f"run:{run_id}"
     async with aio.insecure_channel(grpc_target) as channel:
         stub = runtime_service_pb2_grpc.RuntimeServiceStub(channel)
-        intact = await stub.VerifyStream(pb.VerifyStreamRequest(stream_id=stream_id), metadata=service_metadata)
+        intact = await stub.VerifyStream(
+            pb.VerifyStreamRequest(stream_id=stream_id), metadata=service_metadata
+        )
         assert intact.ok and intact.head_seq == 10 and intact.events_checked == 10
         assert intact.broken_seq == 0 and intact.reason == ""
 
         conn = await asyncpg.connect(migrated)
         select = "SELECT payload_json FROM runtime.events WHERE stream_id = $1 AND stream_seq = 6"
-        update = "UPDATE runtime.events SET payload_json = $2 WHERE stream_id = $1 AND stream_seq = 6"
+        update = (
+            "UPDATE runtime.events SET payload_json = $2 WHERE stream_id = $1 AND stream_seq = 6"
+        )
         original = await conn.fetchval(select, stream_id)
         try:
             await conn.execute(update, stream_id, b'{"text":"forged"}')
@@ -168,8 +199,12 @@ async def test_verify_stream_reports_intact_and_broken_chains(
         assert (broken.broken_seq, broken.reason) == (6, "chain_mismatch")
         assert broken.expected != broken.actual
 
-        for bad_stream, code in [("run:ghost", grpc.StatusCode.NOT_FOUND),
-                                 ("nonsense", grpc.StatusCode.INVALID_ARGUMENT)]:
+        for bad_stream, code in [
+            ("run:ghost", grpc.StatusCode.NOT_FOUND),
+            ("nonsense", grpc.StatusCode.INVALID_ARGUMENT),
+        ]:
             with pytest.raises(aio.AioRpcError) as info:
-                await stub.VerifyStream(pb.VerifyStreamRequest(stream_id=bad_stream), metadata=service_metadata)
+                await stub.VerifyStream(
+                    pb.VerifyStreamRequest(stream_id=bad_stream), metadata=service_metadata
+                )
             assert info.value.code() == code

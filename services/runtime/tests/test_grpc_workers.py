@@ -19,12 +19,16 @@ from openagents.runtime.v1 import runtime_service_pb2 as pb
 
 async def seeded_worker(api: Any, identity: Any, org: str, wid: str) -> None:
     token = identity.login({org: "member"})
-    status, _, _ = await api.call("POST", "/api/v1/workers", token,
-                                  {"org_id": org, "worker_id": wid})
+    status, _, _ = await api.call(
+        "POST", "/api/v1/workers", token, {"org_id": org, "worker_id": wid}
+    )
     assert status == 201
-    status, _, _ = await api.call("POST", f"/api/v1/workers/{wid}/events", token,
-                                  {"events": [{"type": "worker.started"},
-                                              {"type": "worker.heartbeat"}]})
+    status, _, _ = await api.call(
+        "POST",
+        f"/api/v1/workers/{wid}/events",
+        token,
+        {"events": [{"type": "worker.started"}, {"type": "worker.heartbeat"}]},
+    )
     assert status == 201
 
 
@@ -37,32 +41,55 @@ async def test_get_and_list_workers(
     await seeded_worker(api, identity, org, f"b{unique}")
     async with aio.insecure_channel(grpc_target) as channel:
         stub = runtime_service_pb2_grpc.RuntimeServiceStub(channel)
-        worker = (await stub.GetWorker(pb.GetWorkerRequest(worker_id=f"a{unique}"),
-                                       metadata=service_metadata, timeout=10)).worker
+        worker = (
+            await stub.GetWorker(
+                pb.GetWorkerRequest(worker_id=f"a{unique}"), metadata=service_metadata, timeout=10
+            )
+        ).worker
         assert (worker.worker_id, worker.org_id, worker.last_seq) == (f"a{unique}", org, 3)
         assert worker.status == summaries_pb2.WORKER_STATUS_RUNNING
         assert worker.last_heartbeat_at_ms > 0 and worker.created_at_ms > 0
 
-        listed = (await stub.ListWorkers(pb.ListWorkersRequest(org_id=org),
-                                         metadata=service_metadata, timeout=10)).workers
+        listed = (
+            await stub.ListWorkers(
+                pb.ListWorkersRequest(org_id=org), metadata=service_metadata, timeout=10
+            )
+        ).workers
         assert sorted(w.worker_id for w in listed) == [f"a{unique}", f"b{unique}"]
-        empty = await stub.ListWorkers(pb.ListWorkersRequest(org_id=f"none{unique}"),
-                                       metadata=service_metadata)
+        empty = await stub.ListWorkers(
+            pb.ListWorkersRequest(org_id=f"none{unique}"), metadata=service_metadata
+        )
         assert list(empty.workers) == []
 
-        events = [r.event async for r in stub.ReadStream(
-            pb.ReadStreamRequest(stream_id=f"worker:a{unique}"), metadata=service_metadata)]
-        assert [e.type for e in events] == ["worker.registered", "worker.started",
-                                            "worker.heartbeat"]
+        events = [
+            r.event
+            async for r in stub.ReadStream(
+                pb.ReadStreamRequest(stream_id=f"worker:a{unique}"), metadata=service_metadata
+            )
+        ]
+        assert [e.type for e in events] == [
+            "worker.registered",
+            "worker.started",
+            "worker.heartbeat",
+        ]
         assert verify_chain(events)
 
         for call, code, error in [
-            (stub.GetWorker(pb.GetWorkerRequest(worker_id="ghost"), metadata=service_metadata),
-             grpc.StatusCode.NOT_FOUND, "worker_not_found"),
-            (stub.GetWorker(pb.GetWorkerRequest(worker_id="a/b"), metadata=service_metadata),
-             grpc.StatusCode.INVALID_ARGUMENT, "validation_error"),
-            (stub.ListWorkers(pb.ListWorkersRequest(org_id=""), metadata=service_metadata),
-             grpc.StatusCode.INVALID_ARGUMENT, "validation_error"),
+            (
+                stub.GetWorker(pb.GetWorkerRequest(worker_id="ghost"), metadata=service_metadata),
+                grpc.StatusCode.NOT_FOUND,
+                "worker_not_found",
+            ),
+            (
+                stub.GetWorker(pb.GetWorkerRequest(worker_id="a/b"), metadata=service_metadata),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "validation_error",
+            ),
+            (
+                stub.ListWorkers(pb.ListWorkersRequest(org_id=""), metadata=service_metadata),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "validation_error",
+            ),
         ]:
             with pytest.raises(aio.AioRpcError) as info:
                 await call
@@ -72,8 +99,9 @@ async def test_get_and_list_workers(
             await stub.GetWorker(pb.GetWorkerRequest(worker_id=f"a{unique}"))
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(aio.AioRpcError) as info:
-            await stub.ReadStream(pb.ReadStreamRequest(stream_id="worker:ghost"),
-                                  metadata=service_metadata).read()
+            await stub.ReadStream(
+                pb.ReadStreamRequest(stream_id="worker:ghost"), metadata=service_metadata
+            ).read()
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -143,7 +171,9 @@ async def test_list_streams_pages_by_org_and_kind(
     await seeded_worker(api, identity, org, f"w2{unique}")
     token = identity.login({org: "member"})
     for name in ("r1", "r2", "r3"):
-        status, _, _ = await api.call("POST", "/api/v1/runs", token, {"org_id": org, "run_id": f"{name}{unique}"})
+        status, _, _ = await api.call(
+            "POST", "/api/v1/runs", token, {"org_id": org, "run_id": f"{name}{unique}"}
+        )
         assert status == 201
     async with aio.insecure_channel(grpc_target) as channel:
         stub = runtime_service_pb2_grpc.RuntimeServiceStub(channel)
@@ -151,7 +181,8 @@ async def test_list_streams_pages_by_org_and_kind(
         token_ = ""
         while True:
             page = await stub.ListStreams(
-                pb.ListStreamsRequest(org_id=org, page_size=2, page_token=token_), metadata=service_metadata
+                pb.ListStreamsRequest(org_id=org, page_size=2, page_token=token_),
+                metadata=service_metadata,
             )
             assert len(page.streams) <= 2
             seen.extend(page.streams)
@@ -160,16 +191,21 @@ async def test_list_streams_pages_by_org_and_kind(
                 break
         ids = [s.stream_id for s in seen]
         assert ids == sorted(ids)
-        assert ids == sorted([f"run:r{i}{unique}" for i in (1, 2, 3)] + [f"worker:w{i}{unique}" for i in (1, 2)])
+        assert ids == sorted(
+            [f"run:r{i}{unique}" for i in (1, 2, 3)] + [f"worker:w{i}{unique}" for i in (1, 2)]
+        )
         heads = {s.stream_id: s.head_seq for s in seen}
         assert heads[f"worker:w1{unique}"] == 3 and heads[f"run:r1{unique}"] == 1
         assert all(s.org_id == org and s.head_occurred_at_ms > 0 for s in seen)
 
         runs_only = await stub.ListStreams(
-            pb.ListStreamsRequest(org_id=org, kind=events_pb2.STREAM_KIND_RUN), metadata=service_metadata
+            pb.ListStreamsRequest(org_id=org, kind=events_pb2.STREAM_KIND_RUN),
+            metadata=service_metadata,
         )
         assert [s.stream_id for s in runs_only.streams] == [f"run:r{i}{unique}" for i in (1, 2, 3)]
         assert runs_only.next_page_token == ""
         with pytest.raises(aio.AioRpcError) as info:
-            await stub.ListStreams(pb.ListStreamsRequest(org_id="bad org"), metadata=service_metadata)
+            await stub.ListStreams(
+                pb.ListStreamsRequest(org_id="bad org"), metadata=service_metadata
+            )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

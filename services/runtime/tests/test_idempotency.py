@@ -52,8 +52,9 @@ def test_request_keys_skips_unkeyed() -> None:
     assert request_keys([ev(key="a"), ev(key=""), ev(key="b")]) == ["a", "b"]
 
 
-RECEIPT = Receipt(stream_id="run:r", first_seq=2, last_seq=3, event_ids=["e1", "e2"],
-                  chain_hash="ab" * 32)
+RECEIPT = Receipt(
+    stream_id="run:r", first_seq=2, last_seq=3, event_ids=["e1", "e2"], chain_hash="ab" * 32
+)
 
 
 def test_new_keys_are_not_a_replay() -> None:

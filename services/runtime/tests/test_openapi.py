@@ -30,8 +30,11 @@ async def test_every_route_is_described(api: Any, runtime: Started) -> None:
     assert served == described
     worker_paths = {path for _, path in described if path.startswith("/api/v1/workers")}
     assert worker_paths == {
-        "/api/v1/workers", "/api/v1/workers/{worker_id}", "/api/v1/workers/{worker_id}/events",
-        "/api/v1/workers/{worker_id}/heartbeat", "/api/v1/workers/{worker_id}/stop",
+        "/api/v1/workers",
+        "/api/v1/workers/{worker_id}",
+        "/api/v1/workers/{worker_id}/events",
+        "/api/v1/workers/{worker_id}/heartbeat",
+        "/api/v1/workers/{worker_id}/stop",
         "/api/v1/workers/{worker_id}/resume",
     }
 

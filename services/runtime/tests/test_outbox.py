@@ -38,8 +38,7 @@ async def test_every_event_published_in_order(
     path = f"/api/v1/runs/{run_id}/events"
     receipts = [(await api.call("POST", path, token, {"events": [{"type": "run.started"}]}))[1]]
     for batch, size in enumerate((40, 480, 480, 40)):
-        events = [{"type": "run.output", "payload": {"text": f"{batch}.{i}"}}
-                  for i in range(size)]
+        events = [{"type": "run.output", "payload": {"text": f"{batch}.{i}"}} for i in range(size)]
         status, receipt, _ = await api.call("POST", path, token, {"events": events})
         assert status == 201
         receipts.append(receipt)
@@ -73,8 +72,12 @@ async def test_unmarked_rows_are_republished(
     org, run_id = f"org{unique}", f"run{unique}"
     token = identity.login({org: "member"})
     await api.call("POST", "/api/v1/runs", token, {"org_id": org, "run_id": run_id})
-    await api.call("POST", f"/api/v1/runs/{run_id}/events", token,
-                   {"events": [{"type": "run.started"}, {"type": "run.output"}]})
+    await api.call(
+        "POST",
+        f"/api/v1/runs/{run_id}/events",
+        token,
+        {"events": [{"type": "run.started"}, {"type": "run.output"}]},
+    )
     first = await tap.take(3)
     assert [e.stream_seq for e in first] == [1, 2, 3]
 
@@ -108,9 +111,12 @@ async def test_backlog_drains_and_single_leader(
     conn = await asyncpg.connect(migrated)
     try:
         for _ in range(100):
-            if await conn.fetchval(
-                "SELECT count(*) FROM runtime.outbox WHERE published_at IS NULL"
-            ) == 0:
+            if (
+                await conn.fetchval(
+                    "SELECT count(*) FROM runtime.outbox WHERE published_at IS NULL"
+                )
+                == 0
+            ):
                 break
             await asyncio.sleep(0.1)
         else:
@@ -128,7 +134,9 @@ async def test_backlog_drains_and_single_leader(
         samples = 0
         deadline = asyncio.get_running_loop().time() + 1.0
         while asyncio.get_running_loop().time() < deadline:
-            assert relay.is_leader and not contender.is_leader, f"leaders changed at sample {samples}"
+            assert relay.is_leader and not contender.is_leader, (
+                f"leaders changed at sample {samples}"
+            )
             samples += 1
             await asyncio.sleep(0.002)
         assert samples > 50

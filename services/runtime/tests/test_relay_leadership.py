@@ -52,7 +52,8 @@ async def own_database(pg_server_url: str) -> AsyncIterator[str]:
     admin = await asyncpg.connect(pg_server_url)
     try:
         await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     finally:
         await admin.close()
@@ -77,13 +78,21 @@ def first_deliveries(events: list[RuntimeEvent]) -> dict[str, list[int]]:
 
 
 async def test_leader_takeover_publishes_everything_in_order(
-    own_database: str, fresh_topology: Topology, control: Any, settings_for: Any,
-    open_tap: Any, unique: str,
+    own_database: str,
+    fresh_topology: Topology,
+    control: Any,
+    settings_for: Any,
+    open_tap: Any,
+    unique: str,
 ) -> None:
     _, _, control_url, control_target = control
-    settings = settings_for(control_url, control_target, KHALA_DATABASE_URL=own_database,
-                            KHALA_AMQP_PREFIX=fresh_topology.prefix,
-                            KHALA_OUTBOX_POLL_INTERVAL_S="0.1")
+    settings = settings_for(
+        control_url,
+        control_target,
+        KHALA_DATABASE_URL=own_database,
+        KHALA_AMQP_PREFIX=fresh_topology.prefix,
+        KHALA_OUTBOX_POLL_INTERVAL_S="0.1",
+    )
     tap = await open_tap("#", fresh_topology)
     first = await start(settings)
     second: Started | None = None
@@ -133,8 +142,10 @@ async def test_leader_takeover_publishes_everything_in_order(
 
         conn = await asyncpg.connect(own_database)
         try:
-            heads = {f"run:{r['run_id']}": r["last_seq"]
-                     for r in await conn.fetch("SELECT run_id, last_seq FROM runtime.runs")}
+            heads = {
+                f"run:{r['run_id']}": r["last_seq"]
+                for r in await conn.fetch("SELECT run_id, last_seq FROM runtime.runs")
+            }
             expected_total = sum(heads.values())
         finally:
             await conn.close()

@@ -58,6 +58,12 @@ def test_unknown_type(status: RunStatus | None) -> None:
 
 def test_event_types_are_the_designed_ones() -> None:
     assert RUN_EVENT_TYPES == {
-        "run.created", "run.started", "run.paused", "run.resumed", "run.output",
-        "run.completed", "run.failed", "run.canceled",
+        "run.created",
+        "run.started",
+        "run.paused",
+        "run.resumed",
+        "run.output",
+        "run.completed",
+        "run.failed",
+        "run.canceled",
     }

@@ -33,8 +33,12 @@ ALLOWED = {
 async def test_surface_matrix(api: Any, identity: Any, unique: str, surface: str) -> None:
     org, run_id, wid = f"org{unique}", f"run{unique}", f"w{unique}"
     setup = identity.login({org: "owner"})
-    assert (await api.call("POST", "/api/v1/runs", setup, {"org_id": org, "run_id": run_id}))[0] == 201
-    assert (await api.call("POST", "/api/v1/workers", setup, {"org_id": org, "worker_id": wid}))[0] == 201
+    assert (await api.call("POST", "/api/v1/runs", setup, {"org_id": org, "run_id": run_id}))[
+        0
+    ] == 201
+    assert (await api.call("POST", "/api/v1/workers", setup, {"org_id": org, "worker_id": wid}))[
+        0
+    ] == 201
     token = identity.login({org: "owner"}, surface=surface)
     run, worker = f"/api/v1/runs/{run_id}", f"/api/v1/workers/{wid}"
     calls: dict[str, tuple[str, str, Any]] = {

@@ -18,14 +18,16 @@ async def test_worker_events_page_in_order_with_the_run_events_shape(
 ) -> None:
     org, wid = f"org{unique}", f"w{unique}"
     token = identity.login({org: "member"})
-    status, worker, _ = await api.call("POST", "/api/v1/workers", token,
-                                       {"org_id": org, "worker_id": wid})
+    status, worker, _ = await api.call(
+        "POST", "/api/v1/workers", token, {"org_id": org, "worker_id": wid}
+    )
     assert status == 201, worker
     events = [{"type": "worker.started"}] + [
         {"type": "worker.event", "payload": {"n": i}, "idempotency_key": f"k{i}"} for i in range(6)
     ]
-    status, receipt, _ = await api.call("POST", f"/api/v1/workers/{wid}/events", token,
-                                        {"events": events})
+    status, receipt, _ = await api.call(
+        "POST", f"/api/v1/workers/{wid}/events", token, {"events": events}
+    )
     assert status == 201 and receipt["last_seq"] == 8
 
     path = f"/api/v1/workers/{wid}/events"
@@ -58,8 +60,9 @@ async def test_worker_events_page_in_order_with_the_run_events_shape(
 async def test_worker_events_authorization(api: Any, identity: Any, unique: str) -> None:
     org, wid = f"org{unique}", f"w{unique}"
     owner = identity.login({org: "owner"})
-    assert (await api.call("POST", "/api/v1/workers", owner,
-                           {"org_id": org, "worker_id": wid}))[0] == 201
+    assert (await api.call("POST", "/api/v1/workers", owner, {"org_id": org, "worker_id": wid}))[
+        0
+    ] == 201
     path = f"/api/v1/workers/{wid}/events"
     viewer = identity.login({org: "viewer"}, surface="ios")
     assert (await api.call("GET", path, viewer))[0] == 200

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 async def make_worker(api: Any, token: str, org: str, worker_id: str) -> dict[str, Any]:
-    status, body, _ = await api.call("POST", "/api/v1/workers", token,
-                                     {"org_id": org, "worker_id": worker_id})
+    status, body, _ = await api.call(
+        "POST", "/api/v1/workers", token, {"org_id": org, "worker_id": worker_id}
+    )
     assert status == 201, body
     return body
 
@@ -28,9 +29,15 @@ async def test_register_heartbeat_events_stop_resume(
     token = identity.login({org: "member"})
     worker = await make_worker(api, token, org, wid)
     assert (worker["status"], worker["last_seq"], worker["stream_id"]) == (
-        "registered", 1, f"worker:{wid}")
-    assert (worker["heartbeat_state"], worker["heartbeat_age_ms"],
-            worker["last_heartbeat_at_ms"]) == ("missing", None, None)
+        "registered",
+        1,
+        f"worker:{wid}",
+    )
+    assert (
+        worker["heartbeat_state"],
+        worker["heartbeat_age_ms"],
+        worker["last_heartbeat_at_ms"],
+    ) == ("missing", None, None)
     assert worker["heartbeat_stale_after_ms"] == 60_000
     assert worker["projection"] == {"state": "lagging", "lag_events": 1}
 
@@ -42,19 +49,26 @@ async def test_register_heartbeat_events_stop_resume(
     assert status == 200 and snap["heartbeat_state"] == "fresh"
     assert snap["heartbeat_age_ms"] >= 0 and snap["last_heartbeat_at_ms"] > 0
 
-    events = [{"type": "worker.started"}, {"type": "worker.event", "payload": {"n": 1}},
-              {"type": "worker.request.received", "payload": {"id": "r1"}},
-              {"type": "worker.error", "payload": {"error": "boom"}}]
+    events = [
+        {"type": "worker.started"},
+        {"type": "worker.event", "payload": {"n": 1}},
+        {"type": "worker.request.received", "payload": {"id": "r1"}},
+        {"type": "worker.error", "payload": {"error": "boom"}},
+    ]
     status, receipt, _ = await api.call("POST", f"{base}/events", token, {"events": events})
     assert status == 201 and (receipt["first_seq"], receipt["last_seq"]) == (3, 6)
     assert (await api.call("GET", base, token))[1]["status"] == "error"
 
-    status, receipt, _ = await api.call("POST", f"{base}/stop", token,
-                                        {"payload": {"reason": "done"}})
+    status, receipt, _ = await api.call(
+        "POST", f"{base}/stop", token, {"payload": {"reason": "done"}}
+    )
     assert status == 201 and receipt["last_seq"] == 7
-    for path, body in [(f"{base}/heartbeat", None), (f"{base}/stop", None),
-                       (f"{base}/events", {"events": [{"type": "worker.event"}]}),
-                       (f"{base}/events", {"events": [{"type": "worker.started"}]})]:
+    for path, body in [
+        (f"{base}/heartbeat", None),
+        (f"{base}/stop", None),
+        (f"{base}/events", {"events": [{"type": "worker.event"}]}),
+        (f"{base}/events", {"events": [{"type": "worker.started"}]}),
+    ]:
         status, err, _ = await api.call("POST", path, token, body)
         assert (status, err["error"]["code"]) == (409, "worker_stopped"), path
     status, snap, _ = await api.call("GET", base, token)
@@ -78,13 +92,18 @@ async def test_create_or_reattach_is_idempotent_by_worker_id(
     token = identity.login({org: "member"})
     first = await make_worker(api, token, org, wid)
     await api.call("POST", f"/api/v1/workers/{wid}/heartbeat", token)
-    status, again, _ = await api.call("POST", "/api/v1/workers", token,
-                                      {"org_id": org, "worker_id": wid})
+    status, again, _ = await api.call(
+        "POST", "/api/v1/workers", token, {"org_id": org, "worker_id": wid}
+    )
     assert status == 200 and again["last_seq"] == 2
     assert again["created_at_ms"] == first["created_at_ms"]
     other = f"other{unique}"
-    status, err, _ = await api.call("POST", "/api/v1/workers", identity.login({other: "owner"}),
-                                    {"org_id": other, "worker_id": wid})
+    status, err, _ = await api.call(
+        "POST",
+        "/api/v1/workers",
+        identity.login({other: "owner"}),
+        {"org_id": other, "worker_id": wid},
+    )
     assert (status, err["error"]["code"]) == (409, "worker_exists")
     token_viewer = identity.login({org: "viewer"})
     _, listing, _ = await api.call("GET", f"/api/v1/workers?org_id={org}", token_viewer)
@@ -96,21 +115,29 @@ async def test_idempotency_and_expected_seq(api: Any, identity: Any, unique: str
     token = identity.login({org: "member"})
     await make_worker(api, token, org, wid)
     path = f"/api/v1/workers/{wid}/events"
-    body = {"events": [{"type": "worker.started", "idempotency_key": "s"},
-                       {"type": "worker.event", "payload": {"x": 1}, "idempotency_key": "e"}],
-            "expected_seq": 1}
+    body = {
+        "events": [
+            {"type": "worker.started", "idempotency_key": "s"},
+            {"type": "worker.event", "payload": {"x": 1}, "idempotency_key": "e"},
+        ],
+        "expected_seq": 1,
+    }
     status, first, _ = await api.call("POST", path, token, body)
     assert status == 201
     status, again, headers = await api.call("POST", path, token, body)
     assert status == 200 and again == first and headers["Idempotent-Replayed"] == "true"
-    changed = {"events": [{"type": "worker.started", "idempotency_key": "s"},
-                          {"type": "worker.event", "payload": {"x": 2},
-                           "idempotency_key": "e"}]}
+    changed = {
+        "events": [
+            {"type": "worker.started", "idempotency_key": "s"},
+            {"type": "worker.event", "payload": {"x": 2}, "idempotency_key": "e"},
+        ]
+    }
     status, err, _ = await api.call("POST", path, token, changed)
     assert (status, err["error"]["code"]) == (409, "idempotency_conflict")
     assert err["error"]["keys"] == ["e", "s"]
-    status, err, _ = await api.call("POST", path, token,
-                                    {"events": [{"type": "worker.event"}], "expected_seq": 1})
+    status, err, _ = await api.call(
+        "POST", path, token, {"events": [{"type": "worker.event"}], "expected_seq": 1}
+    )
     assert (status, err["error"]["code"], err["error"]["current_seq"]) == (409, "seq_conflict", 3)
 
     stop = {"idempotency_key": "stop-1"}
@@ -119,8 +146,9 @@ async def test_idempotency_and_expected_seq(api: Any, identity: Any, unique: str
     # A retried stop with its key replays the receipt although the worker is stopped now.
     status, replay, _ = await api.call("POST", f"/api/v1/workers/{wid}/stop", token, stop)
     assert status == 200 and replay == stopped
-    status, err, _ = await api.call("POST", f"/api/v1/workers/{wid}/heartbeat", token,
-                                    {"expected_seq": 4})
+    status, err, _ = await api.call(
+        "POST", f"/api/v1/workers/{wid}/heartbeat", token, {"expected_seq": 4}
+    )
     assert (status, err["error"]["code"]) == (409, "worker_stopped")
 
 
@@ -135,7 +163,9 @@ async def test_heartbeat_state_goes_stale(
     try:  # as if the last heartbeat arrived 61 s ago (stale after 60 s in these tests)
         await conn.execute(
             "UPDATE runtime.workers SET last_heartbeat_at_ms = last_heartbeat_at_ms - 61000 "
-            "WHERE worker_id = $1", wid)
+            "WHERE worker_id = $1",
+            wid,
+        )
     finally:
         await conn.close()
     status, snap, _ = await api.call("GET", f"/api/v1/workers/{wid}", token)
@@ -154,8 +184,7 @@ async def test_projection_unknown_when_projector_fails(
     try:
         for path in (f"/api/v1/workers/{wid}", f"/api/v1/runs/{run_id}"):
             status, snap, _ = await api.call("GET", path, token)
-            assert status == 200 and snap["projection"] == {"state": "unknown",
-                                                            "lag_events": None}
+            assert status == 200 and snap["projection"] == {"state": "unknown", "lag_events": None}
         status, listing, _ = await api.call("GET", f"/api/v1/workers?org_id={org}", token)
         assert status == 200 and listing["workers"][0]["projection"]["state"] == "unknown"
     finally:
@@ -176,7 +205,8 @@ async def test_list_workers_paginates(api: Any, identity: Any, unique: str) -> N
     cursor = ""
     while True:
         status, page, _ = await api.call(
-            "GET", f"/api/v1/workers?org_id={org}&limit=2&cursor={cursor}", token)
+            "GET", f"/api/v1/workers?org_id={org}&limit=2&cursor={cursor}", token
+        )
         assert status == 200
         seen += [w["worker_id"] for w in page["workers"]]
         if not page["next_cursor"]:
@@ -190,10 +220,13 @@ async def test_worker_authorization(api: Any, identity: Any, unique: str) -> Non
     member = identity.login({org: "member"})
     await make_worker(api, member, org, wid)
     base = f"/api/v1/workers/{wid}"
-    writes = [("POST", "/api/v1/workers", {"org_id": org, "worker_id": f"x{unique}"}),
-              ("POST", f"{base}/heartbeat", None), ("POST", f"{base}/stop", None),
-              ("POST", f"{base}/resume", None),
-              ("POST", f"{base}/events", {"events": [{"type": "worker.event"}]})]
+    writes = [
+        ("POST", "/api/v1/workers", {"org_id": org, "worker_id": f"x{unique}"}),
+        ("POST", f"{base}/heartbeat", None),
+        ("POST", f"{base}/stop", None),
+        ("POST", f"{base}/resume", None),
+        ("POST", f"{base}/events", {"events": [{"type": "worker.event"}]}),
+    ]
     reads = [("GET", base, None), ("GET", f"/api/v1/workers?org_id={org}", None)]
 
     for method, path, body in writes + reads:
@@ -226,33 +259,86 @@ async def test_worker_input_hygiene(api: Any, identity: Any, unique: str) -> Non
     cases: list[tuple[str, str, Any, bytes | None, int, str, str | None]] = [
         ("POST", "/api/v1/workers", None, b"{oops", 400, "bad_request", None),
         ("POST", "/api/v1/workers", None, b"[]", 400, "bad_request", None),
-        ("POST", "/api/v1/workers", {"org_id": org}, None, 422, "validation_error",
-         "worker_id"),
-        ("POST", "/api/v1/workers", {"org_id": org, "worker_id": "a b"}, None, 422,
-         "validation_error", "worker_id"),
+        ("POST", "/api/v1/workers", {"org_id": org}, None, 422, "validation_error", "worker_id"),
+        (
+            "POST",
+            "/api/v1/workers",
+            {"org_id": org, "worker_id": "a b"},
+            None,
+            422,
+            "validation_error",
+            "worker_id",
+        ),
         ("POST", f"{base}/events", {"events": []}, None, 422, "validation_error", "events"),
-        ("POST", f"{base}/events", {"events": [{"type": "worker.registered"}]}, None, 422,
-         "unknown_event_type", "events[0].type"),
-        ("POST", f"{base}/events", {"events": [{"type": "worker.error",
-                                                "payload": {"error": 1}}]}, None, 422,
-         "validation_error", "events[0].payload.error"),
-        ("POST", f"{base}/events", {"events": [{"type": "worker.event", "extra": 1}]}, None,
-         422, "validation_error", "events[0].extra"),
-        ("POST", f"{base}/heartbeat", {"payload": "x"}, None, 422, "validation_error",
-         "payload"),
+        (
+            "POST",
+            f"{base}/events",
+            {"events": [{"type": "worker.registered"}]},
+            None,
+            422,
+            "unknown_event_type",
+            "events[0].type",
+        ),
+        (
+            "POST",
+            f"{base}/events",
+            {"events": [{"type": "worker.error", "payload": {"error": 1}}]},
+            None,
+            422,
+            "validation_error",
+            "events[0].payload.error",
+        ),
+        (
+            "POST",
+            f"{base}/events",
+            {"events": [{"type": "worker.event", "extra": 1}]},
+            None,
+            422,
+            "validation_error",
+            "events[0].extra",
+        ),
+        ("POST", f"{base}/heartbeat", {"payload": "x"}, None, 422, "validation_error", "payload"),
         ("POST", f"{base}/heartbeat", None, b"{bad", 400, "bad_request", None),
-        ("POST", f"{base}/stop", {"idempotency_key": "\u0000"}, None, 422, "validation_error",
-         "idempotency_key"),
+        (
+            "POST",
+            f"{base}/stop",
+            {"idempotency_key": "\u0000"},
+            None,
+            422,
+            "validation_error",
+            "idempotency_key",
+        ),
         ("POST", "/api/v1/workers/nope/heartbeat", None, None, 404, "worker_not_found", None),
         ("GET", "/api/v1/workers/nope", None, None, 404, "worker_not_found", None),
         ("GET", "/api/v1/workers/b%20d", None, None, 422, "validation_error", "worker_id"),
         ("GET", "/api/v1/workers", None, None, 422, "validation_error", "org_id"),
-        ("GET", f"/api/v1/workers?org_id={org}&cursor=x", None, None, 422, "validation_error",
-         "cursor"),
-        ("GET", f"/api/v1/workers?org_id={org}&cursor=99999999999999999999.w", None, None, 422,
-         "validation_error", "cursor"),
-        ("GET", f"/api/v1/workers?org_id={org}&limit=5000", None, None, 422,
-         "validation_error", "limit"),
+        (
+            "GET",
+            f"/api/v1/workers?org_id={org}&cursor=x",
+            None,
+            None,
+            422,
+            "validation_error",
+            "cursor",
+        ),
+        (
+            "GET",
+            f"/api/v1/workers?org_id={org}&cursor=99999999999999999999.w",
+            None,
+            None,
+            422,
+            "validation_error",
+            "cursor",
+        ),
+        (
+            "GET",
+            f"/api/v1/workers?org_id={org}&limit=5000",
+            None,
+            None,
+            422,
+            "validation_error",
+            "limit",
+        ),
     ]
     for method, path, body, data, status, code, field in cases:
         got, err, _ = await api.call(method, path, token, body, data=data)
@@ -273,18 +359,29 @@ async def test_worker_events_are_published_in_order(
     token = identity.login({org: "member"})
     await make_worker(api, token, org, wid)
     base = f"/api/v1/workers/{wid}"
-    await api.call("POST", f"{base}/events", token,
-                   {"events": [{"type": "worker.started"}] + [
-                       {"type": "worker.event", "payload": {"i": i}} for i in range(30)]})
+    await api.call(
+        "POST",
+        f"{base}/events",
+        token,
+        {
+            "events": [{"type": "worker.started"}]
+            + [{"type": "worker.event", "payload": {"i": i}} for i in range(30)]
+        },
+    )
     await api.call("POST", f"{base}/heartbeat", token)
     await api.call("POST", f"{base}/stop", token)
     await api.call("POST", f"{base}/resume", token)
     received = await tap.take(35)
     assert [e.stream_seq for e in received] == list(range(1, 36))
     assert {(e.stream_id, e.org_id, e.stream_kind) for e in received} == {
-        (f"worker:{wid}", org, STREAM_KIND_WORKER)}
+        (f"worker:{wid}", org, STREAM_KIND_WORKER)
+    }
     assert [e.type for e in received[-4:]] == [
-        "worker.event", "worker.heartbeat", "worker.stopped", "worker.resumed"]
+        "worker.event",
+        "worker.heartbeat",
+        "worker.stopped",
+        "worker.resumed",
+    ]
     assert received[0].type == "worker.registered"
     partition = partition_of(f"worker:{wid}", DEFAULT_PARTITIONS)
     assert tap.carriers[0].routing_key == f"partition.{partition}"

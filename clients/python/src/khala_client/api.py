@@ -97,12 +97,17 @@ class KhalaApi:
                     raise ApiError(
                         response.status,
                         str(error.get("code", "") or f"http_{response.status}"),
-                        str(error.get("message", "") or (text[:200] if isinstance(data, str) else "")),
+                        str(
+                            error.get("message", "")
+                            or (text[:200] if isinstance(data, str) else "")
+                        ),
                         data,
                     )
                 return data
         except aiohttp.ClientConnectionError as exc:
-            raise ApiError(0, "unreachable", f"cannot reach {url.split('/api/')[0]} ({exc})", None) from exc
+            raise ApiError(
+                0, "unreachable", f"cannot reach {url.split('/api/')[0]} ({exc})", None
+            ) from exc
 
     async def _call(self, method: str, url: str, body: Any = None, *, auth: bool = True) -> Any:
         if auth and self._should_refresh():
@@ -110,7 +115,9 @@ class KhalaApi:
         try:
             return await self._request(method, url, body, auth)
         except ApiError as exc:
-            if not (auth and exc.status == 401 and exc.code == "token_expired" and self._can_refresh()):
+            if not (
+                auth and exc.status == 401 and exc.code == "token_expired" and self._can_refresh()
+            ):
                 raise
         await self.refresh()
         return await self._request(method, url, body, auth)
@@ -141,20 +148,38 @@ class KhalaApi:
     # -- control: identity and sessions -----------------------------------
 
     async def sign_in_dev(
-        self, email: str, name: str, *, device_id: str, surface: str = "desktop", client_version: str = "1.0.0"
+        self,
+        email: str,
+        name: str,
+        *,
+        device_id: str,
+        surface: str = "desktop",
+        client_version: str = "1.0.0",
     ) -> Session:
         """Sign in through control's dev identity provider."""
         issued = await self._call(
-            "POST", f"{self.control_url}/api/dev/id-token", {"email": email, "name": name}, auth=False
+            "POST",
+            f"{self.control_url}/api/dev/id-token",
+            {"email": email, "name": name},
+            auth=False,
         )
-        return await self.sign_in(issued["id_token"], device_id=device_id, surface=surface, client_version=client_version)
+        return await self.sign_in(
+            issued["id_token"], device_id=device_id, surface=surface, client_version=client_version
+        )
 
-    async def sign_in(self, id_token: str, *, device_id: str, surface: str, client_version: str) -> Session:
+    async def sign_in(
+        self, id_token: str, *, device_id: str, surface: str, client_version: str
+    ) -> Session:
         """Exchange an identity provider's ID token for a device session."""
         data = await self._call(
             "POST",
             f"{self.control_url}/api/auth/session",
-            {"id_token": id_token, "device_id": device_id, "surface": surface, "client_version": client_version},
+            {
+                "id_token": id_token,
+                "device_id": device_id,
+                "surface": surface,
+                "client_version": client_version,
+            },
             auth=False,
         )
         return self._adopt(data, device_id, surface)
@@ -169,7 +194,10 @@ class KhalaApi:
                 assert self.session is not None
                 return self.session
             data = await self._request(
-                "POST", f"{self.control_url}/api/auth/refresh", {"refresh_token": session.refresh_token}, False
+                "POST",
+                f"{self.control_url}/api/auth/refresh",
+                {"refresh_token": session.refresh_token},
+                False,
             )
             return self._adopt(data, session.device_id, session.surface)
 
@@ -199,7 +227,9 @@ class KhalaApi:
 
     async def create_org(self, org_id: str, name: str) -> Any:
         """Create an org; the caller becomes its owner."""
-        return await self._call("POST", f"{self.control_url}/api/orgs", {"org_id": org_id, "name": name})
+        return await self._call(
+            "POST", f"{self.control_url}/api/orgs", {"org_id": org_id, "name": name}
+        )
 
     async def sync_token(
         self, topics: list[str] | None = None, *, surface: str = "", client_version: str = "1.0.0"
@@ -225,12 +255,16 @@ class KhalaApi:
             body["run_id"] = run_id
         return await self._call("POST", f"{self.runtime_url}/api/v1/runs", body)
 
-    async def append_events(self, run_id: str, events: list[dict[str, Any]], expected_seq: int | None = None) -> Any:
+    async def append_events(
+        self, run_id: str, events: list[dict[str, Any]], expected_seq: int | None = None
+    ) -> Any:
         """Append events to a run; returns the receipt."""
         body: dict[str, Any] = {"events": events}
         if expected_seq is not None:
             body["expected_seq"] = expected_seq
-        return await self._call("POST", f"{self.runtime_url}/api/v1/runs/{_seg(run_id)}/events", body)
+        return await self._call(
+            "POST", f"{self.runtime_url}/api/v1/runs/{_seg(run_id)}/events", body
+        )
 
     async def get_run(self, run_id: str) -> Any:
         """A run's snapshot."""
@@ -239,7 +273,9 @@ class KhalaApi:
     async def read_events(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> Any:
         """A page of a run's events after `after_seq`."""
         query = urlencode({"after_seq": after_seq, "limit": limit})
-        return await self._call("GET", f"{self.runtime_url}/api/v1/runs/{_seg(run_id)}/events?{query}")
+        return await self._call(
+            "GET", f"{self.runtime_url}/api/v1/runs/{_seg(run_id)}/events?{query}"
+        )
 
     async def list_runs(self, org_id: str, limit: int = 100, cursor: str | None = None) -> Any:
         """A page of an org's runs, newest first: `{runs, next_cursor}`."""
@@ -252,7 +288,9 @@ class KhalaApi:
 
     async def create_worker(self, org_id: str, worker_id: str) -> Any:
         """Create or reattach a worker; returns its snapshot."""
-        return await self._call("POST", f"{self.runtime_url}/api/v1/workers", {"org_id": org_id, "worker_id": worker_id})
+        return await self._call(
+            "POST", f"{self.runtime_url}/api/v1/workers", {"org_id": org_id, "worker_id": worker_id}
+        )
 
     async def worker_events(
         self, worker_id: str, events: list[dict[str, Any]], expected_seq: int | None = None
@@ -261,37 +299,58 @@ class KhalaApi:
         body: dict[str, Any] = {"events": events}
         if expected_seq is not None:
             body["expected_seq"] = expected_seq
-        return await self._call("POST", f"{self.runtime_url}/api/v1/workers/{_seg(worker_id)}/events", body)
+        return await self._call(
+            "POST", f"{self.runtime_url}/api/v1/workers/{_seg(worker_id)}/events", body
+        )
 
-    async def read_worker_events(self, worker_id: str, after_seq: int = 0, limit: int = 1000) -> Any:
+    async def read_worker_events(
+        self, worker_id: str, after_seq: int = 0, limit: int = 1000
+    ) -> Any:
         """A page of a worker's events after `after_seq` (backfill beyond the gateway's retention)."""
         query = urlencode({"after_seq": after_seq, "limit": limit})
-        return await self._call("GET", f"{self.runtime_url}/api/v1/workers/{_seg(worker_id)}/events?{query}")
+        return await self._call(
+            "GET", f"{self.runtime_url}/api/v1/workers/{_seg(worker_id)}/events?{query}"
+        )
 
     async def _worker_action(
-        self, worker_id: str, action: str, payload: dict[str, Any] | None, idempotency_key: str | None
+        self,
+        worker_id: str,
+        action: str,
+        payload: dict[str, Any] | None,
+        idempotency_key: str | None,
     ) -> Any:
         body: dict[str, Any] = {}
         if payload:
             body["payload"] = payload
         if idempotency_key:
             body["idempotency_key"] = idempotency_key
-        return await self._call("POST", f"{self.runtime_url}/api/v1/workers/{_seg(worker_id)}/{action}", body)
+        return await self._call(
+            "POST", f"{self.runtime_url}/api/v1/workers/{_seg(worker_id)}/{action}", body
+        )
 
     async def heartbeat(
-        self, worker_id: str, payload: dict[str, Any] | None = None, idempotency_key: str | None = None
+        self,
+        worker_id: str,
+        payload: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Record a worker heartbeat; returns the receipt."""
         return await self._worker_action(worker_id, "heartbeat", payload, idempotency_key)
 
     async def stop_worker(
-        self, worker_id: str, payload: dict[str, Any] | None = None, idempotency_key: str | None = None
+        self,
+        worker_id: str,
+        payload: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Stop a worker; returns the receipt."""
         return await self._worker_action(worker_id, "stop", payload, idempotency_key)
 
     async def resume_worker(
-        self, worker_id: str, payload: dict[str, Any] | None = None, idempotency_key: str | None = None
+        self,
+        worker_id: str,
+        payload: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Resume a stopped worker; returns the receipt."""
         return await self._worker_action(worker_id, "resume", payload, idempotency_key)

@@ -243,7 +243,9 @@ class KhalaClient:
                 try:
                     message = await conn.receive(idle_s)
                 except TimeoutError:
-                    self._last_error = ws_pb2.Error(code="heartbeat_timeout", message=f"silent for {idle_s:.0f}s")
+                    self._last_error = ws_pb2.Error(
+                        code="heartbeat_timeout", message=f"silent for {idle_s:.0f}s"
+                    )
                     await conn.close(code=4000)
                     break
                 if message is None:
@@ -272,7 +274,9 @@ class KhalaClient:
 
     # -- inbound messages -------------------------------------------------
 
-    async def _handle(self, conn: SyncConnection, message: ws_pb2.ServerMessage) -> list[tuple[Update, Commit | None]]:
+    async def _handle(
+        self, conn: SyncConnection, message: ws_pb2.ServerMessage
+    ) -> list[tuple[Update, Commit | None]]:
         kind = message.WhichOneof("body")
         if kind == "frame":
             return await self._frames(conn, [message.frame])
@@ -317,7 +321,9 @@ class KhalaClient:
     def _watermark(self, mark: ws_pb2.Watermark) -> list[tuple[Update, Commit | None]]:
         if mark.live and mark.topic in self.trackers and self._healthy_since is None:
             self._healthy_since = time.monotonic()
-        return [(Live(mark.topic, mark.seq, mark.live), None)] if mark.topic in self.trackers else []
+        return (
+            [(Live(mark.topic, mark.seq, mark.live), None)] if mark.topic in self.trackers else []
+        )
 
     def _reconnect(self, reconnect: ws_pb2.Reconnect) -> list[tuple[Update, Commit | None]]:
         self._reconnect_at = time.monotonic() + reconnect.retry_after_ms / 1000.0
@@ -359,7 +365,9 @@ class KhalaClient:
                 out.append((Notice(frame.topic, message), None))
         return out
 
-    async def _error(self, conn: SyncConnection, error: ws_pb2.Error) -> list[tuple[Update, Commit | None]]:
+    async def _error(
+        self, conn: SyncConnection, error: ws_pb2.Error
+    ) -> list[tuple[Update, Commit | None]]:
         topic = error.topic
         tracker = self.trackers.get(topic) if topic else None
         if tracker is None:
@@ -371,7 +379,14 @@ class KhalaClient:
             if error.reason == "replay_budget" and error.retry_after_ms and not _is_doc(topic):
                 tracker.deactivate()
                 self._later(error.retry_after_ms / 1000.0, conn, topic)
-                return [(Notice(topic, f"replay budget reached; retrying in {error.retry_after_ms} ms"), None)]
+                return [
+                    (
+                        Notice(
+                            topic, f"replay budget reached; retrying in {error.retry_after_ms} ms"
+                        ),
+                        None,
+                    )
+                ]
             return await self._rebootstrap(conn, topic, error.reason or "stale_cursor")
         if error.code == "internal":
             tracker.deactivate()
@@ -382,7 +397,9 @@ class KhalaClient:
         self.trackers.pop(topic, None)
         return [(TopicFailed(topic, error.code, error.message), None)]
 
-    async def _rebootstrap(self, conn: SyncConnection, topic: str, reason: str) -> list[tuple[Update, Commit | None]]:
+    async def _rebootstrap(
+        self, conn: SyncConnection, topic: str, reason: str
+    ) -> list[tuple[Update, Commit | None]]:
         """Drop the topic's state and subscribe afresh (snapshot / oldest frame)."""
         tracker = self.trackers.get(topic)
         if tracker is None:
@@ -404,8 +421,12 @@ class KhalaClient:
                 tracker.deactivate()
                 cursor = tracker.cursor
                 epoch = cursor.epoch if cursor.after_seq else ""
-                cursors.append(ws_pb2.TopicCursor(topic=topic, epoch=epoch, after_seq=cursor.after_seq))
-            await conn.subscribe_cursors(self._request_id(), cursors, snapshot_if_stale=self.snapshot_if_stale)
+                cursors.append(
+                    ws_pb2.TopicCursor(topic=topic, epoch=epoch, after_seq=cursor.after_seq)
+                )
+            await conn.subscribe_cursors(
+                self._request_id(), cursors, snapshot_if_stale=self.snapshot_if_stale
+            )
 
     def _request_id(self) -> str:
         return f"r{next(self._request_ids)}"
@@ -413,7 +434,11 @@ class KhalaClient:
     # -- tokens -----------------------------------------------------------
 
     def _margin_s(self) -> float:
-        return min(self.refresh_margin_s, self._token_lifetime_s / 2) if self._token_lifetime_s else self.refresh_margin_s
+        return (
+            min(self.refresh_margin_s, self._token_lifetime_s / 2)
+            if self._token_lifetime_s
+            else self.refresh_margin_s
+        )
 
     async def _mint(self) -> SyncToken:
         token = await self.tokens()

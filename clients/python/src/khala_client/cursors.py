@@ -93,7 +93,8 @@ class FileCursorStore:
         body = {
             "version": 1,
             "cursors": {
-                t: {"epoch": c.epoch, "after_seq": c.after_seq} for t, c in sorted(self._cursors.items())
+                t: {"epoch": c.epoch, "after_seq": c.after_seq}
+                for t, c in sorted(self._cursors.items())
             },
         }
         fd, tmp = tempfile.mkstemp(prefix=".cursors-", dir=self.path.parent)

@@ -31,7 +31,9 @@ SCHEMAS: dict[str, type[Message]] = {
 class UnknownSchema(Exception):
     """A payload this client cannot decode: stop the topic and update the client."""
 
-    def __init__(self, topic: str, schema_version: str, detail: str = "unknown schema_version") -> None:
+    def __init__(
+        self, topic: str, schema_version: str, detail: str = "unknown schema_version"
+    ) -> None:
         super().__init__(f"{topic}: {detail} {schema_version!r}; update khala-client")
         self.topic = topic
         self.schema_version = schema_version

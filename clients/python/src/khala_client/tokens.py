@@ -59,7 +59,9 @@ class ApiTokenSource:
         """A new token from control."""
         topics = self.topics() if callable(self.topics) else self.topics
         data = await self.api.sync_token(
-            list(topics) if topics else None, surface=self.surface, client_version=self.client_version
+            list(topics) if topics else None,
+            surface=self.surface,
+            client_version=self.client_version,
         )
         self.minted += 1
         return SyncToken(str(data["token"]), int(data.get("expires_at_ms") or 0))

@@ -21,7 +21,9 @@ __all__ = ["JSON", "PROTO", "HelloRefused", "SyncConnection", "connect"]
 class HelloRefused(ConnectionRefusedError):
     """The gateway answered Hello with an Error (or closed) instead of Welcome."""
 
-    def __init__(self, code: str, message: str, close_code: int | None, retry_after_ms: int = 0) -> None:
+    def __init__(
+        self, code: str, message: str, close_code: int | None, retry_after_ms: int = 0
+    ) -> None:
         super().__init__(f"no welcome: {code or 'closed'} {message or close_code}")
         self.code = code
         self.message = message
@@ -87,7 +89,9 @@ class SyncConnection:
     async def unsubscribe(self, topics: list[str], *, request_id: str = "unsub-1") -> None:
         """End subscriptions (frames already in flight may still arrive)."""
         await self.send(
-            ws_pb2.ClientMessage(unsubscribe=ws_pb2.Unsubscribe(request_id=request_id, topics=topics))
+            ws_pb2.ClientMessage(
+                unsubscribe=ws_pb2.Unsubscribe(request_id=request_id, topics=topics)
+            )
         )
 
     async def refresh_auth(self, token: str) -> None:
@@ -153,7 +157,9 @@ async def connect(
     )
     conn = SyncConnection(ws=ws, protocol=protocol, welcome=ws_pb2.Welcome())
     await conn.send(
-        ws_pb2.ClientMessage(hello=ws_pb2.Hello(token=token, client_name=client_name, client_version=client_version))
+        ws_pb2.ClientMessage(
+            hello=ws_pb2.Hello(token=token, client_name=client_name, client_version=client_version)
+        )
     )
     try:
         reply = await conn.receive(timeout_s)

@@ -168,7 +168,9 @@ class Broker:
             message_id=message_id,
             headers=all_headers,
             delivery_mode=(
-                aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+                aio_pika.DeliveryMode.PERSISTENT
+                if persistent
+                else aio_pika.DeliveryMode.NOT_PERSISTENT
             ),
         )
         # Fanout is not mandatory: frames of an org no gateway holds are dropped.

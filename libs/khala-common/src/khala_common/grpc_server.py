@@ -36,7 +36,10 @@ GRPC_DURATION = Histogram(
 # Service (DNS A records), skip a backend whose health service answers NOT_SERVING
 # (client-side health checking: a server's health follows its /readyz verdict,
 # GrpcServer.follow), and keep idle connections alive through proxies and conntrack.
-SERVICE_CONFIG = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": ""},
+}
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
     ("grpc.keepalive_time_ms", 30_000),
@@ -90,9 +93,11 @@ def _code_of(context: aio.ServicerContext, failed: BaseException | None) -> str:
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
     if failed is not None:
-        return "CANCELLED" if isinstance(failed, BaseException) and not isinstance(
-            failed, Exception
-        ) else "UNKNOWN"
+        return (
+            "CANCELLED"
+            if isinstance(failed, BaseException) and not isinstance(failed, Exception)
+            else "UNKNOWN"
+        )
     return "OK"
 
 
@@ -189,13 +194,17 @@ class GrpcServer:
             interceptors=[RedMetricsInterceptor(), ServiceCredentialInterceptor(service_token)],
             options=SERVER_OPTIONS,
         )
-        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.health = (
+            health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._names: list[str] = [health.SERVICE_NAME]
         self.address = f"{host}:{port}"
         self.port = self.server.add_insecure_port(self.address)
 
-    def add(self, register: Callable[[Any, aio.Server], None], servicer: Any, names: Iterable[str]) -> None:
+    def add(
+        self, register: Callable[[Any, aio.Server], None], servicer: Any, names: Iterable[str]
+    ) -> None:
         """Register a servicer and name it for reflection and health."""
         register(servicer, self.server)
         self._names.extend(names)

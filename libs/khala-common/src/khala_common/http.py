@@ -46,6 +46,7 @@ DEPENDENCY_RETRY_AFTER_S = 2
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
+
 class Readiness:
     """Named readiness checks plus a draining flag. Listeners (the gRPC server's
     health status) hear every change of the verdict, each time /readyz is asked."""
@@ -127,7 +128,9 @@ async def error_middleware(
                 "dependency unavailable", path=request.path, error=repr(exc)[:300]
             )
             response = error_response(
-                503, "unavailable", "a dependency is unavailable; retry later",
+                503,
+                "unavailable",
+                "a dependency is unavailable; retry later",
                 retry_after_s=DEPENDENCY_RETRY_AFTER_S,
             )
             response.headers["Retry-After"] = str(DEPENDENCY_RETRY_AFTER_S)
@@ -151,8 +154,14 @@ def is_dependency_outage(exc: BaseException) -> bool:
         module = type(current).__module__
         name = type(current).__name__
         if module.startswith("asyncpg") and (
-            "Connection" in name or name in ("InterfaceError", "CannotConnectNowError",
-                                               "TooManyConnectionsError", "AdminShutdownError")
+            "Connection" in name
+            or name
+            in (
+                "InterfaceError",
+                "CannotConnectNowError",
+                "TooManyConnectionsError",
+                "AdminShutdownError",
+            )
         ):
             return True
         if module.startswith(("aiormq", "aio_pika", "pamqp")) and (

@@ -62,5 +62,7 @@ def configure_logging(service: str, level: str = "info") -> None:
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     """A structlog logger; `name` becomes the `logger` field."""
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name) if name else structlog.get_logger()
+    logger: structlog.stdlib.BoundLogger = (
+        structlog.get_logger(name) if name else structlog.get_logger()
+    )
     return logger

@@ -196,8 +196,11 @@ class CommonSettings:
             {
                 "KHALA_DATABASE_URL": _unset(environ, "KHALA_DATABASE_URL"),
                 "KHALA_AMQP_URL": _unset(environ, "KHALA_AMQP_URL")
-                or ("uses the guest account" if "//guest:guest@" in environ["KHALA_AMQP_URL"]
-                    else None),
+                or (
+                    "uses the guest account"
+                    if "//guest:guest@" in environ["KHALA_AMQP_URL"]
+                    else None
+                ),
                 "KHALA_SERVICE_TOKEN": "is the published dev token"
                 if service_token == DEFAULT_SERVICE_TOKEN
                 else None,

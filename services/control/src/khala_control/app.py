@@ -276,7 +276,6 @@ def control_signer(settings: Settings, pool: asyncpg.Pool, cipher: MultiFernet) 
     return KeyRing(pool, CONTROL_KEYS, cipher, refresh_s=settings.signing_key_refresh_s)
 
 
-
 class KeyFileInUse(Exception):
     """Keys come from KHALA_CONTROL_SIGNING_KEY_FILE; Postgres keys cannot be rotated."""
 

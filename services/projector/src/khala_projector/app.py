@@ -209,7 +209,9 @@ class ProjectorApp:
 
     async def _start_http(self, stack: AsyncExitStack) -> None:
         settings = self.settings
-        app = make_app(self.readiness, admin_port=settings.admin_port, admin_host=settings.bind_host)
+        app = make_app(
+            self.readiness, admin_port=settings.admin_port, admin_host=settings.bind_host
+        )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -131,7 +131,9 @@ class RuntimeApp:
         broker = Broker(settings.amqp_url, Topology(prefix=settings.amqp_prefix))
         stack.push_async_callback(broker.close)
 
-        runs = RunService(pool, projections=projector, group_inflight=settings.group_commit_inflight)
+        runs = RunService(
+            pool, projections=projector, group_inflight=settings.group_commit_inflight
+        )
         workers = WorkerService(
             pool,
             stale_after_ms=settings.heartbeat_stale_after_ms,
@@ -208,8 +210,10 @@ def _relay(settings: Settings, broker: Broker) -> OutboxRelay:
     """The outbox relay, over a crashing broker proxy if a test asks for one."""
     relay_broker = broker
     if settings.test_crash_before_confirm:
-        log.warning("FAULT INJECTION enabled: SIGKILL before a publish confirm",
-                    publish=settings.test_crash_before_confirm)
+        log.warning(
+            "FAULT INJECTION enabled: SIGKILL before a publish confirm",
+            publish=settings.test_crash_before_confirm,
+        )
         relay_broker = cast(Broker, CrashBeforeConfirm(broker, settings.test_crash_before_confirm))
     return OutboxRelay(
         settings.database_url,

@@ -83,9 +83,7 @@ class Settings(CommonSettings):
             max_body_bytes=env.integer("KHALA_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             outbox_poll_interval_s=env.number("KHALA_OUTBOX_POLL_INTERVAL_S", 1.0, minimum=0.01),
             outbox_linger_ms=env.number("KHALA_OUTBOX_LINGER_MS", 0.0, minimum=0.0),
-            group_commit_inflight=env.integer(
-                "KHALA_RUNTIME_GROUP_COMMIT_INFLIGHT", 2, minimum=1
-            ),
+            group_commit_inflight=env.integer("KHALA_RUNTIME_GROUP_COMMIT_INFLIGHT", 2, minimum=1),
             projector_grpc_target=env.string("KHALA_PROJECTOR_GRPC_TARGET", "127.0.0.1:9083"),
             projector_timeout_s=env.number("KHALA_PROJECTOR_TIMEOUT_S", 0.5, minimum=0.01),
             heartbeat_stale_after_ms=env.integer(

@@ -27,7 +27,13 @@ async def open_api(config: Config, *, signed_in: bool = True) -> AsyncIterator[K
         raise UsageError("not signed in: run `khala login --email you@example.com` first")
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        yield KhalaApi(config.control_url, config.runtime_url, http, session=session, on_session=config.set_session)
+        yield KhalaApi(
+            config.control_url,
+            config.runtime_url,
+            http,
+            session=session,
+            on_session=config.set_session,
+        )
 
 
 def org_of(args: argparse.Namespace, config: Config) -> str:
@@ -47,7 +53,7 @@ def parse_payload(text: str | None) -> dict[str, Any] | None:
     except ValueError as exc:
         raise UsageError(f"--payload is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise UsageError("--payload must be a JSON object, e.g. '{\"text\": \"hi\"}'")
+        raise UsageError('--payload must be a JSON object, e.g. \'{"text": "hi"}\'')
     return value
 
 
@@ -77,16 +83,25 @@ async def login(args: argparse.Namespace, config: Config) -> int:
     async with open_api(config, signed_in=False) as api:
         if args.email:
             session = await api.sign_in_dev(
-                args.email, args.name or args.email.split("@")[0], device_id=config.device_id,
-                surface=config.surface, client_version=config.client_version,
+                args.email,
+                args.name or args.email.split("@")[0],
+                device_id=config.device_id,
+                surface=config.surface,
+                client_version=config.client_version,
             )
         else:
             session = await api.sign_in(
-                args.id_token, device_id=config.device_id, surface=config.surface, client_version=config.client_version
+                args.id_token,
+                device_id=config.device_id,
+                surface=config.surface,
+                client_version=config.client_version,
             )
     config.set_session(session)
-    emit(args, session.to_dict() | {"access_token": "…", "refresh_token": "…"},
-         f"signed in as {session.user_id} (session {session.session_id}, device {config.device_id})")
+    emit(
+        args,
+        session.to_dict() | {"access_token": "…", "refresh_token": "…"},
+        f"signed in as {session.user_id} (session {session.session_id}, device {config.device_id})",
+    )
     return 0
 
 
@@ -105,7 +120,11 @@ async def whoami(args: argparse.Namespace, config: Config) -> int:
         me = await api.me()
     user = me.get("user", {})
     orgs = ", ".join(f"{m['org_id']} ({m['role']})" for m in me.get("memberships", [])) or "none"
-    emit(args, me, f"{user.get('email')} {user.get('user_id')}\norgs: {orgs}\ndefault org: {config.org or '-'}")
+    emit(
+        args,
+        me,
+        f"{user.get('email')} {user.get('user_id')}\norgs: {orgs}\ndefault org: {config.org or '-'}",
+    )
     return 0
 
 
@@ -113,8 +132,15 @@ async def orgs_list(args: argparse.Namespace, config: Config) -> int:
     """Your memberships."""
     async with open_api(config) as api:
         me = await api.me()
-    rows = [m | {"default": "*" if m.get("org_id") == config.org else ""} for m in me.get("memberships", [])]
-    emit(args, me.get("memberships", []), table(rows, ["org_id", "name", "role", "default"]) if rows else "no orgs")
+    rows = [
+        m | {"default": "*" if m.get("org_id") == config.org else ""}
+        for m in me.get("memberships", [])
+    ]
+    emit(
+        args,
+        me.get("memberships", []),
+        table(rows, ["org_id", "name", "role", "default"]) if rows else "no orgs",
+    )
     return 0
 
 
@@ -145,7 +171,9 @@ async def token(args: argparse.Namespace, config: Config) -> int:
             expires = api.session.expires_at_ms if api.session else 0
             emit(args, {"access_token": access, "expires_at_ms": expires}, access)
             return 0
-        minted = await api.sync_token(args.topics or None, surface=config.surface, client_version=config.client_version)
+        minted = await api.sync_token(
+            args.topics or None, surface=config.surface, client_version=config.client_version
+        )
     emit(args, minted, minted["token"])
     return 0
 
@@ -153,7 +181,14 @@ async def token(args: argparse.Namespace, config: Config) -> int:
 # -- runs -----------------------------------------------------------------
 
 RUN_COLUMNS = ["run_id", "title", "status", "last_seq", "projection"]
-WORKER_COLUMNS = ["worker_id", "status", "heartbeat_state", "heartbeat_age_ms", "last_seq", "projection"]
+WORKER_COLUMNS = [
+    "worker_id",
+    "status",
+    "heartbeat_state",
+    "heartbeat_age_ms",
+    "last_seq",
+    "projection",
+]
 
 
 async def runs_create(args: argparse.Namespace, config: Config) -> int:
@@ -184,7 +219,10 @@ async def runs_append(args: argparse.Namespace, config: Config) -> int:
 
 async def runs_transition(args: argparse.Namespace, config: Config) -> int:
     """start / stop / complete: append the matching lifecycle event."""
-    event: dict[str, Any] = {"type": args.event_type, "payload": {"reason": args.reason} if args.reason else {}}
+    event: dict[str, Any] = {
+        "type": args.event_type,
+        "payload": {"reason": args.reason} if args.reason else {},
+    }
     if args.key:
         event["idempotency_key"] = args.key
     async with open_api(config) as api:
@@ -214,7 +252,10 @@ async def runs_events(args: argparse.Namespace, config: Config) -> int:
     """A run's events from runtime's log."""
     async with open_api(config) as api:
         page = await api.read_events(args.run_id, args.after_seq, args.limit)
-    rows = [e | {"payload": json.dumps(e.get("payload"), sort_keys=True)} for e in page.get("events", [])]
+    rows = [
+        e | {"payload": json.dumps(e.get("payload"), sort_keys=True)}
+        for e in page.get("events", [])
+    ]
     emit(args, page, table(rows, ["stream_seq", "type", "payload"]) if rows else "no events")
     return 0
 
@@ -226,7 +267,9 @@ async def workers_create(args: argparse.Namespace, config: Config) -> int:
     """Create or reattach a worker."""
     async with open_api(config) as api:
         worker = await api.create_worker(org_of(args, config), args.worker_id)
-    emit(args, worker, f"worker {worker['worker_id']} {worker['status']} (seq {worker['last_seq']})")
+    emit(
+        args, worker, f"worker {worker['worker_id']} {worker['status']} (seq {worker['last_seq']})"
+    )
     return 0
 
 
@@ -234,7 +277,9 @@ async def workers_action(args: argparse.Namespace, config: Config) -> int:
     """heartbeat / stop / resume."""
     payload = parse_payload(args.payload)
     async with open_api(config) as api:
-        call = {"heartbeat": api.heartbeat, "stop": api.stop_worker, "resume": api.resume_worker}[args.worker_action]
+        call = {"heartbeat": api.heartbeat, "stop": api.stop_worker, "resume": api.resume_worker}[
+            args.worker_action
+        ]
         receipt = await call(args.worker_id, payload, args.key)
     emit(args, receipt, f"{args.worker_action}: {_receipt_line(receipt)}")
     return 0

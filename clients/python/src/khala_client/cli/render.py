@@ -43,7 +43,9 @@ def _enum(name: str, prefix: str) -> str:
 
 def frame_line(update: FrameApplied) -> str:
     """One line for a frame: time, topic, seq and a summary of the payload."""
-    stamp = time.strftime("%H:%M:%S", time.localtime(update.frame.published_at_ms / 1000 or time.time()))
+    stamp = time.strftime(
+        "%H:%M:%S", time.localtime(update.frame.published_at_ms / 1000 or time.time())
+    )
     head = f"{stamp} {update.topic} #{update.seq}"
     if update.in_snapshot:
         head += " (snapshot)"

@@ -43,7 +43,9 @@ def expand_topic(text: str, args: argparse.Namespace, config: Config) -> str:
     if sep and kind in ("run", "worker") and ident:
         return f"org.{org_of(args, config)}.{kind}.{ident}"
     if not text.startswith("org.") or len(text.split(".")) not in (3, 4):
-        raise UsageError(f"not a topic: {text!r} (org.<org>.runs|workers, org.<org>.run|worker.<id>, or a shorthand)")
+        raise UsageError(
+            f"not a topic: {text!r} (org.<org>.runs|workers, org.<org>.run|worker.<id>, or a shorthand)"
+        )
     return text
 
 
@@ -67,13 +69,20 @@ async def tail(args: argparse.Namespace, config: Config) -> int:
     topics = [expand_topic(t, args, config) for t in args.topics]
     store = _store(args, config, topics)
     async with open_api(config) as api:
-        source = ApiTokenSource(api, topics, surface=config.surface, client_version=config.client_version)
+        source = ApiTokenSource(
+            api, topics, surface=config.surface, client_version=config.client_version
+        )
         await source()  # a refused topic fails here, with control's clear error
         async with aiohttp.ClientSession() as http:
             client = KhalaClient(
-                config.gateway_url, source, topics=topics, store=store, http=http,
+                config.gateway_url,
+                source,
+                topics=topics,
+                store=store,
+                http=http,
                 protocol=JSON if args.protocol == "json" else PROTO,
-                client_name="khala-cli", client_version=config.client_version,
+                client_name="khala-cli",
+                client_version=config.client_version,
             )
             run = _follow(client, args, topics)
             try:

@@ -56,6 +56,7 @@ from openagents.control.v1.revocation_pb2 import RevocationKind
 # the revocations of one token lifetime in any deployment Khala targets.
 MAX_LISTED_REVOCATIONS = 100_000
 
+
 def hash_refresh_token(token: str) -> bytes:
     """The stored form of a refresh token."""
     return hashlib.sha256(token.encode()).digest()

@@ -29,6 +29,7 @@ def _proto_cost(frame: WireFrame) -> int:
     """Bytes a frame adds to a `khala.v1+proto` batch (tag, varint length, data)."""
     return len(frame.data) + 6
 
+
 Outgoing = ws_pb2.ServerMessage | list[WireFrame]
 
 

@@ -35,9 +35,7 @@ class Refusal:
         return cls(
             codes.CLOSE_REAUTH_REQUIRED,
             "revoked",
-            ws_pb2.Error(
-                code=codes.REAUTH_REQUIRED, message="session revoked; sign in again"
-            ),
+            ws_pb2.Error(code=codes.REAUTH_REQUIRED, message="session revoked; sign in again"),
         )
 
 
@@ -93,9 +91,7 @@ class Admission:
         except TokenError as exc:
             return Refusal.unauthorized(exc.code, exc.message)
         if principal.user_id != current.user_id:
-            return Refusal.unauthorized(
-                codes.UNAUTHORIZED, "the new token belongs to another user"
-            )
+            return Refusal.unauthorized(codes.UNAUTHORIZED, "the new token belongs to another user")
         if principal.session_id in self._revoked or current.session_id in self._revoked:
             return Refusal.revoked()
         return principal

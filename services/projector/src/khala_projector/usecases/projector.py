@@ -121,11 +121,13 @@ class Projector:
     async def _load_many(self, streams: Sequence[StreamRef]) -> list[StreamState]:
         """Each stream's state: remembered, or read (and remembered)."""
         missing = [s for s in streams if s.stream_id not in self._states]
-        loaded = dict(zip(
-            [s.stream_id for s in missing],
-            await self._store.load_many(missing) if missing else [],
-            strict=True,
-        ))
+        loaded = dict(
+            zip(
+                [s.stream_id for s in missing],
+                await self._store.load_many(missing) if missing else [],
+                strict=True,
+            )
+        )
         states = [self._states.get(s.stream_id) or loaded[s.stream_id] for s in streams]
         for stream, state in zip(streams, states, strict=True):
             self._remember(stream.stream_id, state)

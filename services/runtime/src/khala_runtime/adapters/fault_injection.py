@@ -39,7 +39,10 @@ class CrashBeforeConfirm:
             return await self._broker.publish_raw(*args, **kwargs)
         publish = asyncio.ensure_future(self._broker.publish_raw(*args, **kwargs))
         await asyncio.sleep(0)  # the publish task writes its frames, then waits for the confirm
-        log.warning("fault injection: SIGKILL between outbox commit and publish confirm",
-                    publishes=self._publishes, confirmed=publish.done())
+        log.warning(
+            "fault injection: SIGKILL between outbox commit and publish confirm",
+            publishes=self._publishes,
+            confirmed=publish.done(),
+        )
         os.kill(os.getpid(), signal.SIGKILL)
         await publish  # not reached

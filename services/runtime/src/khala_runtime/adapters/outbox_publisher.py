@@ -101,8 +101,12 @@ class EventPublisher:
         for batch, result in zip(batches, results, strict=True):
             if isinstance(result, BaseException) or batch.partition in failed:
                 if batch.partition not in failed:
-                    log.warning("outbox publish failed", error=repr(result),
-                                partition=batch.partition, rows=len(batch.rows))
+                    log.warning(
+                        "outbox publish failed",
+                        error=repr(result),
+                        partition=batch.partition,
+                        rows=len(batch.rows),
+                    )
                 failed.add(batch.partition)
                 continue
             confirmed.extend(batch.rows)

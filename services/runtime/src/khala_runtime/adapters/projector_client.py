@@ -57,7 +57,8 @@ class ProjectorClient:
             return {sid: UNKNOWN for sid, _ in heads}
         answered = {
             s.stream_id: projection_of(
-                None if s.state == pb.PROJECTION_STATE_UNSPECIFIED
+                None
+                if s.state == pb.PROJECTION_STATE_UNSPECIFIED
                 else s.state == pb.PROJECTION_STATE_IN_SYNC,
                 s.lag_events,
             )

@@ -89,27 +89,43 @@ def link_events(
         encoded_type = types.get(item.type)
         if encoded_type is None:
             encoded_type = types[item.type] = canonical_string(item.type)
-        content = b"".join((
-            b'{"event_id":', canonical_string(event_id),
-            b',"idempotency_key":', canonical_string(item.idempotency_key),
-            b',"occurred_at_ms":', occurred, b',"org_id":', org, b',"payload":', payload,
-            b',"stream_id":', sid, b',"stream_seq":', b"%d" % seq, b',"type":', encoded_type,
-            b"}",
-        ))
+        content = b"".join(
+            (
+                b'{"event_id":',
+                canonical_string(event_id),
+                b',"idempotency_key":',
+                canonical_string(item.idempotency_key),
+                b',"occurred_at_ms":',
+                occurred,
+                b',"org_id":',
+                org,
+                b',"payload":',
+                payload,
+                b',"stream_id":',
+                sid,
+                b',"stream_seq":',
+                b"%d" % seq,
+                b',"type":',
+                encoded_type,
+                b"}",
+            )
+        )
         prev_hash = link(prev_hash, content)
-        events.append(RuntimeEvent(
-            event_id=event_id,
-            stream_id=stream.stream_id,
-            org_id=stream.org_id,
-            stream_kind=stream.kind,
-            subject_id=stream.subject_id,
-            stream_seq=seq,
-            type=item.type,
-            payload_json=payload,
-            idempotency_key=item.idempotency_key,
-            occurred_at_ms=occurred_at_ms,
-            chain_hash=prev_hash,
-        ))
+        events.append(
+            RuntimeEvent(
+                event_id=event_id,
+                stream_id=stream.stream_id,
+                org_id=stream.org_id,
+                stream_kind=stream.kind,
+                subject_id=stream.subject_id,
+                stream_seq=seq,
+                type=item.type,
+                payload_json=payload,
+                idempotency_key=item.idempotency_key,
+                occurred_at_ms=occurred_at_ms,
+                chain_hash=prev_hash,
+            )
+        )
     return tuple(events)
 
 

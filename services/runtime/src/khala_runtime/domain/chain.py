@@ -28,17 +28,27 @@ def event_content(event: RuntimeEvent) -> bytes:
     # Exactly canonical_json of the content object (keys in sorted order), with
     # the payload bytes spliced in unchanged; assembled directly because this
     # runs for every appended event.
-    return b"".join((
-        b'{"event_id":', canonical_string(event.event_id),
-        b',"idempotency_key":', canonical_string(event.idempotency_key),
-        b',"occurred_at_ms":', b"%d" % event.occurred_at_ms,
-        b',"org_id":', canonical_string(event.org_id),
-        b',"payload":', event.payload_json or b"{}",
-        b',"stream_id":', canonical_string(event.stream_id),
-        b',"stream_seq":', b"%d" % event.stream_seq,
-        b',"type":', canonical_string(event.type),
-        b"}",
-    ))
+    return b"".join(
+        (
+            b'{"event_id":',
+            canonical_string(event.event_id),
+            b',"idempotency_key":',
+            canonical_string(event.idempotency_key),
+            b',"occurred_at_ms":',
+            b"%d" % event.occurred_at_ms,
+            b',"org_id":',
+            canonical_string(event.org_id),
+            b',"payload":',
+            event.payload_json or b"{}",
+            b',"stream_id":',
+            canonical_string(event.stream_id),
+            b',"stream_seq":',
+            b"%d" % event.stream_seq,
+            b',"type":',
+            canonical_string(event.type),
+            b"}",
+        )
+    )
 
 
 def link(prev_hash: str, content: bytes) -> str:
@@ -98,11 +108,19 @@ class ChainChecker:
         if self.broken is not None:
             return self.broken
         if head_seq > self.last_seq:
-            self.broken = ChainBreak(self.last_seq + 1, "seq_gap", f"log up to {head_seq}",
-                                     f"log ends at {self.last_seq}")
+            self.broken = ChainBreak(
+                self.last_seq + 1,
+                "seq_gap",
+                f"log up to {head_seq}",
+                f"log ends at {self.last_seq}",
+            )
         elif head_seq < self.last_seq:
-            self.broken = ChainBreak(head_seq + 1, "head_mismatch", f"head at {head_seq}",
-                                     f"log goes on to {self.last_seq}")
+            self.broken = ChainBreak(
+                head_seq + 1,
+                "head_mismatch",
+                f"head at {head_seq}",
+                f"log goes on to {self.last_seq}",
+            )
         elif head_hash != self.prev_hash:
             self.broken = ChainBreak(head_seq, "head_mismatch", self.prev_hash, head_hash)
         return self.broken

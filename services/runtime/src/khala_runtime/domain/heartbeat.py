@@ -27,7 +27,9 @@ class HeartbeatView:
     stale_after_ms: int
 
 
-def heartbeat_view(last_heartbeat_at_ms: int | None, now_ms: int, stale_after_ms: int) -> HeartbeatView:
+def heartbeat_view(
+    last_heartbeat_at_ms: int | None, now_ms: int, stale_after_ms: int
+) -> HeartbeatView:
     """Freshness of a heartbeat received at `last_heartbeat_at_ms`, as of `now_ms`."""
     if last_heartbeat_at_ms is None:
         return HeartbeatView(HeartbeatState.MISSING, None, stale_after_ms)

@@ -36,8 +36,13 @@ def request_hash(events: Sequence[EventInput]) -> str:
         # The JSON header is self-delimiting and carries the payload length,
         # so no two different requests produce the same byte stream.
         # canonical_json([type, key, len(payload)]), assembled directly (hot path).
-        digest.update(b"[" + canonical_string(event.type) + b"," +
-                      canonical_string(event.idempotency_key) + b",%d]" % len(payload))
+        digest.update(
+            b"["
+            + canonical_string(event.type)
+            + b","
+            + canonical_string(event.idempotency_key)
+            + b",%d]" % len(payload)
+        )
         digest.update(payload)
     return digest.hexdigest()
 

@@ -66,14 +66,16 @@ def transition(status: RunStatus | None, event_type: str) -> RunStatus:
         raise DomainError("unknown_event_type", f"unknown event type {event_type!r}")
     if status is not None and status.is_terminal:
         raise DomainError(
-            "terminal_state", f"run is {status.value}; no event is accepted after it",
+            "terminal_state",
+            f"run is {status.value}; no event is accepted after it",
             run_status=status.value,
         )
     target = allowed.get(status)
     if target is None:
         current = "(new)" if status is None else status.value
         raise DomainError(
-            "invalid_transition", f"{event_type} is not allowed while the run is {current}",
+            "invalid_transition",
+            f"{event_type} is not allowed while the run is {current}",
             run_status=current,
         )
     return target

@@ -23,21 +23,25 @@ def report_line(report: ChainReport, as_json: bool) -> str:
     """One stream's verification result as printed by `verify`."""
     broken = report.broken
     if as_json:
-        return json.dumps({
-            "stream_id": report.stream_id,
-            "ok": report.ok,
-            "head_seq": report.head_seq,
-            "chain_hash": report.chain_hash,
-            "events_checked": report.events_checked,
-            "broken_seq": broken.stream_seq if broken else None,
-            "reason": broken.reason if broken else None,
-            "expected": broken.expected if broken else None,
-            "actual": broken.actual if broken else None,
-        })
+        return json.dumps(
+            {
+                "stream_id": report.stream_id,
+                "ok": report.ok,
+                "head_seq": report.head_seq,
+                "chain_hash": report.chain_hash,
+                "events_checked": report.events_checked,
+                "broken_seq": broken.stream_seq if broken else None,
+                "reason": broken.reason if broken else None,
+                "expected": broken.expected if broken else None,
+                "actual": broken.actual if broken else None,
+            }
+        )
     if broken is None:
         return f"ok      {report.stream_id} seq={report.head_seq} chain={report.chain_hash}"
-    return (f"BROKEN  {report.stream_id} at seq {broken.stream_seq}: {broken.reason} "
-            f"(expected {broken.expected}, found {broken.actual})")
+    return (
+        f"BROKEN  {report.stream_id} at seq {broken.stream_seq}: {broken.reason} "
+        f"(expected {broken.expected}, found {broken.actual})"
+    )
 
 
 async def verify_command(pool: asyncpg.Pool, stream_id: str | None, as_json: bool) -> int:

@@ -66,7 +66,9 @@ async def domain_error_middleware(request: web.Request, handler: Handler) -> web
             response = error_response(429, exc.code, exc.message, **exc.details)
             response.headers["Retry-After"] = str(exc.details.get("retry_after_s", 1))
             return response
-        raise ApiError(HTTP_STATUS.get(exc.code, 400), exc.code, exc.message, **exc.details) from None
+        raise ApiError(
+            HTTP_STATUS.get(exc.code, 400), exc.code, exc.message, **exc.details
+        ) from None
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message) from None
     except ControlUnavailable as exc:

@@ -63,8 +63,11 @@ async def _within_deadline(context: aio.ServicerContext, work: Awaitable[T]) -> 
     except TimeoutError:
         if asyncio.iscoroutine(work):
             work.close()
-        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded",
-                            trailing_metadata=((ERROR_CODE_KEY, "deadline_exceeded"),))
+        await context.abort(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "deadline exceeded",
+            trailing_metadata=((ERROR_CODE_KEY, "deadline_exceeded"),),
+        )
         raise AssertionError("unreachable") from None  # pragma: no cover
 
 
@@ -160,7 +163,9 @@ class RuntimeServicer(runtime_service_pb2_grpc.RuntimeServiceServicer):
             await _abort(context, exc)
         return pb.AppendEventsResponse(receipt=receipt)
 
-    async def GetRun(self, request: pb.GetRunRequest, context: aio.ServicerContext) -> pb.GetRunResponse:
+    async def GetRun(
+        self, request: pb.GetRunRequest, context: aio.ServicerContext
+    ) -> pb.GetRunResponse:
         """A run's snapshot."""
         try:
             head = await _within_deadline(context, self._service.get_run(request.run_id))

@@ -185,4 +185,3 @@ async def _close(conn: asyncpg.Connection) -> None:
         await asyncio.wait_for(conn.close(), 2.0)
     except BaseException:
         conn.terminate()
-

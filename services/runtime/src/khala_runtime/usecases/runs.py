@@ -85,9 +85,7 @@ class RunService:
     ) -> None:
         self._pool = pool
         self._new_ids = new_ids or uuid4_strings
-        self._committer = GroupCommitter(
-            pool, _RUNS, self._new_ids, max_inflight=group_inflight
-        )
+        self._committer = GroupCommitter(pool, _RUNS, self._new_ids, max_inflight=group_inflight)
         self._projections = projections or NoProjector()
 
     @property
@@ -196,8 +194,9 @@ class RunService:
     async def _head_seq(self, stream_id: str) -> int:
         parsed = parse_stream_id(stream_id)
         if parsed is None:
-            raise DomainError("validation_error", f"stream_id: malformed {stream_id!r}",
-                              field="stream_id")
+            raise DomainError(
+                "validation_error", f"stream_id: malformed {stream_id!r}", field="stream_id"
+            )
         kind, subject = parsed
         if kind == "run":
             return (await self.get_run(subject)).last_seq

@@ -36,8 +36,9 @@ class ChainReport:
 async def verify_stream(pool: asyncpg.Pool, stream_id: str) -> ChainReport:
     """Recompute one stream's chain against its recorded head."""
     if parse_stream_id(stream_id) is None:
-        raise DomainError("validation_error", f"stream_id: malformed {stream_id!r}",
-                          field="stream_id")
+        raise DomainError(
+            "validation_error", f"stream_id: malformed {stream_id!r}", field="stream_id"
+        )
     report = await _verify(pool, stream_id)
     if report is None:
         raise DomainError("stream_not_found", f"stream {stream_id!r} does not exist")
@@ -61,9 +62,7 @@ async def verify_all(pool: asyncpg.Pool) -> AsyncIterator[ChainReport]:
 async def _verify(pool: asyncpg.Pool, stream_id: str) -> ChainReport | None:
     # One repeatable-read snapshot: the head and the log agree even while
     # appends go on.
-    async with pool.acquire() as conn, conn.transaction(
-        isolation="repeatable_read", readonly=True
-    ):
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         head = await stream_sql.stream_head(conn, stream_id)
         return None if head is None else await _check(conn, head)
 

@@ -77,9 +77,7 @@ class WorkerService:
         self._stale_after_ms = stale_after_ms
         self._projections = projections or NoProjector()
         self._new_ids = new_ids or uuid4_strings
-        self._committer = GroupCommitter(
-            pool, _WORKERS, self._new_ids, max_inflight=group_inflight
-        )
+        self._committer = GroupCommitter(pool, _WORKERS, self._new_ids, max_inflight=group_inflight)
 
     @property
     def stale_after_ms(self) -> int:
@@ -158,9 +156,7 @@ class WorkerService:
         self, org_id: str, *, limit: int, before: tuple[int, str] | None
     ) -> list[WorkerView]:
         """An org's worker snapshots, newest first (keyset-paginated)."""
-        heads, now = await worker_sql.list_workers(
-            self._pool, org_id, limit=limit, before=before
-        )
+        heads, now = await worker_sql.list_workers(self._pool, org_id, limit=limit, before=before)
         return await self._views(heads, now)
 
     async def _views(self, heads: Sequence[WorkerHead], now_ms: int) -> list[WorkerView]:

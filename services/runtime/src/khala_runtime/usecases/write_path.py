@@ -128,8 +128,12 @@ async def commit_appends(
             continue
         if isinstance(outcome, AppendPlan):
             writes.append(
-                StreamWrite(outcome.events, target.routing_key(head.org_id),
-                            append.request.keys, append.request.hash)
+                StreamWrite(
+                    outcome.events,
+                    target.routing_key(head.org_id),
+                    append.request.keys,
+                    append.request.hash,
+                )
             )
             heads.append(outcome.head)
             outcomes.append((outcome.receipt, False))
