@@ -242,11 +242,13 @@ class Receiver:
             "latency_ms": {group: values.tobytes() for group, values in self.latency.items()},
         }
 
+    def _quiet_for(self) -> float:
+        return (time.monotonic_ns() - self.last_frame_ns) / 1e9
+
     async def quiet(self, seconds: float, max_s: float) -> dict[str, Any]:
         started = time.monotonic()
-        while (
-            time.monotonic_ns() - self.last_frame_ns
-        ) / 1e9 < seconds and time.monotonic() - started < max_s:  # noqa: ASYNC110 - frames, not an event, end the wait
+        # Frames, not an event, end the wait: poll until the stream has been quiet.
+        while self._quiet_for() < seconds and time.monotonic() - started < max_s:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
         return {"waited_s": round(time.monotonic() - started, 1)}
 

@@ -204,9 +204,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await paced(count, args.rate, job)
             cpu1 = {n: cpu_seconds(p.pid) for n, p in stack.procs.items()}
             drained_at = time.monotonic()
-            while (
+            while (  # noqa: ASYNC110
                 out["samples"]
-                and out["samples"][-1]["not_in_topic_log"] > 0  # noqa: ASYNC110
+                and out["samples"][-1]["not_in_topic_log"] > 0
                 and time.monotonic() - drained_at < 60
             ):
                 await asyncio.sleep(0.5)

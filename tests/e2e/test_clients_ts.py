@@ -84,9 +84,8 @@ async def static_ts(built: Path) -> AsyncIterator[str]:
 
 @pytest.mark.parametrize("protocol", ["proto", "json"])
 async def test_chromium_reload_resumes_from_indexeddb(stack, static_ts: str, protocol: str) -> None:
-    assert CHROMIUM.is_file(), (
-        f"{CHROMIUM} is missing: apt-get install chromium (make install does)"
-    )  # noqa: ASYNC240
+    missing = f"{CHROMIUM} is missing: apt-get install chromium (make install does)"
+    assert CHROMIUM.is_file(), missing  # noqa: ASYNC240
     from playwright.async_api import async_playwright
 
     tag = uuid.uuid4().hex[:8]
