@@ -51,7 +51,7 @@ from results_file import RESULTS, record
 
 from khala_common.db import create_pool, migrate
 from khala_runtime.domain.model import CreateRun
-from khala_runtime.domain.requests import parse_append
+from khala_runtime.handlers.schemas import parse_append
 from khala_runtime.storage import MIGRATIONS_DIR, SCHEMA
 from khala_runtime.usecases.runs import RunService
 

@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from khala_common.frame_limits import DEFAULT_MAX_FRAME_BYTES
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.frame_size import frame_fits, json_frame_bytes
-from khala_runtime.domain.requests import parse_append
+from khala_runtime.handlers.schemas import parse_append
 from openagents.runtime.v1 import events_pb2
 from openagents.sync.v1 import frames_pb2, ws_pb2
 

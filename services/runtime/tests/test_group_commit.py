@@ -12,7 +12,7 @@ import pytest
 from khala_runtime.domain.chain import GENESIS, verify_chain
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.model import CreateRun
-from khala_runtime.domain.requests import parse_append
+from khala_runtime.handlers.schemas import parse_append
 from khala_runtime.handlers.context import service_key
 from khala_runtime.storage.events import read_events
 from khala_runtime.usecases.runs import RunService

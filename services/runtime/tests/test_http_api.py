@@ -10,7 +10,7 @@ import pytest
 
 from khala_runtime.domain.chain import GENESIS, verify_chain
 from khala_runtime.domain.model import CreateRun
-from khala_runtime.domain.requests import parse_append
+from khala_runtime.handlers.schemas import parse_append
 from khala_runtime.handlers.context import service_key
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 

@@ -9,12 +9,16 @@ import pytest
 from khala_runtime.domain.errors import DomainError, ValidationError
 from khala_runtime.domain.requests import (
     MAX_EVENTS_PER_APPEND,
-    int_param,
     make_cursor,
-    parse_append,
-    parse_create_run,
     parse_cursor,
     payload_from_bytes,
+)
+from khala_runtime.handlers.schemas import (
+    EventsQuery,
+    ListQuery,
+    decode_query,
+    parse_append,
+    parse_create_run,
 )
 
 
@@ -46,9 +50,13 @@ def test_create_errors(body: dict[str, Any], field: str) -> None:
 
 def test_append_canonicalizes_payloads() -> None:
     events, expected = parse_append(
-        {"events": [{"type": "run.output", "payload": {"b": 1, "a": "x"}, "idempotency_key": "k"},
-                    {"type": "run.paused"}],
-         "expected_seq": 4}
+        {
+            "events": [
+                {"type": "run.output", "payload": {"b": 1, "a": "x"}, "idempotency_key": "k"},
+                {"type": "run.paused"},
+            ],
+            "expected_seq": 4,
+        }
     )
     assert events[0].payload_json == b'{"a":"x","b":1}'
     assert events[1].payload_json == b"{}" and events[1].idempotency_key == ""
@@ -64,19 +72,30 @@ def test_append_canonicalizes_payloads() -> None:
         ({"events": [1]}, "events[0]"),
         ({"events": [{}]}, "events[0].type"),
         ({"events": [{"type": "run.output", "payload": [1]}]}, "events[0].payload"),
-        ({"events": [{"type": "run.output", "payload": {"x": float("nan")}}]},
-         "events[0].payload"),
+        ({"events": [{"type": "run.output", "payload": {"x": float("nan")}}]}, "events[0].payload"),
         ({"events": [{"type": "run.output", "payload": {"text": 3}}]}, "events[0].payload.text"),
-        ({"events": [{"type": "run.failed", "payload": {"reason": {}}}]},
-         "events[0].payload.reason"),
+        (
+            {"events": [{"type": "run.failed", "payload": {"reason": {}}}]},
+            "events[0].payload.reason",
+        ),
         ({"events": [{"type": "run.output", "idempotency_key": 7}]}, "events[0].idempotency_key"),
-        ({"events": [{"type": "run.output", "idempotency_key": "a\nb"}]},
-         "events[0].idempotency_key"),
-        ({"events": [{"type": "run.output", "idempotency_key": "k" * 256}]},
-         "events[0].idempotency_key"),
-        ({"events": [{"type": "run.output", "idempotency_key": "k"},
-                     {"type": "run.output", "idempotency_key": "k"}]},
-         "events[1].idempotency_key"),
+        (
+            {"events": [{"type": "run.output", "idempotency_key": "a\nb"}]},
+            "events[0].idempotency_key",
+        ),
+        (
+            {"events": [{"type": "run.output", "idempotency_key": "k" * 256}]},
+            "events[0].idempotency_key",
+        ),
+        (
+            {
+                "events": [
+                    {"type": "run.output", "idempotency_key": "k"},
+                    {"type": "run.output", "idempotency_key": "k"},
+                ]
+            },
+            "events[1].idempotency_key",
+        ),
         ({"events": [{"type": "run.output", "extra": 1}]}, "events[0].extra"),
         ({"events": [{"type": "run.output"}], "expected_seq": -1}, "expected_seq"),
         ({"events": [{"type": "run.output"}], "expected_seq": True}, "expected_seq"),
@@ -106,13 +125,24 @@ def test_payload_bytes() -> None:
             payload_from_bytes(bad, "p")
 
 
-def test_int_param() -> None:
-    assert int_param(None, "limit", default=10, minimum=1, maximum=20) == 10
-    assert int_param("7", "limit", default=10, minimum=1, maximum=20) == 7
-    for bad in ("x", "0", "21"):
+def test_int_params() -> None:
+    assert decode_query(EventsQuery, {}).limit == 100
+    assert decode_query(EventsQuery, {"limit": "", "after_seq": ""}).after_seq == 0
+    assert decode_query(EventsQuery, {"limit": "7"}).limit == 7
+    for bad in ("x", "0", "1001"):
         with pytest.raises(ValidationError) as info:
-            int_param(bad, "limit", default=10, minimum=1, maximum=20)
+            decode_query(EventsQuery, {"limit": bad})
         assert info.value.field == "limit"
+    with pytest.raises(ValidationError) as info:
+        decode_query(EventsQuery, {"after_seq": "-1"})
+    assert info.value.field == "after_seq"
+
+
+def test_list_query_needs_an_org() -> None:
+    for query in ({}, {"org_id": "a.b"}, {"org_id": "acme\n"}):
+        with pytest.raises(ValidationError) as info:
+            decode_query(ListQuery, query)
+        assert info.value.field == "org_id"
 
 
 def test_cursor_round_trip() -> None:

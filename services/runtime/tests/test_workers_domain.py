@@ -13,7 +13,7 @@ from khala_runtime.domain.errors import DomainError, ValidationError
 from khala_runtime.domain.heartbeat import HeartbeatState, heartbeat_view
 from khala_runtime.domain.model import CreateWorker
 from khala_runtime.domain.projection import ProjectionState, projection_of
-from khala_runtime.domain.requests import (
+from khala_runtime.handlers.schemas import (
     parse_command,
     parse_create_worker,
     parse_worker_append,

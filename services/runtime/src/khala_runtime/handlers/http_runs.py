@@ -9,22 +9,17 @@ from aiohttp import web
 
 from khala_common.http import read_json_object
 from khala_runtime.domain.access import Action, require_access, require_surface, subject_guard
-from khala_runtime.domain.requests import (
-    int_param,
-    make_cursor,
-    parse_append,
-    parse_create_run,
-    parse_cursor,
-)
-from khala_runtime.handlers.context import (
-    MAX_PAGE,
-    path_id,
-    principal,
-    query_org,
-    service_key,
-)
+from khala_runtime.domain.requests import make_cursor, parse_cursor
+from khala_runtime.handlers.context import path_id, principal, service_key
 from khala_runtime.handlers.encoding import event_json, run_view_json
 from khala_runtime.handlers.http_append import append_route
+from khala_runtime.handlers.schemas import (
+    EventsQuery,
+    ListQuery,
+    decode_query,
+    parse_append,
+    parse_create_run,
+)
 from khala_runtime.usecases.runs import run_not_found
 
 
@@ -67,14 +62,12 @@ async def read_events(request: web.Request) -> web.Response:
     caller = await principal(request)
     require_surface(caller, Action.READ_RUN_EVENTS)
     run_id = path_id(request, "run_id")
-    query = request.query
-    after_seq = int_param(query.get("after_seq"), "after_seq", default=0, minimum=0,
-                          maximum=2**63 - 1)
-    limit = int_param(query.get("limit"), "limit", default=100, minimum=1, maximum=MAX_PAGE)
+    query = decode_query(EventsQuery, request.query)
+    after_seq = query.after_seq
     head, events = await request.app[service_key].read_events(
         run_id,
         after_seq=after_seq,
-        limit=limit,
+        limit=query.limit,
         authorize=subject_guard(caller, Action.READ_RUN_EVENTS, lambda: run_not_found(run_id)),
     )
     next_after = events[-1].stream_seq if events else after_seq
@@ -92,13 +85,13 @@ async def read_events(request: web.Request) -> web.Response:
 async def list_runs(request: web.Request) -> web.Response:
     """GET /api/v1/runs?org_id=&limit=&cursor=: an org's runs, newest first."""
     caller = await principal(request)
-    org_id = query_org(request)
-    require_access(caller, org_id, Action.READ_RUNS)
-    limit = int_param(request.query.get("limit"), "limit", default=100, minimum=1,
-                      maximum=MAX_PAGE)
-    before = parse_cursor(request.query.get("cursor"))
-    views = await request.app[service_key].list_snapshots(org_id, limit=limit, before=before)
-    last = views[-1].head if len(views) == limit else None
+    query = decode_query(ListQuery, request.query)
+    require_access(caller, query.org_id, Action.READ_RUNS)
+    before = parse_cursor(query.cursor)
+    views = await request.app[service_key].list_snapshots(
+        query.org_id, limit=query.limit, before=before
+    )
+    last = views[-1].head if len(views) == query.limit else None
     return web.json_response(
         {
             "runs": [run_view_json(view) for view in views],

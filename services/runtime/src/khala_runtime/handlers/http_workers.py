@@ -7,25 +7,24 @@ from aiohttp import web
 
 from khala_common.http import read_json_object
 from khala_runtime.domain.access import Action, require_access, require_surface, subject_guard
-from khala_runtime.domain.requests import (
-    int_param,
-    make_cursor,
-    parse_command,
-    parse_create_worker,
-    parse_cursor,
-    parse_worker_append,
-)
+from khala_runtime.domain.requests import make_cursor, parse_cursor
 from khala_runtime.domain.worker_state import WORKER_HEARTBEAT, WORKER_RESUMED, WORKER_STOPPED
 from khala_runtime.handlers.context import (
-    MAX_PAGE,
     optional_json_object,
     path_id,
     principal,
-    query_org,
     worker_service_key,
 )
 from khala_runtime.handlers.encoding import event_json, worker_json
 from khala_runtime.handlers.http_append import Handler, append_route
+from khala_runtime.handlers.schemas import (
+    EventsQuery,
+    ListQuery,
+    decode_query,
+    parse_command,
+    parse_create_worker,
+    parse_worker_append,
+)
 from khala_runtime.usecases.workers import worker_not_found
 
 _COMMANDS = {"heartbeat": WORKER_HEARTBEAT, "stop": WORKER_STOPPED, "resume": WORKER_RESUMED}
@@ -80,15 +79,12 @@ async def read_events(request: web.Request) -> web.Response:
     caller = await principal(request)
     require_surface(caller, Action.READ_WORKER_EVENTS)
     worker_id = path_id(request, "worker_id")
-    query = request.query
-    after_seq = int_param(
-        query.get("after_seq"), "after_seq", default=0, minimum=0, maximum=2**63 - 1
-    )
-    limit = int_param(query.get("limit"), "limit", default=100, minimum=1, maximum=MAX_PAGE)
+    query = decode_query(EventsQuery, request.query)
+    after_seq = query.after_seq
     head, events = await request.app[worker_service_key].read_events(
         worker_id,
         after_seq=after_seq,
-        limit=limit,
+        limit=query.limit,
         authorize=subject_guard(
             caller, Action.READ_WORKER_EVENTS, lambda: worker_not_found(worker_id)
         ),
@@ -108,15 +104,13 @@ async def read_events(request: web.Request) -> web.Response:
 async def list_workers(request: web.Request) -> web.Response:
     """GET /api/v1/workers?org_id=&limit=&cursor=: an org's workers, newest first."""
     caller = await principal(request)
-    org_id = query_org(request)
-    require_access(caller, org_id, Action.READ_WORKERS)
-    limit = int_param(request.query.get("limit"), "limit", default=100, minimum=1,
-                      maximum=MAX_PAGE)
-    before = parse_cursor(request.query.get("cursor"))
+    query = decode_query(ListQuery, request.query)
+    require_access(caller, query.org_id, Action.READ_WORKERS)
+    before = parse_cursor(query.cursor)
     views = await request.app[worker_service_key].list_snapshots(
-        org_id, limit=limit, before=before
+        query.org_id, limit=query.limit, before=before
     )
-    last = views[-1].head if len(views) == limit else None
+    last = views[-1].head if len(views) == query.limit else None
     return web.json_response(
         {
             "workers": [worker_json(view) for view in views],

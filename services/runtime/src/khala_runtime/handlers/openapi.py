@@ -1,275 +1,361 @@
 """The OpenAPI 3.1 description of runtime's HTTP API, served at
 `GET /openapi.json` (and its alias `GET /api/v1/openapi.json`), DESIGN §6.
 
-Every route is described, with every status it can answer; tests check the
-live service against it with schemathesis.
+Generated, not written: every schema comes from the pydantic models the routes
+decode through (handlers/schemas.py), and the operations from one table below.
+Refusals a schema cannot state are documented per status with their error
+codes (from errors.HTTP_STATUS): an event's frame size (413), the state
+machines and seq/idempotency conflicts (409), the rate limit (429). Tests check
+the live service against it with schemathesis.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from khala_runtime.domain.heartbeat import HeartbeatState
-from khala_runtime.domain.projection import ProjectionState
-from khala_runtime.domain.requests import (
-    MAX_EVENTS_PER_APPEND,
-    MAX_KEY_CHARS,
-    MAX_SEQ,
-    MAX_TITLE_CHARS,
+from khala_runtime.handlers.errors import HTTP_STATUS
+from khala_runtime.handlers.schemas import (
+    SEGMENT_PATTERN,
+    CommandBody,
+    CreateRunBody,
+    CreateWorkerBody,
+    Error,
+    EventsQuery,
+    Health,
+    ListQuery,
+    Receipt,
+    Run,
+    RunAppendBody,
+    RunEvents,
+    RunPage,
+    Worker,
+    WorkerAppendBody,
+    WorkerEvents,
+    WorkerPage,
 )
-from khala_runtime.domain.run_state import RUN_CREATED, RUN_EVENT_TYPES, RunStatus
-from khala_runtime.domain.worker_state import INGEST_EVENT_TYPES, WorkerStatus
 
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
-_SEQ = {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}
-_INT = {"type": "integer"}
-_STR = {"type": "string"}
-_NULLABLE_INT = {"type": ["integer", "null"]}
-_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                     "maximum": 1000}}
-_CURSOR = {"name": "cursor", "in": "query", "schema": _STR}
-_ORG_QUERY = {"name": "org_id", "in": "query", "required": True, "schema": _ID}
-_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _ID}
-_WORKER_ID = {"name": "worker_id", "in": "path", "required": True, "schema": _ID}
+_REF = "#/components/schemas/{model}"
+# Codes raised outside the domain (khala_common, the authenticator, the edges).
+_EDGE_CODES: dict[int, tuple[str, ...]] = {
+    400: ("bad_request",),
+    401: ("unauthorized", "token_expired", "token_revoked"),
+    413: ("payload_too_large",),
+    429: ("rate_limited",),
+    503: ("control_unavailable",),
+}
+_WHY: dict[int, str] = {
+    400: "The body is not a JSON object",
+    401: "No valid access token",
+    403: "The caller may not do this, or not in this org",
+    404: "No such run or worker (or not in the caller's orgs)",
+    409: "A state transition, expected_seq or idempotency-key conflict",
+    413: "The body is too large, or an event's frame could exceed the gateway's "
+    "max_frame_bytes on khala.v1+json",
+    422: "The request breaks the schema (or names an unknown event type)",
+    429: "The org's append rate is exceeded (Retry-After says when to retry)",
+    503: "The session cannot be verified right now",
+}
+_PAGE_REFUSALS = (403, 422)
+_WRITE_REFUSALS = (400, 403, 409, 413, 422)
+_APPEND_REFUSALS = (*_WRITE_REFUSALS, 404, 429)
+_REPLAYED_HEADER = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the original receipt of an idempotent replay",
+        "schema": {"type": "string", "enum": ["true", "false"]},
+    }
+}
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+@dataclass(frozen=True)
+class Op:
+    """One operation: its models, its answers and its refusals."""
+
+    method: str
+    path: str
+    summary: str
+    ok: dict[int, tuple[type[BaseModel] | None, str]]
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    query: type[BaseModel] | None = None
+    refusals: tuple[int, ...] = ()
+    public: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
 
 
-def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}},
-            **extra}
+def _receipt(what: str) -> dict[int, tuple[type[BaseModel] | None, str]]:
+    return {201: (Receipt, what), 200: (Receipt, "Idempotent replay: the original receipt")}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    """Refusals of an authenticated route: 401 and 503 always, plus `statuses`."""
-    return {str(s): {"$ref": "#/components/responses/Error"} for s in (401, 503, *statuses)}
+def _command(name: str, summary: str) -> Op:
+    return Op(
+        "post",
+        f"/api/v1/workers/{{worker_id}}/{name}",
+        summary,
+        _receipt("Appended"),
+        body=CommandBody,
+        body_required=False,
+        refusals=_APPEND_REFUSALS,
+        headers=_REPLAYED_HEADER,
+    )
 
 
-def _object(required: list[str], properties: dict[str, Any], *, closed: bool = False
-            ) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "required": required, "properties": properties}
-    if closed:
-        schema["additionalProperties"] = False
+OPERATIONS: tuple[Op, ...] = (
+    Op("get", "/healthz", "Liveness", {200: (Health, "The process runs")}, public=True),
+    Op(
+        "get",
+        "/readyz",
+        "Readiness (Postgres, broker, not draining)",
+        {200: (Health, "Ready"), 503: (Health, "Not ready")},
+        public=True,
+    ),
+    Op(
+        "get",
+        "/metrics",
+        "Prometheus metrics",
+        {200: (None, "Prometheus text format")},
+        public=True,
+    ),
+    Op(
+        "get",
+        "/openapi.json",
+        "This document",
+        {200: (None, "The OpenAPI description")},
+        public=True,
+    ),
+    Op(
+        "get",
+        "/api/v1/openapi.json",
+        "Alias of /openapi.json",
+        {200: (None, "The OpenAPI description")},
+        public=True,
+    ),
+    Op(
+        "post",
+        "/api/v1/runs",
+        "Create a run (appends run.created at stream_seq 1)",
+        {201: (Run, "Created"), 200: (Run, "Repeated identical create")},
+        body=CreateRunBody,
+        refusals=_WRITE_REFUSALS,
+    ),
+    Op(
+        "get",
+        "/api/v1/runs",
+        "List an org's runs, newest first",
+        {200: (RunPage, "A page of runs")},
+        query=ListQuery,
+        refusals=_PAGE_REFUSALS,
+    ),
+    Op(
+        "get",
+        "/api/v1/runs/{run_id}",
+        "Run snapshot with projection status",
+        {200: (Run, "The run")},
+        refusals=(403, 404, 422),
+    ),
+    Op(
+        "post",
+        "/api/v1/runs/{run_id}/events",
+        "Append events atomically",
+        _receipt("Appended"),
+        body=RunAppendBody,
+        refusals=_APPEND_REFUSALS,
+        headers=_REPLAYED_HEADER,
+    ),
+    Op(
+        "get",
+        "/api/v1/runs/{run_id}/events",
+        "Read events after a seq",
+        {200: (RunEvents, "A page of events")},
+        query=EventsQuery,
+        refusals=(403, 404, 422),
+    ),
+    Op(
+        "post",
+        "/api/v1/workers",
+        "Create or reattach a worker (idempotent by worker_id)",
+        {201: (Worker, "Registered"), 200: (Worker, "Reattached to the existing worker")},
+        body=CreateWorkerBody,
+        refusals=_WRITE_REFUSALS,
+    ),
+    Op(
+        "get",
+        "/api/v1/workers",
+        "List an org's workers, newest first",
+        {200: (WorkerPage, "A page of workers")},
+        query=ListQuery,
+        refusals=_PAGE_REFUSALS,
+    ),
+    Op(
+        "get",
+        "/api/v1/workers/{worker_id}",
+        "Worker snapshot with heartbeat and projection status",
+        {200: (Worker, "The worker")},
+        refusals=(403, 404, 422),
+    ),
+    Op(
+        "post",
+        "/api/v1/workers/{worker_id}/events",
+        "Ingest worker events atomically",
+        _receipt("Appended"),
+        body=WorkerAppendBody,
+        refusals=_APPEND_REFUSALS,
+        headers=_REPLAYED_HEADER,
+    ),
+    Op(
+        "get",
+        "/api/v1/workers/{worker_id}/events",
+        "Read a worker's events after a seq",
+        {200: (WorkerEvents, "A page of events")},
+        query=EventsQuery,
+        refusals=(403, 404, 422),
+    ),
+    _command("heartbeat", "Append worker.heartbeat"),
+    _command("stop", "Stop the worker (worker.stopped)"),
+    _command("resume", "Resume a stopped worker (worker.resumed)"),
+)
+
+
+def _models() -> list[type[BaseModel]]:
+    seen: dict[str, type[BaseModel]] = {"Error": Error}
+    for op in OPERATIONS:
+        for model in (op.body, *(m for m, _ in op.ok.values())):
+            if model is not None:
+                seen[model.__name__] = model
+    return list(seen.values())
+
+
+def _schemas() -> dict[str, Any]:
+    models = _models()
+    # Request models (closed or lax) as read, response models as written.
+    keyed: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "validation" if m.model_config.get("extra") else "serialization") for m in models
+    ]
+    _, top = models_json_schema(keyed, ref_template=_REF)
+    return {name: nullable_types(schema) for name, schema in top["$defs"].items()}
+
+
+def nullable_types(schema: Any) -> Any:
+    """`anyOf: [{type: T, ...}, {type: null}]` (pydantic's `T | None`) as the
+    equivalent `{type: [T, null], ...}`, which contract fuzzers read as one value
+    space instead of two branches to violate one at a time."""
+    if isinstance(schema, list):
+        return [nullable_types(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: nullable_types(value) for key, value in schema.items()}
+    branches = schema.get("anyOf")
+    if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
+        (typed,) = [b for b in branches if b != {"type": "null"}]
+        if isinstance(typed.get("type"), str):
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            return {**rest, **typed, "type": [typed["type"], "null"]}
     return schema
 
 
-def _body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
-    return {"required": required, "content": {"application/json": {"schema": schema}}}
+def _codes(status: int) -> list[str]:
+    domain = [code for code, s in HTTP_STATUS.items() if s == status]
+    return sorted({*domain, *_EDGE_CODES.get(status, ())})
 
 
-_REPLAYED = {"headers": {"Idempotent-Replayed": {
-    "description": "`true` when this is the original receipt of an idempotent replay",
-    "schema": {"type": "string", "enum": ["true", "false"]}}}}
+def _refusal(status: int) -> dict[str, Any]:
+    codes = ", ".join(f"`{code}`" for code in _codes(status))
+    response: dict[str, Any] = {
+        "description": f"{_WHY[status]}. Codes: {codes} (docs/runtime.md).",
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
+    }
+    if status == 429:
+        response["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+    return response
 
 
-def _receipts() -> dict[str, Any]:
-    return {"201": _json(_ref("Receipt"), "Appended", **_REPLAYED),
-            "200": _json(_ref("Receipt"), "Idempotent replay: the original receipt",
-                         **_REPLAYED)}
+def _answer(op: Op, model: type[BaseModel] | None, description: str) -> dict[str, Any]:
+    if model is None:
+        media = "text/plain" if op.path == "/metrics" else "application/json"
+        schema: dict[str, Any] = {"type": "string" if media == "text/plain" else "object"}
+    else:
+        media, schema = "application/json", {"$ref": _REF.format(model=model.__name__)}
+    answer: dict[str, Any] = {"description": description, "content": {media: {"schema": schema}}}
+    if op.headers:
+        answer["headers"] = op.headers
+    return answer
 
 
-def _event_input(types: frozenset[str]) -> dict[str, Any]:
-    return _object(["type"], {
-        "type": {"type": "string", "enum": sorted(types)},
-        "payload": {"type": ["object", "null"]},
-        "idempotency_key": {"type": ["string", "null"], "maxLength": MAX_KEY_CHARS},
-    }, closed=True)
+def _parameters(op: Op) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": SEGMENT_PATTERN},
+        }
+        for name in ("run_id", "worker_id")
+        if f"{{{name}}}" in op.path
+    ]
+    if op.query is not None:
+        schema = op.query.model_json_schema(ref_template=_REF)
+        for name, prop in schema["properties"].items():
+            # A query value is a string or absent, never JSON null.
+            prop = next((p for p in prop.get("anyOf", []) if p.get("type") != "null"), prop)
+            prop = {k: v for k, v in prop.items() if k not in ("title", "anyOf")}
+            params.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in schema.get("required", ()),
+                    "schema": prop,
+                }
+            )
+    return params
 
 
-def _append_body(item: str) -> dict[str, Any]:
-    return _object(["events"], {
-        "events": {"type": "array", "minItems": 1, "maxItems": MAX_EVENTS_PER_APPEND,
-                   "items": _ref(item)},
-        "expected_seq": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEQ},
-    }, closed=True)
-
-
-_COMMAND_BODY = _object([], {
-    "payload": {"type": ["object", "null"]},
-    "idempotency_key": {"type": ["string", "null"], "maxLength": MAX_KEY_CHARS},
-    "expected_seq": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEQ},
-}, closed=True)
-
-_SCHEMAS: dict[str, Any] = {
-    "Projection": _object(["state", "lag_events"], {
-        "state": {"type": "string", "enum": [s.value for s in ProjectionState]},
-        "lag_events": {"type": ["integer", "null"], "minimum": 0},
-    }),
-    "Run": _object(
-        ["run_id", "org_id", "stream_id", "title", "status", "last_seq", "chain_hash",
-         "created_at_ms", "updated_at_ms", "projection"],
-        {"run_id": _ID, "org_id": _ID, "stream_id": _STR, "title": _STR,
-         "status": {"type": "string", "enum": [s.value for s in RunStatus]},
-         "last_seq": _SEQ, "chain_hash": _STR, "created_at_ms": _INT, "updated_at_ms": _INT,
-         "projection": _ref("Projection")},
-    ),
-    "Worker": _object(
-        ["worker_id", "org_id", "stream_id", "status", "last_seq", "chain_hash",
-         "last_heartbeat_at_ms", "heartbeat_state", "heartbeat_age_ms",
-         "heartbeat_stale_after_ms", "created_at_ms", "updated_at_ms", "projection"],
-        {"worker_id": _ID, "org_id": _ID, "stream_id": _STR,
-         "status": {"type": "string", "enum": [s.value for s in WorkerStatus]},
-         "last_seq": _SEQ, "chain_hash": _STR, "last_heartbeat_at_ms": _NULLABLE_INT,
-         "heartbeat_state": {"type": "string", "enum": [s.value for s in HeartbeatState]},
-         "heartbeat_age_ms": _NULLABLE_INT, "heartbeat_stale_after_ms": _INT,
-         "created_at_ms": _INT, "updated_at_ms": _INT, "projection": _ref("Projection")},
-    ),
-    "RunEventInput": _event_input(RUN_EVENT_TYPES - {RUN_CREATED}),
-    "WorkerEventInput": _event_input(INGEST_EVENT_TYPES),
-    "Event": _object(
-        ["event_id", "stream_id", "org_id", "subject_id", "stream_seq", "type", "payload",
-         "idempotency_key", "occurred_at_ms", "chain_hash"],
-        {"event_id": {"type": "string", "format": "uuid"}, "stream_id": _STR, "org_id": _ID,
-         "subject_id": _ID, "stream_seq": _SEQ, "type": _STR, "payload": {"type": "object"},
-         "idempotency_key": {"type": ["string", "null"]}, "occurred_at_ms": _INT,
-         "chain_hash": _STR},
-    ),
-    "Receipt": _object(
-        ["stream_id", "first_seq", "last_seq", "event_ids", "chain_hash"],
-        {"stream_id": _STR, "first_seq": _SEQ, "last_seq": _SEQ,
-         "event_ids": {"type": "array", "items": {"type": "string", "format": "uuid"}},
-         "chain_hash": _STR},
-    ),
-    "Error": _object(["error"], {"error": _object(["code", "message"], {
-        "code": _STR, "message": _STR, "field": _STR, "current_seq": _SEQ,
-        "keys": {"type": "array", "items": _STR}, "run_status": _STR, "worker_status": _STR,
-    })}),
-}
-
-
-def _command(summary: str) -> dict[str, Any]:
-    return {"post": {
-        "summary": summary,
-        "parameters": [_WORKER_ID],
-        "requestBody": _body(_COMMAND_BODY, required=False),
-        "responses": {**_receipts(), **_errors(400, 403, 404, 409, 413, 422, 429)},
-    }}
-
-
-_OPEN: list[dict[str, list[str]]] = []  # no authentication
-_PATHS: dict[str, Any] = {
-    "/healthz": {"get": {"summary": "Liveness", "security": _OPEN, "responses": {
-        "200": _json(_object(["status"], {"status": _STR}), "The process runs")}}},
-    "/readyz": {"get": {"summary": "Readiness (Postgres, broker, not draining)",
-                        "security": _OPEN, "responses": {
-        "200": _json(_object(["status"], {"status": _STR}), "Ready"),
-        "503": _json(_object(["status", "problems"], {
-            "status": _STR, "problems": {"type": "array", "items": _STR}}), "Not ready")}}},
-    "/metrics": {"get": {"summary": "Prometheus metrics", "security": _OPEN, "responses": {
-        "200": {"description": "Prometheus text format",
-                "content": {"text/plain": {"schema": _STR}}}}}},
-    "/openapi.json": {"get": {"summary": "This document", "security": _OPEN, "responses": {
-        "200": _json({"type": "object"}, "The OpenAPI description")}}},
-    "/api/v1/openapi.json": {"get": {"summary": "Alias of /openapi.json", "security": _OPEN,
-                                     "responses": {"200": _json({"type": "object"},
-                                                                "The OpenAPI description")}}},
-    "/api/v1/runs": {
-        "post": {
-            "summary": "Create a run (appends run.created at stream_seq 1)",
-            "requestBody": _body(_object(["org_id"], {
-                "org_id": _ID, "run_id": _ID,
-                "title": {"type": ["string", "null"], "maxLength": MAX_TITLE_CHARS}},
-                closed=True)),
-            "responses": {"201": _json(_ref("Run"), "Created"),
-                          "200": _json(_ref("Run"), "Repeated identical create"),
-                          **_errors(400, 403, 409, 413, 422)},
+def _operation(op: Op) -> dict[str, Any]:
+    refusals = () if op.public else (401, 503, *op.refusals)
+    operation: dict[str, Any] = {
+        "summary": op.summary,
+        "responses": {
+            **{str(s): _answer(op, m, d) for s, (m, d) in op.ok.items()},
+            **{str(s): _refusal(s) for s in sorted(refusals)},
         },
-        "get": {
-            "summary": "List an org's runs, newest first",
-            "parameters": [_ORG_QUERY, _LIMIT, _CURSOR],
-            "responses": {"200": _json(_object(["runs", "next_cursor"], {
-                "runs": {"type": "array", "items": _ref("Run")},
-                "next_cursor": {"type": ["string", "null"]}}), "A page of runs"),
-                **_errors(403, 422)},
-        },
-    },
-    "/api/v1/runs/{run_id}": {"get": {
-        "summary": "Run snapshot with projection status",
-        "parameters": [_RUN_ID],
-        "responses": {"200": _json(_ref("Run"), "The run"), **_errors(403, 404, 422)},
-    }},
-    "/api/v1/runs/{run_id}/events": {
-        "post": {
-            "summary": "Append events atomically",
-            "parameters": [_RUN_ID],
-            "requestBody": _body(_append_body("RunEventInput")),
-            "responses": {**_receipts(), **_errors(400, 403, 404, 409, 413, 422, 429)},
-        },
-        "get": {
-            "summary": "Read events after a seq",
-            "parameters": [_RUN_ID, {"name": "after_seq", "in": "query", "schema": _SEQ},
-                           _LIMIT],
-            "responses": {"200": _json(_object(
-                ["run_id", "stream_id", "last_seq", "events", "next_after_seq"], {
-                    "run_id": _ID, "stream_id": _STR, "last_seq": _SEQ,
-                    "events": {"type": "array", "items": _ref("Event")},
-                    "next_after_seq": _NULLABLE_INT}), "A page of events"),
-                **_errors(403, 404, 422)},
-        },
-    },
-    "/api/v1/workers": {
-        "post": {
-            "summary": "Create or reattach a worker (idempotent by worker_id)",
-            "requestBody": _body(_object(["org_id", "worker_id"],
-                                         {"org_id": _ID, "worker_id": _ID}, closed=True)),
-            "responses": {"201": _json(_ref("Worker"), "Registered"),
-                          "200": _json(_ref("Worker"), "Reattached to the existing worker"),
-                          **_errors(400, 403, 409, 413, 422)},
-        },
-        "get": {
-            "summary": "List an org's workers, newest first",
-            "parameters": [_ORG_QUERY, _LIMIT, _CURSOR],
-            "responses": {"200": _json(_object(["workers", "next_cursor"], {
-                "workers": {"type": "array", "items": _ref("Worker")},
-                "next_cursor": {"type": ["string", "null"]}}), "A page of workers"),
-                **_errors(403, 422)},
-        },
-    },
-    "/api/v1/workers/{worker_id}": {"get": {
-        "summary": "Worker snapshot with heartbeat and projection status",
-        "parameters": [_WORKER_ID],
-        "responses": {"200": _json(_ref("Worker"), "The worker"), **_errors(403, 404, 422)},
-    }},
-    "/api/v1/workers/{worker_id}/events": {
-        "post": {
-            "summary": "Ingest worker events atomically",
-            "parameters": [_WORKER_ID],
-            "requestBody": _body(_append_body("WorkerEventInput")),
-            "responses": {**_receipts(), **_errors(400, 403, 404, 409, 413, 422, 429)},
-        },
-        "get": {
-            "summary": "Read a worker's events after a seq",
-            "parameters": [_WORKER_ID, {"name": "after_seq", "in": "query", "schema": _SEQ},
-                           _LIMIT],
-            "responses": {"200": _json(_object(
-                ["worker_id", "stream_id", "last_seq", "events", "next_after_seq"], {
-                    "worker_id": _ID, "stream_id": _STR, "last_seq": _SEQ,
-                    "events": {"type": "array", "items": _ref("Event")},
-                    "next_after_seq": _NULLABLE_INT}), "A page of events"),
-                **_errors(403, 404, 422)},
-        },
-    },
-    "/api/v1/workers/{worker_id}/heartbeat": _command("Append worker.heartbeat"),
-    "/api/v1/workers/{worker_id}/stop": _command("Stop the worker (worker.stopped)"),
-    "/api/v1/workers/{worker_id}/resume": _command("Resume a stopped worker (worker.resumed)"),
-}
+    }
+    if op.public:
+        operation["security"] = []
+    if params := _parameters(op):
+        operation["parameters"] = params
+    if op.body is not None:
+        operation["requestBody"] = {
+            "required": op.body_required,
+            "content": {
+                "application/json": {"schema": {"$ref": _REF.format(model=op.body.__name__)}}
+            },
+        }
+    return operation
+
+
+def _paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    return paths
+
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
-    "info": {"title": "Khala runtime API", "version": "1",
-             "description": "Runs and codex workers; error codes in docs/runtime.md."},
+    "info": {
+        "title": "Khala runtime API",
+        "version": "1",
+        "description": "Runs and codex workers; error codes in docs/runtime.md.",
+    },
     "security": [{"bearer": []}],
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                       "bearerFormat": "JWT"}},
-        "schemas": _SCHEMAS,
-        "responses": {"Error": _json(_ref("Error"), "Refused; see docs/runtime.md for codes")},
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        "schemas": _schemas(),
     },
-    "paths": _PATHS,
+    "paths": _paths(),
 }
 
 
