@@ -32,9 +32,10 @@ from khala_runtime.adapters.control_client import ControlClient
 from khala_runtime.adapters.fault_injection import CrashBeforeConfirm
 from khala_runtime.adapters.projector_client import ProjectorClient
 from khala_runtime.domain.rate_limit import OrgRateLimiter
-from khala_runtime.handlers import cli, http_runs, http_workers, openapi
+from khala_runtime.handlers import cli, http_audit, http_runs, http_workers, openapi
 from khala_runtime.handlers.context import (
     append_limit_key,
+    audit_key,
     auth_key,
     service_key,
     worker_service_key,
@@ -43,6 +44,7 @@ from khala_runtime.handlers.errors import domain_error_middleware
 from khala_runtime.handlers.grpc_runtime import SERVICE_NAME, RuntimeServicer
 from khala_runtime.settings import Settings
 from khala_runtime.storage import SCHEMA
+from khala_runtime.usecases.audit import AuditLog
 from khala_runtime.usecases.auth import ACCESS_AUDIENCE, Authenticator
 from khala_runtime.usecases.outbox_relay import OutboxRelay
 from khala_runtime.usecases.runs import RunService
@@ -186,6 +188,7 @@ class RuntimeApp:
         app[service_key] = runs
         app[worker_service_key] = workers
         app[auth_key] = auth
+        app[audit_key] = AuditLog(runs.pool)
         app[append_limit_key] = OrgRateLimiter(
             settings.append_rate_per_org, settings.append_burst_per_org
         )
@@ -193,6 +196,7 @@ class RuntimeApp:
         openapi.add_routes(app)
         http_runs.add_routes(app)
         http_workers.add_routes(app)
+        http_audit.add_routes(app)
         return app
 
 

@@ -10,7 +10,10 @@ independent of any run or worker, so it reveals nothing about ids:
 | ios | runs, workers, run events | stop/resume workers |
 | onyx | runs | nothing |
 
-Roles: viewers read; members, admins and owners write and stop/resume.
+web, desktop and ios may also read the org audit (`GET /api/v1/audit`).
+
+Roles: viewers read; members, admins and owners write and stop/resume; only
+admins and owners read the org audit.
 
 A run or worker in an org the caller cannot even read answers exactly like an
 unknown id (`subject_guard`), so ids cannot be probed across orgs.
@@ -43,14 +46,22 @@ class Action(Enum):
     READ_WORKER_EVENTS = "read worker events"
     WRITE = "create runs and workers or append events"
     STOP = "stop or resume workers"
+    READ_AUDIT = "read the audit of runtime actions"
 
 
 _READS = frozenset({Action.READ_RUNS, Action.READ_WORKERS})
 SURFACE_ACTIONS: Mapping[str, frozenset[Action]] = {
-    "web": _READS | {Action.WRITE, Action.STOP},
+    "web": _READS | {Action.WRITE, Action.STOP, Action.READ_AUDIT},
     "desktop": _READS
-    | {Action.READ_RUN_EVENTS, Action.READ_WORKER_EVENTS, Action.WRITE, Action.STOP},
-    "ios": _READS | {Action.READ_RUN_EVENTS, Action.READ_WORKER_EVENTS, Action.STOP},
+    | {
+        Action.READ_RUN_EVENTS,
+        Action.READ_WORKER_EVENTS,
+        Action.WRITE,
+        Action.STOP,
+        Action.READ_AUDIT,
+    },
+    "ios": _READS
+    | {Action.READ_RUN_EVENTS, Action.READ_WORKER_EVENTS, Action.STOP, Action.READ_AUDIT},
     "onyx": frozenset({Action.READ_RUNS}),
 }
 ROLE_NEEDED: Mapping[Action, Role] = {
@@ -60,17 +71,20 @@ ROLE_NEEDED: Mapping[Action, Role] = {
     Action.READ_WORKER_EVENTS: Role.VIEWER,
     Action.WRITE: Role.MEMBER,
     Action.STOP: Role.MEMBER,
+    Action.READ_AUDIT: Role.ADMIN,
 }
 
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: the user, their session, client surface and org roles."""
+    """An authenticated caller: the user, their session, client surface, org roles
+    and device."""
 
     user_id: str
     session_id: str
     roles: Mapping[str, Role] = field(default_factory=dict)
     surface: str = ""
+    device_id: str = ""
 
 
 def require_surface(principal: Principal, action: Action) -> None:

@@ -11,6 +11,7 @@ from khala_runtime.domain.access import Principal
 from khala_runtime.domain.errors import ValidationError
 from khala_runtime.domain.ids import is_valid_segment
 from khala_runtime.domain.rate_limit import OrgRateLimiter
+from khala_runtime.usecases.audit import AuditLog
 from khala_runtime.usecases.auth import Authenticator
 from khala_runtime.usecases.runs import RunService
 from khala_runtime.usecases.workers import WorkerService
@@ -18,6 +19,7 @@ from khala_runtime.usecases.workers import WorkerService
 service_key = web.AppKey("runtime_service", RunService)
 worker_service_key = web.AppKey("runtime_worker_service", WorkerService)
 auth_key = web.AppKey("runtime_auth", Authenticator)
+audit_key = web.AppKey("runtime_audit", AuditLog)
 append_limit_key = web.AppKey("runtime_append_limit", OrgRateLimiter)
 
 MAX_PAGE = 1000

@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 
 from khala_runtime.domain.access import Action, require_surface, subject_guard
+from khala_runtime.domain.actor import Actor, user_actor
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.rate_limit import OrgRateLimiter
 from khala_runtime.handlers.context import (
@@ -39,6 +40,7 @@ class Appender(Protocol):
         *,
         expected_seq: int | None,
         authorize: Authorize = ...,
+        actor: Actor = ...,
     ) -> tuple[Receipt, bool]: ...
 
 
@@ -83,6 +85,7 @@ def append_route(
                 request.app[append_limit_key],
                 len(inputs),
             ),
+            actor=user_actor(caller),
         )
         return receipt_response(receipt_json(receipt), replayed)
 

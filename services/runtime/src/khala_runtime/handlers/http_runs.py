@@ -9,6 +9,7 @@ from aiohttp import web
 
 from khala_common.http import read_json_object
 from khala_runtime.domain.access import Action, require_access, require_surface, subject_guard
+from khala_runtime.domain.actor import user_actor
 from khala_runtime.domain.requests import make_cursor, parse_cursor
 from khala_runtime.handlers.context import path_id, principal, service_key
 from khala_runtime.handlers.encoding import event_json, run_view_json
@@ -34,7 +35,7 @@ async def create_run(request: web.Request) -> web.Response:
     create = parse_create_run(await read_json_object(request), new_run_id)
     require_access(caller, create.org_id, Action.WRITE)
     service = request.app[service_key]
-    head, created = await service.create_run(create)
+    head, created = await service.create_run(create, actor=user_actor(caller))
     view = await service.view_of(head)
     return web.json_response(run_view_json(view), status=201 if created else 200)
 

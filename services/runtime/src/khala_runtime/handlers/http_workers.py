@@ -7,6 +7,7 @@ from aiohttp import web
 
 from khala_common.http import read_json_object
 from khala_runtime.domain.access import Action, require_access, require_surface, subject_guard
+from khala_runtime.domain.actor import user_actor
 from khala_runtime.domain.requests import make_cursor, parse_cursor
 from khala_runtime.domain.worker_state import WORKER_HEARTBEAT, WORKER_RESUMED, WORKER_STOPPED
 from khala_runtime.handlers.context import (
@@ -35,7 +36,9 @@ async def create_worker(request: web.Request) -> web.Response:
     caller = await principal(request)
     create = parse_create_worker(await read_json_object(request))
     require_access(caller, create.org_id, Action.WRITE)
-    view, created = await request.app[worker_service_key].create_or_reattach(create)
+    view, created = await request.app[worker_service_key].create_or_reattach(
+        create, actor=user_actor(caller)
+    )
     return web.json_response(worker_json(view), status=201 if created else 200)
 
 

@@ -21,6 +21,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from khala_runtime.handlers.errors import HTTP_STATUS
 from khala_runtime.handlers.schemas import (
     SEGMENT_PATTERN,
+    AuditPage,
+    AuditQuery,
     CommandBody,
     CreateRunBody,
     CreateWorkerBody,
@@ -217,6 +219,14 @@ OPERATIONS: tuple[Op, ...] = (
     _command("heartbeat", "Append worker.heartbeat"),
     _command("stop", "Stop the worker (worker.stopped)"),
     _command("resume", "Resume a stopped worker (worker.resumed)"),
+    Op(
+        "get",
+        "/api/v1/audit",
+        "An org's runtime actions with their actors (org admins and owners)",
+        {200: (AuditPage, "A page of the audit, oldest first")},
+        query=AuditQuery,
+        refusals=_PAGE_REFUSALS,
+    ),
 )
 
 

@@ -203,6 +203,18 @@ class EventsQuery(PageQuery):
     after_seq: Seq = 0
 
 
+AUDIT_CURSOR_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,18}\.(run|worker):[A-Za-z0-9_-]{1,64}$"
+
+
+class AuditQuery(PageQuery):
+    """GET /api/v1/audit: an org's runtime actions, oldest first."""
+
+    org_id: SegmentId
+    after: Annotated[str, Field(pattern=AUDIT_CURSOR_PATTERN)] | None = Field(
+        None, description="next_after of the previous page, unchanged"
+    )
+
+
 # --- responses --------------------------------------------------------------
 
 
@@ -303,6 +315,38 @@ class WorkerEvents(BaseModel):
     last_seq: Seq
     events: list[Event]
     next_after_seq: int | None
+
+
+class Actor(BaseModel):
+    """Who made a write: a user (with session, device, surface) or a service."""
+
+    kind: Literal["user", "service"]
+    id: str
+    session_id: str
+    device_id: str
+    surface: str
+
+
+class AuditEntry(BaseModel):
+    """One write on an org's run or worker and its actor (null: written before
+    actors were recorded)."""
+
+    event_id: Annotated[str, Field(json_schema_extra={"format": "uuid"})]
+    stream_id: str
+    subject_kind: Literal["run", "worker"]
+    subject_id: SegmentId
+    stream_seq: Seq
+    type: str
+    occurred_at_ms: int
+    actor: Actor | None
+
+
+class AuditPage(BaseModel):
+    """A page of an org's audit."""
+
+    org_id: SegmentId
+    entries: list[AuditEntry]
+    next_after: str | None
 
 
 class ErrorDetail(BaseModel):

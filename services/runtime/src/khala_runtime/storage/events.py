@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from khala_runtime.domain.actor import TRUSTED_SERVICE, Actor
 from khala_runtime.domain.idempotency import KeyRecord
 from openagents.runtime.v1.events_pb2 import Receipt, RuntimeEvent
 
@@ -32,18 +33,19 @@ Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 _INPUT = (
     "input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], "
     "$5::text[], $6::bytea[], $7::text[], $8::bigint[], $9::text[], $10::smallint[], "
-    "$11::text[], $12::bigint[], $13::text[]) WITH ORDINALITY "
+    "$11::text[], $12::bigint[], $13::text[], $20::text[]) WITH ORDINALITY "
     "AS t(event_id, type, payload_json, idempotency_key, chain_hash, body, stream_id, "
-    "stream_seq, org_id, stream_kind, subject_id, occurred_at_ms, routing_key, n))"
+    "stream_seq, org_id, stream_kind, subject_id, occurred_at_ms, routing_key, actor, n))"
 )
 
 
 def _inserts(where: str) -> str:
     """The events, outbox and idempotency-key CTEs, each restricted by `where`."""
     return (
-        f"e AS (INSERT INTO events ({_EVENT_COLUMNS}) "
+        f"e AS (INSERT INTO events ({_EVENT_COLUMNS}, actor) "
         "SELECT stream_id, stream_seq, event_id, org_id, stream_kind, subject_id, type, "
-        f"payload_json, idempotency_key, occurred_at_ms, chain_hash FROM input{where}), "
+        "payload_json, idempotency_key, occurred_at_ms, chain_hash, actor::jsonb "
+        f"FROM input{where}), "
         "o AS (INSERT INTO outbox (event_id, routing_key, body, created_at_ms) "
         f"SELECT event_id, routing_key, body, $14::bigint FROM input{where} ORDER BY n), "
         "k AS (INSERT INTO idempotency_keys "
@@ -62,8 +64,8 @@ _WRITE_TAIL = f" SELECT pg_notify('{OUTBOX_CHANNEL}', '')"
 _ONLY_MOVED = " WHERE stream_id IN (SELECT stream_id FROM h)"
 _WRITE_IF = _INPUT + ", " + _inserts(_ONLY_MOVED)
 _WRITE_IF_TAIL = f" SELECT stream_id, pg_notify('{OUTBOX_CHANNEL}', '') FROM h"
-HEAD_ARGS_FROM = 20
-"""Parameter number of the first argument of a heads-update CTE (`$20`)."""
+HEAD_ARGS_FROM = 21
+"""Parameter number of the first argument of a heads-update CTE (`$21`)."""
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,14 @@ def heads_update(
 
 @dataclass(frozen=True)
 class StreamWrite:
-    """One append's events (one stream) with what the log records beside them."""
+    """One append's events (one stream) with what the log records beside them:
+    routing key, idempotency keys and request hash, and who appended them."""
 
     events: Sequence[RuntimeEvent]
     routing_key: str
     keys: Sequence[str] = ()
     request_hash: str = ""
+    actor: Actor = TRUSTED_SERVICE
 
 
 _SQL_CACHE: dict[tuple[str, bool], str] = {}
@@ -179,6 +183,7 @@ def _write_args(
         [w.request_hash for w, _ in keyed],
         [w.events[0].stream_seq for w, _ in keyed],
         [w.events[-1].stream_seq for w, _ in keyed],
+        [w.actor.json for w in writes for _ in w.events],
         *(heads.args if heads else ()),
     )
 

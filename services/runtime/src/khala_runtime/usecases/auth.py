@@ -53,11 +53,13 @@ class Authenticator:
             if membership.role in Role._value2member_map_:
                 roles[membership.org_id] = Role(membership.role)
         surface = claims.get("surface")
+        device_id = claims.get("did")
         return Principal(
             user_id=user_id,
             session_id=session_id,
             roles=roles,
             surface=surface if isinstance(surface, str) else "",
+            device_id=device_id if isinstance(device_id, str) else "",
         )
 
 

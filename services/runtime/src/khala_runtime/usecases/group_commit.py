@@ -49,6 +49,7 @@ from typing import Any
 import asyncpg
 
 from khala_runtime import metrics
+from khala_runtime.domain.actor import TRUSTED_SERVICE, Actor
 from khala_runtime.domain.append import AppendPlan
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.storage import events as event_sql
@@ -105,10 +106,13 @@ class GroupCommitter:
         *,
         expected_seq: int | None,
         authorize: Authorize,
+        actor: Actor = TRUSTED_SERVICE,
     ) -> Outcome:
-        """Append checked events to one stream; (receipt, replayed?) once committed."""
+        """Append checked events made by `actor` to one stream; (receipt, replayed?)
+        once committed."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(Append(subject_id, inputs, expected_seq, authorize), future))
+        append = Append(subject_id, inputs, expected_seq, authorize, actor)
+        self._pending.append(_Pending(append, future))
         self._start_groups()
         return await future
 
@@ -200,6 +204,7 @@ class GroupCommitter:
                     target.routing_key(head.org_id),
                     p.append.request.keys,
                     p.append.request.hash,
+                    p.append.actor,
                 )
                 for p, head, plan in planned
             ],

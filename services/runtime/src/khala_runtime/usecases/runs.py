@@ -14,6 +14,7 @@ from typing import Protocol
 import asyncpg
 
 from khala_runtime import metrics
+from khala_runtime.domain.actor import TRUSTED_SERVICE, Actor
 from khala_runtime.domain.append import check_repeat_create, plan_append, plan_create
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.ids import parse_stream_id, run_routing_key
@@ -93,8 +94,10 @@ class RunService:
         """The runtime schema's pool."""
         return self._pool
 
-    async def create_run(self, request: CreateRun) -> tuple[RunHead, bool]:
-        """Create a run with its `run.created` event; (head, created?)."""
+    async def create_run(
+        self, request: CreateRun, *, actor: Actor = TRUSTED_SERVICE
+    ) -> tuple[RunHead, bool]:
+        """Create a run with its `run.created` event made by `actor`; (head, created?)."""
         async with self._pool.acquire() as conn, conn.transaction():
             now = await run_sql.now_ms(conn)
             plan = plan_create(request, now_ms=now, event_id=self._new_ids(1)[0])
@@ -104,7 +107,7 @@ class RunService:
                     raise DomainError("run_exists", f"run id {request.run_id!r} is taken")
                 check_repeat_create(existing, request)
                 return existing, False
-            await persist_events(conn, plan, run_routing_key(request.org_id), now)
+            await persist_events(conn, plan, run_routing_key(request.org_id), now, actor)
         metrics.RUNS_CREATED.inc()
         metrics.EVENTS_APPENDED.inc()
         return plan.head, True
@@ -116,10 +119,11 @@ class RunService:
         *,
         expected_seq: int | None,
         authorize: Authorize = allow_all,
+        actor: Actor = TRUSTED_SERVICE,
     ) -> tuple[Receipt, bool]:
-        """Append checked events to a run; (receipt, replayed?)."""
+        """Append checked events made by `actor` to a run; (receipt, replayed?)."""
         return await self._committer.append(
-            run_id, inputs, expected_seq=expected_seq, authorize=authorize
+            run_id, inputs, expected_seq=expected_seq, authorize=authorize, actor=actor
         )
 
     async def get_run(self, run_id: str, *, authorize: Authorize = allow_all) -> RunHead:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from khala_runtime import metrics
+from khala_runtime.domain.actor import TRUSTED_SERVICE, Actor
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.heartbeat import HeartbeatView, heartbeat_view
 from khala_runtime.domain.ids import worker_routing_key
@@ -84,15 +85,17 @@ class WorkerService:
         """Age past which a heartbeat is stale."""
         return self._stale_after_ms
 
-    async def create_or_reattach(self, request: CreateWorker) -> tuple[WorkerView, bool]:
-        """Register a worker (appending `worker.registered` at seq 1) or, if it exists
-        in the same org, return it unchanged; (snapshot, created?)."""
+    async def create_or_reattach(
+        self, request: CreateWorker, *, actor: Actor = TRUSTED_SERVICE
+    ) -> tuple[WorkerView, bool]:
+        """Register a worker (appending `worker.registered` at seq 1, made by `actor`)
+        or, if it exists in the same org, return it unchanged; (snapshot, created?)."""
         async with self._pool.acquire() as conn, conn.transaction():
             now = await run_sql.now_ms(conn)
             plan = plan_register(request, now_ms=now, event_id=self._new_ids(1)[0])
             created = await worker_sql.insert_worker(conn, plan.head)
             if created:
-                await persist_events(conn, plan, worker_routing_key(request.org_id), now)
+                await persist_events(conn, plan, worker_routing_key(request.org_id), now, actor)
                 head = plan.head
             else:
                 found = await worker_sql.get_worker(conn, request.worker_id)
@@ -112,10 +115,11 @@ class WorkerService:
         *,
         expected_seq: int | None,
         authorize: Authorize = allow_all,
+        actor: Actor = TRUSTED_SERVICE,
     ) -> tuple[Receipt, bool]:
-        """Append checked events to a worker; (receipt, replayed?)."""
+        """Append checked events made by `actor` to a worker; (receipt, replayed?)."""
         return await self._committer.append(
-            worker_id, inputs, expected_seq=expected_seq, authorize=authorize
+            worker_id, inputs, expected_seq=expected_seq, authorize=authorize, actor=actor
         )
 
     async def get_worker(self, worker_id: str, *, authorize: Authorize = allow_all) -> WorkerHead:

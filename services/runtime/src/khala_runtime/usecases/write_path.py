@@ -28,6 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import asyncpg
 
 from khala_runtime import metrics
+from khala_runtime.domain.actor import TRUSTED_SERVICE, Actor
 from khala_runtime.domain.append import AppendPlan, StreamHead
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.idempotency import replayed_receipt, request_hash, request_keys
@@ -87,12 +88,13 @@ class KeyedRequest:
 
 @dataclass(eq=False)
 class Append:
-    """One append request to one stream."""
+    """One append request to one stream, and who makes it."""
 
     subject_id: str
     inputs: Sequence[EventInput]
     expected_seq: int | None
     authorize: Authorize
+    actor: Actor = TRUSTED_SERVICE
     request: KeyedRequest = field(init=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +135,7 @@ async def commit_appends(
                     target.routing_key(head.org_id),
                     append.request.keys,
                     append.request.hash,
+                    append.actor,
                 )
             )
             heads.append(outcome.head)
@@ -196,11 +199,17 @@ def allow_all(_: str) -> None:
 
 
 async def persist_events(
-    conn: asyncpg.Connection, plan: AppendPlan[H], routing_key: str, now_ms: int
+    conn: asyncpg.Connection,
+    plan: AppendPlan[H],
+    routing_key: str,
+    now_ms: int,
+    actor: Actor = TRUSTED_SERVICE,
 ) -> None:
-    """Insert a new stream's first events and their outbox rows (the head row is
-    inserted by the caller), and ring the relay at commit."""
-    await event_sql.write_streams(conn, [StreamWrite(plan.events, routing_key)], now_ms=now_ms)
+    """Insert a new stream's first events (made by `actor`) and their outbox rows
+    (the head row is inserted by the caller), and ring the relay at commit."""
+    await event_sql.write_streams(
+        conn, [StreamWrite(plan.events, routing_key, actor=actor)], now_ms=now_ms
+    )
 
 
 async def append_to_stream(
