@@ -1,6 +1,7 @@
 // HTTP side of the dashboard: configuration, sign-in (an OpenID provider's ID
 // token, or control's dev identity provider), access-token refresh, orgs, sync
-// tokens and runtime reads.
+// tokens, device sessions, runtime reads (backfill) and the operator's actions
+// (runtime's run and worker commands, through control's /api/v1 proxy).
 //
 // Base URLs default to the page's own origin (control serves the dashboard and
 // proxies runtime's /api/v1/*); the query string overrides them:
@@ -174,5 +175,39 @@ export class Api {
 
   listWorkers(orgId) {
     return this.call(this.config.runtime, "GET", `/api/v1/workers?org_id=${encodeURIComponent(orgId)}&limit=200`);
+  }
+
+  // -- actions (each answers what the API answers, or throws its ApiError) --
+
+  createRun(orgId, title) {
+    return this.call(this.config.runtime, "POST", "/api/v1/runs", { org_id: orgId, title: title || undefined });
+  }
+
+  /** Append one event (`run.output`, `run.completed`, `run.canceled`, ...) to a run. */
+  appendRunEvent(runId, type, payload) {
+    return this.call(this.config.runtime, "POST", `/api/v1/runs/${encodeURIComponent(runId)}/events`, {
+      events: [{ type, payload: payload || {}, idempotency_key: `dash-${crypto.randomUUID()}` }],
+    });
+  }
+
+  /** Ask a worker for work: a `worker.request.received` event on its stream. */
+  requestWork(workerId, payload) {
+    return this.call(this.config.runtime, "POST", `/api/v1/workers/${encodeURIComponent(workerId)}/events`, {
+      events: [{ type: "worker.request.received", payload: payload || {}, idempotency_key: `dash-${crypto.randomUUID()}` }],
+    });
+  }
+
+  /** POST /api/v1/workers/{id}/stop or /resume. */
+  workerCommand(workerId, command) {
+    return this.call(this.config.runtime, "POST", `/api/v1/workers/${encodeURIComponent(workerId)}/${command}`, {});
+  }
+
+  sessions() {
+    return this.call(this.config.control, "GET", "/api/auth/sessions");
+  }
+
+  /** Sign out the device of `sessionId` (that session and the device's others). */
+  revokeSession(sessionId) {
+    return this.call(this.config.control, "DELETE", `/api/auth/sessions/${encodeURIComponent(sessionId)}`);
   }
 }

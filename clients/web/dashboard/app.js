@@ -1,19 +1,26 @@
 // Khala operator dashboard: sign in, pick or create an org, watch workers
-// (heartbeat state, projection in_sync/lagging) and runs (status), and follow
-// one run's live event log.
+// (heartbeat state, projection in_sync/lagging) and runs (status), follow one
+// run's live event log, and act by role: create a run, append to it, stop it,
+// request work from a worker, stop or resume it, sign out another device.
+//
+// Actions call the real HTTP APIs with the user's access token (runtime's
+// through control's /api/v1 proxy); what the user's role or surface may not do
+// is disabled (permissions.js), and every refusal is shown with its code and
+// message. An action's effect is seen when it comes back over the WebSocket.
 //
 // Live data comes only over the WebSocket (the TypeScript SDK, clients/ts, bundled
 // as lib/khala-sdk.js; JSON subprotocol):
 // the runs and workers documents and the run's events. Runtime's HTTP API adds
 // what documents do not carry: the projection status of each run and worker
 // and the heartbeat staleness threshold; it is re-read when a document changes
-// and every 15 s. State lives in memory with an in-memory cursor store, so a
+// (no polling). State lives in memory with an in-memory cursor store, so a
 // reconnect resumes exactly (no line lost or repeated) and a page reload
 // starts from a snapshot.
 
 import { JSON_SUBPROTOCOL, KhalaClient, MemoryCursorStore, SCHEMAS, decodePayload, toPlain } from "./lib/khala-sdk.js";
 import { Api, loadConfig } from "./api.js";
 import { beginSignIn, completeSignIn, takeCallback } from "./oidc.js";
+import { permission } from "./permissions.js";
 import { el, heartbeatBadge, projectionBadge, statusBadge, timeAgo } from "./render.js";
 
 const callback = takeCallback(window.location, window.history); // restores the pre-sign-in query
@@ -39,10 +46,34 @@ const runsTopic = (org) => `org.${org}.runs`;
 const workersTopic = (org) => `org.${org}.workers`;
 const runTopic = (org, runId) => `org.${org}.run.${runId}`;
 
-function showError(error) {
+/** Show `error` (an ApiError's text is "code (HTTP status): message") in the banner, or clear it. */
+function showError(error, what = "") {
   const banner = $("banner");
-  banner.textContent = error ? String(error.message || error) : "";
+  const text = error ? String(error.message || error) : "";
+  banner.textContent = what && text ? `${what}: ${text}` : text;
+  banner.dataset.code = (error && error.code) || "";
+  banner.dataset.status = (error && error.status) || "";
   banner.hidden = !error;
+  if (error) $("notice").hidden = true;
+}
+
+function showNotice(text) {
+  $("notice").textContent = text;
+  $("notice").hidden = !text;
+}
+
+/** Run one operator action: a notice when it is accepted, its error (code and message) when not. */
+async function act(what, call, done) {
+  showError(null);
+  showNotice("");
+  try {
+    const result = await call();
+    showNotice(done || `${what}: done`);
+    return result;
+  } catch (error) {
+    showError(error, what);
+    return undefined;
+  }
 }
 
 // -- sign-in and orgs -----------------------------------------------------
@@ -53,11 +84,17 @@ async function boot() {
   $("org-create").addEventListener("submit", onCreateOrg);
   $("org-select").addEventListener("change", (event) => selectOrg(event.target.value));
   $("signout").addEventListener("click", onSignOut);
+  $("run-create").addEventListener("submit", onCreateRun);
+  $("append-form").addEventListener("submit", onAppend);
+  $("run-stop").addEventListener("click", onStopRun);
+  $("workers").addEventListener("click", onWorkerAction);
+  $("sessions").addEventListener("click", onRevokeSession);
+  $("sessions-refresh").addEventListener("click", () => loadSessions());
   $("runs").addEventListener("click", (event) => {
     const row = event.target.closest("tr[data-run-id]");
     if (row) selectRun(row.dataset.runId);
   });
-  setInterval(renderWorkers, 1000); // heartbeat ages tick
+  setInterval(tickHeartbeats, 1000); // heartbeat ages tick (only those cells: buttons stay put)
   $("signin-sso-box").hidden = !config.oidcIssuer;
   $("signin-sso").addEventListener("click", () => beginSignIn(config, window.location).catch(showError));
   try {
@@ -78,6 +115,7 @@ function signedOut(message) {
   $("org-view").hidden = true;
   $("org-panels").hidden = true;
   $("signout").hidden = true;
+  $("sessions-view").hidden = true;
   $("whoami").textContent = "";
   setConn("idle", "offline");
   showError(message || null);
@@ -108,6 +146,8 @@ async function signedIn() {
   $("signin-view").hidden = true;
   $("org-view").hidden = false;
   $("signout").hidden = false;
+  $("sessions-view").hidden = false;
+  loadSessions();
   try {
     await loadMe();
   } catch (error) {
@@ -128,6 +168,7 @@ async function loadMe() {
   select.replaceChildren(el("option", { value: "" }, "— pick an org —"));
   for (const m of state.me.memberships) select.append(el("option", { value: m.org_id }, `${m.org_id} (${m.role})`));
   select.value = state.org;
+  applyPermissions();
 }
 
 async function onCreateOrg(event) {
@@ -286,6 +327,7 @@ function selectOrg(orgId) {
   for (const map of [state.runs, state.workers, state.pending, state.runtimeRuns, state.runtimeWorkers]) map.clear();
   $("org-select").value = orgId;
   $("run-view").hidden = true;
+  applyPermissions();
   $("org-panels").hidden = !orgId;
   renderRuns();
   renderWorkers();
@@ -316,9 +358,20 @@ async function refreshStatus() {
     renderRuns();
     renderWorkers();
   } catch (error) {
-    console.warn("status refresh failed", error);
-  } finally {
-    if (org === state.org) statusTimer = setTimeout(refreshStatus, 15000);
+    showError(error, "reading runtime's status");
+  }
+}
+
+function heartbeatCell(worker) {
+  const snapshot = state.runtimeWorkers.get(worker.workerId);
+  const staleAfter = snapshot ? snapshot.heartbeat_stale_after_ms : 30000;
+  return [heartbeatBadge(worker.lastHeartbeatAtMs, staleAfter), " ", el("span", { class: "muted" }, timeAgo(worker.lastHeartbeatAtMs))];
+}
+
+function tickHeartbeats() {
+  for (const row of $("workers").querySelectorAll("tr[data-worker-id]")) {
+    const worker = state.workers.get(row.dataset.workerId);
+    if (worker) row.querySelector("td.heartbeat").replaceChildren(...heartbeatCell(worker));
   }
 }
 
@@ -328,16 +381,17 @@ function renderWorkers() {
   body.replaceChildren(
     ...rows.map((w) => {
       const snapshot = state.runtimeWorkers.get(w.workerId);
-      const staleAfter = snapshot ? snapshot.heartbeat_stale_after_ms : 30000;
       return el(
         "tr",
         { "data-worker-id": w.workerId },
         el("td", {}, w.workerId),
         el("td", {}, statusBadge(w.status)),
-        el("td", {}, heartbeatBadge(w.lastHeartbeatAtMs, staleAfter), " ", el("span", { class: "muted" }, timeAgo(w.lastHeartbeatAtMs))),
+        el("td", { class: "heartbeat" }, ...heartbeatCell(w)),
         el("td", {}, projectionBadge(snapshot && snapshot.projection, w.lastSeq, snapshot && snapshot.last_seq)),
         el("td", {}, String(w.eventCount)),
+        el("td", { class: "requests" }, String(w.requestCount || 0)),
         el("td", { class: "trunc" }, w.lastError || ""),
+        el("td", { class: "actions" }, ...workerButtons(w)),
       );
     }),
   );
@@ -366,6 +420,7 @@ function renderRuns() {
   if (state.selectedRun && state.runs.has(state.selectedRun)) {
     $("run-title").textContent = `${state.selectedRun} — ${state.runs.get(state.selectedRun).title}`;
   }
+  applyPermissions();
 }
 
 // -- one run's live log ---------------------------------------------------
@@ -405,6 +460,134 @@ function appendLogLine(update) {
   if (stick) log.scrollTop = log.scrollHeight;
   state.logCount += 1;
   $("run-count").textContent = String(state.logCount);
+}
+
+// -- actions by role -------------------------------------------------------
+
+const shortStatus = (name) => String(name || "").replace(/^(RUN|WORKER)_STATUS_/, "").toLowerCase();
+const TERMINAL_RUN = new Set(["succeeded", "failed", "canceled"]);
+
+function currentRole() {
+  const membership = state.me && state.me.memberships.find((m) => m.org_id === state.org);
+  return membership ? membership.role : "";
+}
+
+/** Enable `button` when `action` is allowed (and `blocked` is empty), else disable it saying why. */
+function gate(button, action, blocked = "") {
+  const { allowed, why } = permission(action, currentRole(), config.surface);
+  button.disabled = !allowed || Boolean(blocked);
+  button.title = allowed ? blocked : why;
+  button.dataset.forbidden = allowed ? "" : "role";
+}
+
+function applyPermissions() {
+  $("org-role").textContent = currentRole() || "–";
+  gate($("run-create").querySelector("button"), "createRun");
+  const run = state.runs.get(state.selectedRun);
+  const ended = run && TERMINAL_RUN.has(shortStatus(run.status)) ? `the run is ${shortStatus(run.status)}` : "";
+  gate($("append-form").querySelector("button"), "appendRun", ended);
+  gate($("run-stop"), "stopRun", ended);
+}
+
+function workerButtons(worker) {
+  const stopped = shortStatus(worker.status) === "stopped";
+  const button = (action, name, text, blocked) => {
+    const node = el("button", { type: "button", "data-action": name }, text);
+    gate(node, action, blocked);
+    return node;
+  };
+  return [
+    button("requestWork", "request", "Request work", stopped ? "the worker is stopped" : ""),
+    " ",
+    stopped ? button("stopWorker", "resume", "Resume", "") : button("stopWorker", "stop", "Stop", ""),
+  ];
+}
+
+async function onCreateRun(event) {
+  event.preventDefault();
+  const title = $("run-new-title").value.trim();
+  const run = await act("create run", () => api.createRun(state.org, title));
+  if (!run) return;
+  $("run-new-title").value = "";
+  showNotice(`created run ${run.run_id}`);
+  selectRun(run.run_id);
+}
+
+async function onAppend(event) {
+  event.preventDefault();
+  const type = $("append-type").value;
+  const text = $("append-text").value;
+  const payload = type === "run.output" ? { text } : type === "run.failed" ? { reason: text } : {};
+  const runId = state.selectedRun;
+  const receipt = await act(`append ${type}`, () => api.appendRunEvent(runId, type, payload));
+  if (!receipt) return;
+  $("append-text").value = "";
+  showNotice(`appended ${type} to ${runId} (seq ${receipt.last_seq})`);
+}
+
+function onStopRun() {
+  const runId = state.selectedRun;
+  return act(
+    "stop run",
+    () => api.appendRunEvent(runId, "run.canceled", { reason: "stopped from the dashboard" }),
+    `stopped run ${runId}`,
+  );
+}
+
+function onWorkerAction(event) {
+  const button = event.target.closest("button[data-action]");
+  const row = event.target.closest("tr[data-worker-id]");
+  if (!button || !row) return undefined;
+  const workerId = row.dataset.workerId;
+  const name = button.dataset.action;
+  if (name === "request") {
+    return act(`request work from ${workerId}`, () => api.requestWork(workerId, { from: "dashboard" }), `requested work from ${workerId}`);
+  }
+  return act(`${name} worker ${workerId}`, () => api.workerCommand(workerId, name), `${name === "stop" ? "stopped" : "resumed"} worker ${workerId}`);
+}
+
+// -- device sessions ------------------------------------------------------
+
+async function loadSessions() {
+  try {
+    const { sessions } = await api.sessions();
+    renderSessions(sessions);
+  } catch (error) {
+    showError(error, "listing your sessions");
+  }
+}
+
+function renderSessions(sessions) {
+  $("sessions").querySelector("tbody").replaceChildren(
+    ...sessions.map((s) => {
+      const revoke = el("button", { type: "button", "data-action": "revoke", class: "danger" }, "Sign out device");
+      if (s.current) {
+        revoke.disabled = true;
+        revoke.title = "this browser: use Sign out";
+      }
+      return el(
+        "tr",
+        { "data-session-id": s.session_id, "data-device-id": s.device_id, "data-current": s.current ? "true" : "false" },
+        el("td", {}, s.device_id, s.current ? el("span", { class: "muted" }, " (this browser)") : ""),
+        el("td", {}, s.surface),
+        el("td", {}, s.client_version || ""),
+        el("td", {}, s.created_at || ""),
+        el("td", {}, s.last_used_at || ""),
+        el("td", {}, revoke),
+      );
+    }),
+  );
+}
+
+async function onRevokeSession(event) {
+  const button = event.target.closest("button[data-action='revoke']");
+  const row = event.target.closest("tr[data-session-id]");
+  if (!button || !row) return;
+  const { sessionId, deviceId } = row.dataset;
+  const done = await act(`sign out device ${deviceId}`, () => api.revokeSession(sessionId));
+  if (!done) return;
+  showNotice(`signed out device ${deviceId} (${done.revoked_session_ids.length} session(s) revoked)`);
+  await loadSessions();
 }
 
 boot().catch(showError);
