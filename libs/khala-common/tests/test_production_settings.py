@@ -16,6 +16,7 @@ GOOD = {
     "KHALA_DATABASE_URL": "postgresql://khala:secret@db:5432/khala",
     "KHALA_AMQP_URL": "amqps://khala:secret@mq:5671/",
     "KHALA_SERVICE_TOKEN": "a-real-service-token",
+    "KHALA_SERVICE_CREDENTIALS": "runtime:a-real-runtime-token,projector:a-real-projector-token",
 }
 CONTROL = {
     **GOOD,
@@ -37,6 +38,12 @@ def test_development_keeps_the_defaults() -> None:
         ({"KHALA_AMQP_URL": "amqp://guest:guest@mq:5672/"}, "KHALA_AMQP_URL"),
         ({"KHALA_SERVICE_TOKEN": ""}, "KHALA_SERVICE_TOKEN"),
         ({"KHALA_SERVICE_TOKEN": "khala-dev-service-token"}, "KHALA_SERVICE_TOKEN"),
+        ({"KHALA_SERVICE_TOKEN": "khala-dev-runtime-token"}, "KHALA_SERVICE_TOKEN"),
+        ({"KHALA_SERVICE_CREDENTIALS": ""}, "KHALA_SERVICE_CREDENTIALS"),
+        (
+            {"KHALA_SERVICE_CREDENTIALS": "runtime:khala-dev-runtime-token"},
+            "KHALA_SERVICE_CREDENTIALS",
+        ),
         ({"KHALA_ENV": "staging"}, "KHALA_ENV"),
     ],
 )

@@ -1,8 +1,17 @@
-"""gRPC servers and channels: health, reflection, and the service credential.
+"""gRPC servers and channels: health, reflection, service identity and TLS.
 
 Every service-to-service call carries `authorization: Bearer <service token>`
-metadata; the server interceptor refuses calls without it (UNAUTHENTICATED),
-except the standard health and reflection services, which probes use.
+metadata. A server knows each caller by name (`ServiceCredentials`: `name:token`
+pairs, two tokens per name while one rotates) and refuses a call with no or an
+unknown token (UNAUTHENTICATED, code `unauthorized`) and a call from a service
+the method does not list in its callers table (PERMISSION_DENIED, code
+`forbidden`); the standard health and reflection services stay open for probes.
+A server built with one shared token only (no credentials) accepts that token
+for every method (the single-token mode of tests and older deployments).
+
+TLS (`TlsFiles`): the server presents its certificate and, with a CA configured,
+requires and verifies client certificates (mutual TLS); clients verify the
+server against the CA and present their own certificate. See docs/security.md.
 """
 
 from __future__ import annotations
@@ -11,7 +20,9 @@ import hmac
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,6 +30,8 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
+
+from khala_common.settings import CommonSettings
 
 # RED metrics of every gRPC method (the standard health/reflection services included).
 GRPC_REQUESTS = Counter(
@@ -59,11 +72,70 @@ SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-class ServiceCredentialInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs
-    """Refuses calls whose bearer token is not the shared service credential."""
+# Trailing metadata key naming the ErrorCode of a refusal (as runtime's handlers do).
+ERROR_CODE_KEY = "khala-error-code"
+# The caller name of the single shared token: allowed on every method.
+ANY_CALLER = "*"
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+
+class ServiceCredentials:
+    """The callers a server accepts: token -> service name.
+
+    Parsed from `name:token,name:token,...`; a name may appear twice (the old and
+    the new token during a rotation), a token only once.
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._by_token: dict[bytes, str] = {}
+        for name, token in pairs:
+            if not name or not token:
+                raise ValueError("a service credential needs a name and a token")
+            self._by_token[token.encode()] = name
+
+    @classmethod
+    def parse(cls, text: str) -> ServiceCredentials:
+        """`name:token` pairs separated by commas (ValueError if one is malformed)."""
+        pairs = []
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, sep, token = item.partition(":")
+            if not sep:
+                raise ValueError(f"{item[:20]!r}... is not name:token")
+            pairs.append((name.strip(), token.strip()))
+        return cls(pairs)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._by_token.values())
+
+    def tokens(self) -> frozenset[str]:
+        return frozenset(token.decode() for token in self._by_token)
+
+    def caller(self, presented: bytes) -> str | None:
+        """The service whose token `presented` is (compared in constant time)."""
+        found = None
+        for token, name in self._by_token.items():
+            if hmac.compare_digest(presented, token):
+                found = name
+        return found
+
+
+class ServiceCredentialInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs
+    """Refuses calls from unknown callers, and from services a method does not allow.
+
+    `callers` maps a full method name (`/pkg.Service/Method`) to the service
+    names allowed to call it; a method it does not name is open to every known
+    caller.
+    """
+
+    def __init__(
+        self,
+        token: str = "",
+        *,
+        credentials: ServiceCredentials | None = None,
+        callers: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
+        self._credentials = credentials or ServiceCredentials([(ANY_CALLER, token)])
+        self._callers = dict(callers or {})
 
     async def intercept_service(
         self,
@@ -76,16 +148,61 @@ class ServiceCredentialInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         metadata = dict(handler_call_details.invocation_metadata or ())
         presented = metadata.get("authorization", "")
         presented_bytes = presented.encode() if isinstance(presented, str) else presented
-        if hmac.compare_digest(presented_bytes, self._expected):
-            return await continuation(handler_call_details)
-        return _deny
+        scheme, _, token = presented_bytes.partition(b" ")
+        caller = self._credentials.caller(token) if scheme == b"Bearer" else None
+        if caller is None:
+            return _deny_unauthenticated
+        allowed = self._callers.get(method)
+        if caller != ANY_CALLER and allowed is not None and caller not in allowed:
+            return _deny_forbidden
+        return await continuation(handler_call_details)
 
 
 async def _deny_unary(request: Any, context: aio.ServicerContext) -> Any:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid service credential")
+    await context.abort(
+        grpc.StatusCode.UNAUTHENTICATED,
+        "missing or invalid service credential",
+        trailing_metadata=((ERROR_CODE_KEY, "unauthorized"),),
+    )
 
 
-_deny = grpc.unary_unary_rpc_method_handler(_deny_unary)
+async def _forbid_unary(request: Any, context: aio.ServicerContext) -> Any:
+    await context.abort(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "this service may not call this method",
+        trailing_metadata=((ERROR_CODE_KEY, "forbidden"),),
+    )
+
+
+_deny_unauthenticated = grpc.unary_unary_rpc_method_handler(_deny_unary)
+_deny_forbidden = grpc.unary_unary_rpc_method_handler(_forbid_unary)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a service's gRPC TLS: its certificate and key (served to
+    clients and presented to servers) and the CA that verifies peers (on a
+    server, a CA makes client certificates required: mutual TLS)."""
+
+    cert: str
+    key: str
+    ca: str = ""
+
+    def _read(self) -> tuple[bytes, bytes, bytes | None]:
+        ca = Path(self.ca).read_bytes() if self.ca else None
+        return Path(self.key).read_bytes(), Path(self.cert).read_bytes(), ca
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        key, cert, ca = self._read()
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        key, cert, ca = self._read()
+        return grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
 
 
 def _code_of(context: aio.ServicerContext, failed: BaseException | None) -> str:
@@ -189,10 +306,21 @@ def _observe(
 class GrpcServer:
     """An aio gRPC server with health and reflection, owned by a composition root."""
 
-    def __init__(self, host: str, port: int, service_token: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        service_token: str,
+        *,
+        credentials: ServiceCredentials | None = None,
+        callers: Mapping[str, frozenset[str]] | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        guard = ServiceCredentialInterceptor(
+            service_token, credentials=credentials, callers=callers
+        )
         self.server = aio.server(
-            interceptors=[RedMetricsInterceptor(), ServiceCredentialInterceptor(service_token)],
-            options=SERVER_OPTIONS,
+            interceptors=[RedMetricsInterceptor(), guard], options=SERVER_OPTIONS
         )
         self.health = (
             health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
@@ -200,7 +328,11 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._names: list[str] = [health.SERVICE_NAME]
         self.address = f"{host}:{port}"
-        self.port = self.server.add_insecure_port(self.address)
+        self.port = (
+            self.server.add_secure_port(self.address, tls.server_credentials())
+            if tls is not None
+            else self.server.add_insecure_port(self.address)
+        )
 
     def add(
         self, register: Callable[[Any, aio.Server], None], servicer: Any, names: Iterable[str]
@@ -245,3 +377,25 @@ def insecure_channel(target: str) -> aio.Channel:
     `target` resolves to (use `dns:///<headless service>:<port>` in Kubernetes)
     with keepalive pings (CHANNEL_OPTIONS)."""
     return aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+def channel(target: str, tls: TlsFiles | None = None) -> aio.Channel:
+    """A client channel to another Khala service (insecure_channel's balancing and
+    keepalive), over TLS when `tls` is given."""
+    if tls is None:
+        return insecure_channel(target)
+    return aio.secure_channel(target, tls.channel_credentials(), options=CHANNEL_OPTIONS)
+
+
+def tls_of(settings: CommonSettings) -> TlsFiles | None:
+    """The gRPC TLS files `settings` name (None: plaintext)."""
+    if not settings.grpc_tls_cert:
+        return None
+    return TlsFiles(settings.grpc_tls_cert, settings.grpc_tls_key, settings.grpc_tls_ca)
+
+
+def credentials_of(settings: CommonSettings) -> ServiceCredentials | None:
+    """The callers `settings` accept (None: the single shared service token)."""
+    return (
+        ServiceCredentials(settings.service_credentials) if settings.service_credentials else None
+    )

@@ -15,6 +15,9 @@ from typing import Any
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/khala"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_SERVICE_TOKEN = "khala-dev-service-token"
+# Every published dev credential starts so (`make run` gives each service
+# `khala-dev-<service>-token`, scripts/stack.py); production refuses them.
+DEV_TOKEN_PREFIX = "khala-dev-"
 DEFAULT_BIND_HOST = "127.0.0.1"
 DEFAULT_PARTITIONS = 4
 MAX_PARTITIONS = 64
@@ -47,6 +50,17 @@ def refuse_dev_defaults(environ: Mapping[str, str], problems: Mapping[str, str |
 
 def _unset(environ: Mapping[str, str], name: str) -> str | None:
     return "is not set" if not environ.get(name, "").strip() else None
+
+
+def _credentials(text: str) -> tuple[tuple[str, str], ...]:
+    """`name:token,name:token` -> pairs (SettingsError names a malformed one)."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, token = item.partition(":")
+        if not sep or not name.strip() or not token.strip():
+            raise SettingsError("KHALA_SERVICE_CREDENTIALS", "each entry must be name:token")
+        pairs.append((name.strip(), token.strip()))
+    return tuple(pairs)
 
 
 class SettingsError(ValueError):
@@ -169,6 +183,18 @@ class CommonSettings:
     # KHALA_SERVICE_TOKEN: the credential gRPC callers present (`authorization: Bearer …`)
     # and services send to each other.
     service_token: str = DEFAULT_SERVICE_TOKEN
+    # KHALA_SERVICE_CREDENTIALS: the callers this service's gRPC server accepts, as
+    # `name:token` pairs separated by commas (a name twice while its token rotates);
+    # each method allows only the services its handler names. Empty (dev default):
+    # the one shared KHALA_SERVICE_TOKEN is accepted for every method. Required in
+    # production.
+    service_credentials: tuple[tuple[str, str], ...] = ()
+    # KHALA_GRPC_TLS_CERT / _KEY / _CA: PEM paths of this service's gRPC certificate,
+    # its key and the CA verifying peers; set cert and key to serve and call over
+    # TLS (with a CA, servers require client certificates: mutual TLS).
+    grpc_tls_cert: str = ""
+    grpc_tls_key: str = ""
+    grpc_tls_ca: str = ""
     # KHALA_BIND_HOST: listen address of the service's HTTP and gRPC servers.
     bind_host: str = DEFAULT_BIND_HOST
     # KHALA_<SVC>_ADMIN_PORT: internal listener for /metrics and admin routes (never
@@ -191,6 +217,10 @@ class CommonSettings:
         SettingsError names the first bad one. Services' `from_env` call this."""
         env = Env(environ)
         service_token = env.string("KHALA_SERVICE_TOKEN", DEFAULT_SERVICE_TOKEN)
+        credentials = _credentials(environ.get("KHALA_SERVICE_CREDENTIALS", ""))
+        tls = [environ.get(f"KHALA_GRPC_TLS_{part}", "").strip() for part in ("CERT", "KEY", "CA")]
+        if bool(tls[0]) != bool(tls[1]):
+            raise SettingsError("KHALA_GRPC_TLS_KEY", "set both KHALA_GRPC_TLS_CERT and _KEY")
         refuse_dev_defaults(
             environ,
             {
@@ -203,7 +233,15 @@ class CommonSettings:
                 ),
                 "KHALA_SERVICE_TOKEN": "is the published dev token"
                 if service_token == DEFAULT_SERVICE_TOKEN
+                or service_token.startswith(DEV_TOKEN_PREFIX)
                 else None,
+                "KHALA_SERVICE_CREDENTIALS": "is not set"
+                if not credentials
+                else (
+                    "holds a published dev token"
+                    if any(token.startswith(DEV_TOKEN_PREFIX) for _, token in credentials)
+                    else None
+                ),
             },
         )
         admin_port = (
@@ -216,6 +254,10 @@ class CommonSettings:
             amqp_url=env.url("KHALA_AMQP_URL", DEFAULT_AMQP_URL, schemes=("amqp", "amqps")),
             amqp_prefix=environ.get("KHALA_AMQP_PREFIX", ""),
             service_token=service_token,
+            service_credentials=credentials,
+            grpc_tls_cert=tls[0],
+            grpc_tls_key=tls[1],
+            grpc_tls_ca=tls[2],
             bind_host=env.string("KHALA_BIND_HOST", DEFAULT_BIND_HOST),
             admin_port=admin_port,
             projector_partitions=env.integer(
