@@ -113,3 +113,37 @@ def test_refusal_headers_and_authentication() -> None:
                 assert "404" in responses, (method, path)
             if "requestBody" in op:
                 assert {"400", "413"} <= set(responses), (method, path)
+
+
+def test_rules_the_code_enforces_are_in_the_document() -> None:
+    """The document and the decoding share the models: a rule in one is in the other."""
+    from khala_common.http import ApiError
+    from khala_control.domain.validation import EMAIL_PATTERN, MAX_DEVICE_ID
+    from khala_control.handlers.decode import decode
+
+    schemas = SPEC["components"]["schemas"]
+    org_id = schemas["CreateOrgRequest"]["properties"]["org_id"]
+    assert org_id["pattern"] == "^[A-Za-z0-9_-]{1,64}$"
+    assert schemas["IdTokenRequest"]["properties"]["email"]["pattern"] == EMAIL_PATTERN
+    device_id = schemas["SignInRequest"]["properties"]["device_id"]
+    assert device_id["maxLength"] == MAX_DEVICE_ID and "\\u0000" in device_id["pattern"]
+    assert set(schemas["SignInRequest"]["properties"]["surface"]["enum"]) == {
+        "web",
+        "desktop",
+        "ios",
+        "onyx",
+    }
+    audit = SPEC["paths"]["/api/orgs/{org_id}/audit"]["get"]["parameters"]
+    limit = next(p for p in audit if p["name"] == "limit")
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 500)
+    from khala_control.handlers.schemas import CreateOrgRequest
+
+    for bad in ("a.b", "", "x" * 65, "acme\n"):
+        with pytest.raises(ApiError):
+            decode(CreateOrgRequest, {"org_id": bad, "name": "N"})
+
+
+def test_the_served_document_lists_the_deployments_surfaces() -> None:
+    spec = document(dev_idp=False, surfaces={"web", "kiosk"})
+    surface = spec["components"]["schemas"]["SyncTokenRequest"]["properties"]["surface"]
+    assert surface["enum"] == ["kiosk", "web", None]

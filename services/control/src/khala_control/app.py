@@ -246,6 +246,7 @@ class ControlApp:
             dashboard_dir=settings.dashboard_dir,
             admin_port=settings.admin_port,
             admin_host=settings.bind_host,
+            surfaces=settings.surfaces.matrix,
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()

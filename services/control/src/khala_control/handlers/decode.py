@@ -1,42 +1,46 @@
-"""Reading typed fields out of a JSON request body (400 `bad_request` otherwise)."""
+"""Decoding a request through its model (handlers/schemas.py): a 400
+`bad_request` naming the first refused field and its rule otherwise."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic import ValidationError as ModelError
+from pydantic.fields import FieldInfo
 
-from khala_common.http import ApiError
+from khala_common.http import ApiError, read_json_object
 
-MAX_QUERY_DIGITS = 18  # any such number fits a Postgres bigint
-
-
-def text(body: dict[str, Any], name: str, *, required: bool = True) -> str:
-    """A string field (missing and optional: empty string)."""
-    value = body.get(name)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise ApiError(400, "bad_request", f"{name} must be a non-empty string")
-    return value
+M = TypeVar("M", bound=BaseModel)
 
 
-def text_list(body: dict[str, Any], name: str) -> list[str]:
-    """A list-of-strings field (missing: empty list)."""
-    value = body.get(name, [])
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ApiError(400, "bad_request", f"{name} must be a list of strings")
-    return value
+async def body(request: web.Request, model: type[M]) -> M:
+    """The JSON object body as a `model`."""
+    return decode(model, await read_json_object(request))
 
 
-def query_int(request: web.Request, name: str, default: int | None) -> int | None:
-    """A non-negative integer query parameter in ASCII digits (missing: `default`)."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    # str.isdigit() alone also accepts digits int() refuses, such as "²".
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_QUERY_DIGITS:
-        raise ApiError(400, "bad_request", f"{name} must be a non-negative integer")
-    return int(raw)
+def query(request: web.Request, model: type[M]) -> M:
+    """The query string as a `model` (an empty value reads as absent)."""
+    return decode(model, {name: v for name, v in request.query.items() if v != ""})
+
+
+def decode(model: type[M], data: Mapping[str, object]) -> M:
+    """`data` as a `model`, or a 400 `bad_request` naming the first refused field."""
+    try:
+        return model.model_validate(data)
+    except ModelError as exc:
+        error = exc.errors(include_url=False)[0]
+        name = str(error["loc"][0]) if error["loc"] else "body"
+        raise ApiError(400, "bad_request", f"{name} must be {rule_of(model, name)}") from None
+
+
+def rule_of(model: type[BaseModel], name: str) -> str:
+    """The rule a field's description states (`Must be <rule>.`)."""
+    field = model.model_fields.get(name)
+    candidates = (field, *(field.metadata if field else ()))
+    for meta in candidates:
+        if isinstance(meta, FieldInfo) and (meta.description or "").startswith("Must be "):
+            return (meta.description or "").removeprefix("Must be ").rstrip(".")
+    return "a valid value"

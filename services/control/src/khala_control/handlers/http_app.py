@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
 from aiohttp import web
@@ -56,6 +56,7 @@ def build_http_app(
     dashboard_dir: str | None = None,
     admin_port: int = 0,
     admin_host: str = "127.0.0.1",
+    surfaces: Collection[str] = openapi.DEFAULT_SURFACES,
 ) -> web.Application:
     """The HTTP app; the dev identity provider's routes exist only if it is given."""
     app = make_app(readiness, admin_port=admin_port, admin_host=admin_host)
@@ -72,6 +73,6 @@ def build_http_app(
         app[dev_idp_key] = dev_idp
         app.router.add_routes(http_dev_idp.routes)
     # Before the dashboard's /api/v1/* proxy: /api/v1/openapi.json is control's own.
-    openapi.add_routes(app, dev_idp=dev_idp is not None)
+    openapi.add_routes(app, dev_idp=dev_idp is not None, surfaces=surfaces)
     add_dashboard(app, Path(dashboard_dir) if dashboard_dir else None, runtime_url)
     return app

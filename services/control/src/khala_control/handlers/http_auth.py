@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from khala_common.http import read_json_object
 from khala_control.handlers import decode, encode
 from khala_control.handlers.bearer import principal
 from khala_control.handlers.client import client_ip
+from khala_control.handlers.schemas import RefreshRequest, SignInRequest
 from khala_control.handlers.state import orgs_key, sessions_key
 
 routes = web.RouteTableDef()
@@ -16,12 +16,12 @@ routes = web.RouteTableDef()
 @routes.post("/api/auth/session")
 async def sign_in(request: web.Request) -> web.Response:
     """Exchange an ID token for a device session."""
-    body = await read_json_object(request)
+    body = await decode.body(request, SignInRequest)
     issued = await request.app[sessions_key].sign_in(
-        id_token=decode.text(body, "id_token"),
-        device_id=decode.text(body, "device_id"),
-        surface=decode.text(body, "surface"),
-        client_version=decode.text(body, "client_version", required=False),
+        id_token=body.id_token,
+        device_id=body.device_id,
+        surface=body.surface,
+        client_version=body.client_version or "",
         client_ip=client_ip(request),
     )
     return web.json_response(encode.issued(issued))
@@ -30,9 +30,9 @@ async def sign_in(request: web.Request) -> web.Response:
 @routes.post("/api/auth/refresh")
 async def refresh(request: web.Request) -> web.Response:
     """Rotate a refresh token."""
-    body = await read_json_object(request)
+    body = await decode.body(request, RefreshRequest)
     issued = await request.app[sessions_key].refresh(
-        decode.text(body, "refresh_token"), client_ip=client_ip(request)
+        body.refresh_token, client_ip=client_ip(request)
     )
     return web.json_response(encode.issued(issued))
 
@@ -53,7 +53,8 @@ async def list_sessions(request: web.Request) -> web.Response:
     return web.json_response({"sessions": [encode.device_session(s, caller) for s in sessions]})
 
 
-@routes.delete("/api/auth/sessions/{session_id}")
+# Not "revoke-all": that path is the POST below, and its Allow header says POST only.
+@routes.delete("/api/auth/sessions/{session_id:(?!revoke-all$)[^{}/]+}")
 async def revoke_device(request: web.Request) -> web.Response:
     """Sign out the device of one of the caller's sessions (idempotent)."""
     caller = await principal(request)

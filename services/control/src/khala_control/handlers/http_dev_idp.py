@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from khala_common.http import read_json_object
 from khala_control.handlers import decode
+from khala_control.handlers.schemas import IdTokenRequest
 from khala_control.handlers.state import dev_idp_key
 from khala_control.usecases.dev_idp import ISSUER_PATH
 
@@ -15,10 +15,8 @@ routes = web.RouteTableDef()
 @routes.post("/api/dev/id-token")
 async def issue_id_token(request: web.Request) -> web.Response:
     """An ID token for any email: `{id_token}`."""
-    body = await read_json_object(request)
-    token = await request.app[dev_idp_key].issue(
-        decode.text(body, "email"), decode.text(body, "name", required=False)
-    )
+    body = await decode.body(request, IdTokenRequest)
+    token = await request.app[dev_idp_key].issue(body.email, body.name or "")
     return web.json_response({"id_token": token})
 
 

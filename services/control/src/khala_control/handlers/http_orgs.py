@@ -4,24 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from khala_common.http import read_json_object
-from khala_control.domain.roles import parse_role
 from khala_control.handlers import decode, encode
 from khala_control.handlers.bearer import principal
+from khala_control.handlers.schemas import AuditQuery, CreateOrgRequest, MemberRequest
 from khala_control.handlers.state import orgs_key
 
 routes = web.RouteTableDef()
-DEFAULT_AUDIT_PAGE = 100
 
 
 @routes.post("/api/orgs")
 async def create_org(request: web.Request) -> web.Response:
     """Create an org; the caller becomes its owner."""
     caller = await principal(request)
-    body = await read_json_object(request)
-    membership = await request.app[orgs_key].create(
-        caller, decode.text(body, "org_id"), decode.text(body, "name")
-    )
+    body = await decode.body(request, CreateOrgRequest)
+    membership = await request.app[orgs_key].create(caller, body.org_id, body.name)
     return web.json_response(encode.membership(membership), status=201)
 
 
@@ -29,10 +25,10 @@ async def create_org(request: web.Request) -> web.Response:
 async def put_member(request: web.Request) -> web.Response:
     """Add a member or change their role (owners and admins)."""
     caller = await principal(request)
-    body = await read_json_object(request)
+    body = await decode.body(request, MemberRequest)
     user_id = request.match_info["user_id"]
     membership = await request.app[orgs_key].set_member(
-        caller, request.match_info["org_id"], user_id, parse_role(body.get("role"))
+        caller, request.match_info["org_id"], user_id, body.role
     )
     return web.json_response({"user_id": user_id, **encode.membership(membership)})
 
@@ -62,11 +58,9 @@ async def read_audit(request: web.Request) -> web.Response:
     """One page of the org's audit log, newest first (owners and admins)."""
     caller = await principal(request)
     org_id = request.match_info["org_id"]
+    query = decode.query(request, AuditQuery)
     page = await request.app[orgs_key].audit_page(
-        caller,
-        org_id,
-        before=decode.query_int(request, "before", None),
-        limit=decode.query_int(request, "limit", DEFAULT_AUDIT_PAGE) or 0,
+        caller, org_id, before=query.before, limit=query.limit
     )
     return web.json_response(
         {

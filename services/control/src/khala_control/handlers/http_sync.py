@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from khala_common.http import read_json_object
 from khala_control.handlers import decode, encode
 from khala_control.handlers.bearer import principal
+from khala_control.handlers.schemas import SyncTokenRequest
 from khala_control.handlers.state import keyring_key, minter_key
 
 routes = web.RouteTableDef()
@@ -16,12 +16,9 @@ routes = web.RouteTableDef()
 async def mint_sync_token(request: web.Request) -> web.Response:
     """Mint a sync token: `{token, expires_at, scope, kid}`."""
     caller = await principal(request)
-    body = await read_json_object(request)
+    body = await decode.body(request, SyncTokenRequest)
     minted = await request.app[minter_key].mint(
-        caller,
-        decode.text_list(body, "topics"),
-        decode.text(body, "surface", required=False),
-        decode.text(body, "client_version", required=False),
+        caller, body.topics or [], body.surface or "", body.client_version or ""
     )
     return web.json_response(
         {

@@ -1,6 +1,11 @@
 """The OpenAPI 3.1 description of control's HTTP API, served without
 authentication at `GET /openapi.json` (and its alias `GET /api/v1/openapi.json`).
 
+Generated, not written: the bodies, query and answers are the pydantic models
+the routes decode through (handlers/schemas.py); the operations and their
+refusals are one table below. The surfaces a body may name are the
+deployment's (KHALA_SURFACE_MATRIX), so the served document lists those.
+
 Every operation control answers itself is described, with every status it can
 answer and, per status, the exact error codes (`error.code` is an enum), so a
 client can rely on the document and tests check the live service against it
@@ -17,23 +22,19 @@ Not described (listed in `UNDESCRIBED`, which the route test honours):
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from khala_control.domain.roles import Role
-from khala_control.domain.scope import MAX_REQUESTED_TOPICS
-from khala_control.domain.validation import (
-    EMAIL_PATTERN,
-    MAX_CLIENT_VERSION,
-    MAX_DEVICE_ID,
-    MAX_NAME,
-)
-from khala_control.handlers.decode import MAX_QUERY_DIGITS
+from khala_control.domain.surfaces import DEFAULT_MATRIX_SPEC, parse_matrix
+from khala_control.handlers import schemas as s
 from khala_control.handlers.errors import REALM
-from khala_control.handlers.http_orgs import DEFAULT_AUDIT_PAGE
 from khala_control.usecases.dev_idp import ISSUER_PATH
-from khala_control.usecases.orgs import MAX_AUDIT_PAGE
 
 ALIAS = "/api/v1/openapi.json"
 UNDESCRIBED = frozenset({"/api/v1/{tail}", "/dashboard", "/dashboard/"})
@@ -45,38 +46,9 @@ DEV_IDP_PATHS = frozenset(
         f"{ISSUER_PATH}/jwks.json",
     }
 )
-
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+DEFAULT_SURFACES = frozenset(parse_matrix(DEFAULT_MATRIX_SPEC))
+_REF = "#/components/schemas/{model}"
 _STR = {"type": "string"}
-_INT = {"type": "integer"}
-_TEXT = {"type": "string", "pattern": r"\S"}  # required strings must not be blank
-_TIME = {"type": "string", "format": "date-time"}
-_ROLE = {"type": "string", "enum": [role.value for role in Role]}
-_OPEN: list[dict[str, list[str]]] = []  # no authentication
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "required": required, "properties": properties}
-
-
-def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": schema}},
-        **extra,
-    }
-
-
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": _ID}
 
 
 def _header(pattern: str, description: str) -> dict[str, Any]:
@@ -96,6 +68,7 @@ _HEADERS: dict[int, dict[str, Any]] = {
     },
     429: {"Retry-After": _header("^[0-9]+$", "Whole seconds until a retry can succeed")},
 }
+# Fields a refusal carries besides code and message.
 _EXTRAS: dict[str, dict[str, Any]] = {
     "invalid_topic": {"topic": _STR},
     "forbidden_topic": {"topic": _STR},
@@ -104,497 +77,342 @@ _EXTRAS: dict[str, dict[str, Any]] = {
     "rate_limited": {"retry_after_s": {"type": "integer", "minimum": 1}},
 }
 
-
-def _refusal(status: int, *codes: str) -> dict[str, Any]:
-    """A refusal with `status` whose `error.code` is one of `codes`."""
-    required = set.intersection(*(set(_EXTRAS.get(code, {})) for code in codes))
-    extras = {name: schema for code in codes for name, schema in _EXTRAS.get(code, {}).items()}
-    error = _object(
-        ["code", "message", *sorted(required)],
-        {"code": {"type": "string", "enum": list(codes)}, "message": _STR, **extras},
-    )
-    return _json(
-        _object(["error"], {"error": error}),
-        f"Refused: {', '.join(codes)}",
-        **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
-    )
+Refusal = tuple[int, tuple[str, ...]]
+_BAD: Refusal = (400, ("bad_request",))
+_DENIED: Refusal = (401, ("unauthorized", "token_expired"))
+_TOO_LARGE: Refusal = (413, ("payload_too_large",))
+_RATE_LIMITED: Refusal = (429, ("rate_limited",))
+_AUDIT: Refusal = (503, ("audit_unavailable",))
+_FORBIDDEN: Refusal = (403, ("forbidden",))
 
 
-def _refusals(*pairs: tuple[int, tuple[str, ...]]) -> dict[str, Any]:
-    return {str(status): _refusal(status, *codes) for status, codes in pairs}
+@dataclass(frozen=True)
+class Op:
+    """One operation: its answer, its refusals (status, codes) and its models."""
+
+    method: str
+    path: str
+    summary: str
+    ok: type[BaseModel] | str
+    refusals: tuple[Refusal, ...] = ()
+    status: int = 200
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    public: bool = False
+    also: tuple[int, ...] = ()
+    """Other statuses answered with `ok` (a not-ready /readyz is a 503)."""
 
 
-_BAD = (400, ("bad_request",))
-_DENIED = (401, ("unauthorized", "token_expired"))
-_TOO_LARGE = (413, ("payload_too_large",))
-_RATE_LIMITED = (429, ("rate_limited",))
-_AUDIT = (503, ("audit_unavailable",))
-
-_SCHEMAS: dict[str, Any] = {
-    "Issued": _object(
-        [
-            "access_token",
-            "refresh_token",
-            "session_id",
-            "user_id",
-            "expires_at",
-            "expires_at_ms",
-            "token_type",
-        ],
-        {
-            "access_token": _STR,
-            "refresh_token": {"type": "string", "pattern": "^rt_"},
-            "session_id": _STR,
-            "user_id": _STR,
-            "expires_at": _TIME,
-            "expires_at_ms": _INT,
-            "token_type": {"type": "string", "enum": ["Bearer"]},
-        },
+OPERATIONS: tuple[Op, ...] = (
+    Op("get", "/healthz", "Liveness", s.Status, public=True),
+    Op(
+        "get",
+        "/readyz",
+        "Readiness (Postgres, broker, not draining)",
+        s.Status,
+        public=True,
+        also=(503,),
     ),
-    "DeviceSession": _object(
-        [
-            "session_id",
-            "device_id",
-            "surface",
-            "client_version",
-            "created_at",
-            "last_used_at",
-            "current",
-        ],
-        {
-            "session_id": _STR,
-            "device_id": _STR,
-            "surface": _STR,
-            "client_version": _STR,
-            "created_at": _TIME,
-            "last_used_at": _TIME,
-            "current": {"type": "boolean"},
-        },
+    Op("get", "/metrics", "Prometheus metrics", "text/plain", public=True),
+    Op("get", "/openapi.json", "This document", "document", public=True),
+    Op("get", ALIAS, "Alias of /openapi.json", "document", public=True),
+    Op(
+        "get",
+        "/.well-known/jwks.json",
+        "Public keys (active, next, previous) verifying access and sync tokens",
+        s.Jwks,
+        public=True,
     ),
-    "Membership": _object(["org_id", "name", "role"], {"org_id": _ID, "name": _STR, "role": _ROLE}),
-    "Member": _object(
-        ["user_id", "email", "name", "role"],
-        {"user_id": _STR, "email": _STR, "name": _STR, "role": _ROLE},
+    Op(
+        "post",
+        "/api/dev/id-token",
+        "Dev IdP: an ID token for any email (only with KHALA_DEV_IDP_ENABLED=true)",
+        s.IdToken,
+        (_BAD,),
+        body=s.IdTokenRequest,
+        public=True,
     ),
-    "AuditEntry": _object(
-        ["audit_id", "at", "at_ms", "action", "user_id", "session_id", "client_ip", "detail"],
-        {
-            "audit_id": _INT,
-            "at": _TIME,
-            "at_ms": _INT,
-            "action": _STR,
-            "user_id": {"type": ["string", "null"]},
-            "session_id": {"type": ["string", "null"]},
-            "client_ip": {"type": ["string", "null"]},
-            "detail": {"type": "object"},
-        },
+    Op(
+        "get",
+        f"{ISSUER_PATH}/.well-known/openid-configuration",
+        "Dev IdP: OpenID discovery document",
+        s.Discovery,
+        public=True,
     ),
-    "Jwks": _object(
-        ["keys"],
-        {
-            "keys": {
-                "type": "array",
-                "items": _object(
-                    ["kty", "crv", "x", "y", "kid", "alg", "use"],
-                    {
-                        "kty": {"type": "string", "enum": ["EC"]},
-                        "crv": {"type": "string", "enum": ["P-256"]},
-                        "x": _STR,
-                        "y": _STR,
-                        "kid": _STR,
-                        "alg": {"type": "string", "enum": ["ES256"]},
-                        "use": {"type": "string", "enum": ["sig"]},
-                    },
-                ),
-            }
-        },
+    Op("get", f"{ISSUER_PATH}/jwks.json", "Dev IdP: its public keys", s.Jwks, public=True),
+    Op(
+        "post",
+        "/api/auth/session",
+        "Exchange an ID token for a device session (creates the user on first sign-in)",
+        s.Issued,
+        (_BAD, _DENIED, _RATE_LIMITED, (503, ("idp_unavailable", "audit_unavailable"))),
+        body=s.SignInRequest,
+        public=True,
     ),
-}
-
-
-def _op(
-    summary: str,
-    ok: dict[str, Any],
-    *refusals: tuple[int, tuple[str, ...]],
-    parameters: list[dict[str, Any]] | None = None,
-    open_: bool = False,
-) -> dict[str, Any]:
-    """An operation answering 200 with `ok`, or one of `refusals` (status, codes)."""
-    op: dict[str, Any] = {"summary": summary, "responses": {"200": ok, **_refusals(*refusals)}}
-    if parameters:
-        op["parameters"] = parameters
-    if open_:
-        op["security"] = _OPEN
-    return op
-
-
-def _with_body(
-    summary: str,
-    body: dict[str, Any],
-    ok: dict[str, Any],
-    *refusals: tuple[int, tuple[str, ...]],
-    status: int = 200,
-    parameters: list[dict[str, Any]] | None = None,
-    open_: bool = False,
-) -> dict[str, Any]:
-    """An operation with a JSON body (hence also 413), answering `status` with `ok`."""
-    op = _op(summary, ok, *refusals, _TOO_LARGE, parameters=parameters, open_=open_)
-    op["requestBody"] = _body(body)
-    op["responses"] = {str(status): op["responses"].pop("200"), **op["responses"]}
-    return op
-
-
-_ORG, _USER = _path("org_id"), _path("user_id")
-_STATUS = _object(["status"], {"status": _STR})
-_SPEC_OK = _json({"type": "object"}, "This OpenAPI document")
-
-_PATHS: dict[str, Any] = {
-    "/healthz": {"get": _op("Liveness", _json(_STATUS, "The process runs"), open_=True)},
-    "/readyz": {
-        "get": {
-            "summary": "Readiness (Postgres, broker, not draining)",
-            "security": _OPEN,
-            "responses": {
-                "200": _json(_STATUS, "Ready"),
-                "503": _json(
-                    _object(
-                        ["status", "problems"],
-                        {"status": _STR, "problems": {"type": "array", "items": _STR}},
-                    ),
-                    "Not ready",
-                ),
-            },
-        }
-    },
-    "/metrics": {
-        "get": _op(
-            "Prometheus metrics",
-            {"description": "Prometheus text format", "content": {"text/plain": {"schema": _STR}}},
-            open_=True,
-        )
-    },
-    "/openapi.json": {"get": _op("This document", _SPEC_OK, open_=True)},
-    ALIAS: {"get": _op("Alias of /openapi.json", _SPEC_OK, open_=True)},
-    "/.well-known/jwks.json": {
-        "get": _op(
-            "Public keys (active, next, previous) verifying access and sync tokens",
-            _json(_ref("Jwks"), "The JWKS"),
-            open_=True,
-        )
-    },
-    "/api/dev/id-token": {
-        "post": _with_body(
-            "Dev IdP: an ID token for any email (only with KHALA_DEV_IDP_ENABLED=true)",
-            _object(
-                ["email"],
-                {
-                    "email": {"type": "string", "pattern": EMAIL_PATTERN},
-                    "name": {"type": ["string", "null"], "maxLength": MAX_NAME},
-                },
-            ),
-            _json(_object(["id_token"], {"id_token": _STR}), "A signed ID token (10 min)"),
-            _BAD,
-            open_=True,
-        )
-    },
-    f"{ISSUER_PATH}/.well-known/openid-configuration": {
-        "get": _op(
-            "Dev IdP: OpenID discovery document",
-            _json(
-                _object(["issuer", "jwks_uri"], {"issuer": _STR, "jwks_uri": _STR}),
-                "The discovery document",
-            ),
-            open_=True,
-        )
-    },
-    f"{ISSUER_PATH}/jwks.json": {
-        "get": _op("Dev IdP: its public keys", _json(_ref("Jwks"), "The JWKS"), open_=True)
-    },
-    "/api/auth/session": {
-        "post": _with_body(
-            "Exchange an ID token for a device session (creates the user on first sign-in)",
-            _object(
-                ["id_token", "device_id", "surface"],
-                {
-                    "id_token": _TEXT,
-                    "device_id": {**_TEXT, "maxLength": MAX_DEVICE_ID},
-                    "surface": _TEXT,
-                    "client_version": {"type": ["string", "null"], "maxLength": MAX_CLIENT_VERSION},
-                },
-            ),
-            _json(_ref("Issued"), "Signed in"),
+    Op(
+        "post",
+        "/api/auth/refresh",
+        "Rotate a refresh token (a spent one revokes its session)",
+        s.Issued,
+        (_BAD, _DENIED, _RATE_LIMITED, _AUDIT),
+        body=s.RefreshRequest,
+        public=True,
+    ),
+    Op("post", "/api/auth/logout", "Revoke the caller's own session", s.LoggedOut, (_DENIED,)),
+    Op(
+        "get",
+        "/api/auth/sessions",
+        "The caller's live device sessions",
+        s.DeviceSessions,
+        (_DENIED,),
+    ),
+    Op(
+        "delete",
+        "/api/auth/sessions/{session_id}",
+        "Sign out the device of one of the caller's sessions (idempotent)",
+        s.DeviceSignedOut,
+        (_DENIED, (404, ("session_not_found", "not_found"))),
+    ),
+    Op(
+        "post",
+        "/api/auth/sessions/revoke-all",
+        "Revoke every session of the caller, this one included",
+        s.RevokedAll,
+        (_DENIED,),
+    ),
+    Op("get", "/api/me", "The caller, their session and their memberships", s.Me, (_DENIED,)),
+    Op(
+        "post",
+        "/api/orgs",
+        "Create an org; the caller becomes its owner",
+        s.Membership,
+        (_BAD, _DENIED, (409, ("org_exists",))),
+        status=201,
+        body=s.CreateOrgRequest,
+    ),
+    Op(
+        "put",
+        "/api/orgs/{org_id}/members/{user_id}",
+        "Add a member or change their role (owners and admins)",
+        s.MemberRole,
+        (
             _BAD,
             _DENIED,
-            _RATE_LIMITED,
-            (503, ("idp_unavailable", "audit_unavailable")),
-            open_=True,
-        )
-    },
-    "/api/auth/refresh": {
-        "post": _with_body(
-            "Rotate a refresh token (a spent one revokes its session)",
-            _object(["refresh_token"], {"refresh_token": _TEXT}),
-            _json(_ref("Issued"), "New access and refresh tokens"),
-            _BAD,
-            _DENIED,
-            _RATE_LIMITED,
-            _AUDIT,
-            open_=True,
-        )
-    },
-    "/api/auth/logout": {
-        "post": _op(
-            "Revoke the caller's own session",
-            _json(
-                _object(
-                    ["session_id", "revoked"], {"session_id": _STR, "revoked": {"const": True}}
-                ),
-                "Revoked",
-            ),
-            _DENIED,
-        )
-    },
-    "/api/auth/sessions": {
-        "get": _op(
-            "The caller's live device sessions",
-            _json(
-                _object(
-                    ["sessions"], {"sessions": {"type": "array", "items": _ref("DeviceSession")}}
-                ),
-                "Live sessions",
-            ),
-            _DENIED,
-        )
-    },
-    "/api/auth/sessions/{session_id}": {
-        "delete": _op(
-            "Sign out the device of one of the caller's sessions (idempotent)",
-            _json(
-                _object(
-                    ["session_id", "device_id", "revoked", "revoked_session_ids"],
-                    {
-                        "session_id": _STR,
-                        "device_id": _STR,
-                        "revoked": {"const": True},
-                        "revoked_session_ids": {"type": "array", "items": _STR},
-                    },
-                ),
-                "The device's sessions are revoked (empty list: already were)",
-            ),
-            _DENIED,
-            (404, ("session_not_found", "not_found")),
-            parameters=[_path("session_id")],
-        )
-    },
-    "/api/auth/sessions/revoke-all": {
-        "post": _op(
-            "Revoke every session of the caller, this one included",
-            _json(
-                _object(
-                    ["revoked_session_ids"],
-                    {"revoked_session_ids": {"type": "array", "items": _STR}},
-                ),
-                "Revoked",
-            ),
-            _DENIED,
-        )
-    },
-    "/api/me": {
-        "get": _op(
-            "The caller, their session and their memberships",
-            _json(
-                _object(
-                    ["user", "session", "memberships"],
-                    {
-                        "user": _object(
-                            ["user_id", "email", "name"],
-                            {"user_id": _STR, "email": _STR, "name": _STR},
-                        ),
-                        "session": _object(
-                            ["session_id", "device_id", "surface"],
-                            {"session_id": _STR, "device_id": _STR, "surface": _STR},
-                        ),
-                        "memberships": {"type": "array", "items": _ref("Membership")},
-                    },
-                ),
-                "The profile",
-            ),
-            _DENIED,
-        )
-    },
-    "/api/orgs": {
-        "post": _with_body(
-            "Create an org; the caller becomes its owner",
-            _object(["org_id", "name"], {"org_id": _ID, "name": {**_TEXT, "maxLength": MAX_NAME}}),
-            _json(_ref("Membership"), "Created"),
-            _BAD,
-            _DENIED,
-            (409, ("org_exists",)),
-            status=201,
-        )
-    },
-    "/api/orgs/{org_id}/members/{user_id}": {
-        "put": _with_body(
-            "Add a member or change their role (owners and admins)",
-            _object(["role"], {"role": _ROLE}),
-            _json(
-                {"allOf": [_ref("Membership"), _object(["user_id"], {"user_id": _STR})]},
-                "The membership now",
-            ),
-            _BAD,
-            _DENIED,
-            (403, ("forbidden",)),
+            _FORBIDDEN,
             (404, ("org_not_found", "user_not_found", "not_found")),
             (409, ("last_owner",)),
             _AUDIT,
-            parameters=[_ORG, _USER],
         ),
-        "delete": _op(
-            "Remove a member (owners and admins; anyone may remove themselves)",
-            _json(
-                _object(
-                    ["org_id", "user_id", "removed"],
-                    {"org_id": _STR, "user_id": _STR, "removed": {"const": True}},
-                ),
-                "Removed",
-            ),
+        body=s.MemberRequest,
+    ),
+    Op(
+        "delete",
+        "/api/orgs/{org_id}/members/{user_id}",
+        "Remove a member (owners and admins; anyone may remove themselves)",
+        s.Removed,
+        (
             _DENIED,
-            (403, ("forbidden",)),
+            _FORBIDDEN,
             (404, ("org_not_found", "member_not_found", "not_found")),
             (409, ("last_owner",)),
             _AUDIT,
-            parameters=[_ORG, _USER],
         ),
-    },
-    "/api/orgs/{org_id}/members": {
-        "get": _op(
-            "The org's members, strongest role first (any member)",
-            _json(
-                _object(
-                    ["org_id", "members"],
-                    {"org_id": _STR, "members": {"type": "array", "items": _ref("Member")}},
-                ),
-                "The members",
-            ),
-            _DENIED,
-            (403, ("forbidden",)),
-            (404, ("org_not_found", "not_found")),
-            parameters=[_ORG],
-        )
-    },
-    "/api/orgs/{org_id}/audit": {
-        "get": _op(
-            "One page of the org's audit log, newest first (owners and admins)",
-            _json(
-                _object(
-                    ["org_id", "entries", "next_before"],
-                    {
-                        "org_id": _STR,
-                        "entries": {"type": "array", "items": _ref("AuditEntry")},
-                        "next_before": {"type": ["integer", "null"]},
-                    },
-                ),
-                "A page of entries",
-            ),
-            _BAD,
-            _DENIED,
-            (403, ("forbidden",)),
-            (404, ("org_not_found", "not_found")),
-            _AUDIT,
-            parameters=[
-                _ORG,
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": MAX_AUDIT_PAGE,
-                        "default": DEFAULT_AUDIT_PAGE,
-                    },
-                },
-                {
-                    "name": "before",
-                    "in": "query",
-                    "description": "`next_before` of the last page",
-                    "schema": {
-                        "type": "integer",
-                        "minimum": 0,
-                        "maximum": 10**MAX_QUERY_DIGITS - 1,
-                    },
-                },
-            ],
-        )
-    },
-    "/api/sync/token": {
-        "post": _with_body(
-            "Mint a sync token for the gateway (empty topics: all the surface may read)",
-            _object(
-                [],
-                {
-                    "topics": {
-                        "type": ["array", "null"],
-                        "maxItems": MAX_REQUESTED_TOPICS,
-                        "items": _STR,
-                    },
-                    "surface": {
-                        "type": ["string", "null"],
-                        "description": "Defaults to the session's surface",
-                    },
-                    "client_version": {"type": ["string", "null"], "maxLength": MAX_CLIENT_VERSION},
-                },
-            ),
-            _json(
-                _object(
-                    ["token", "expires_at", "expires_at_ms", "scope", "kid"],
-                    {
-                        "token": _STR,
-                        "expires_at": _TIME,
-                        "expires_at_ms": _INT,
-                        "scope": {"type": "array", "items": _STR},
-                        "kid": _STR,
-                    },
-                ),
-                "Minted",
-            ),
+    ),
+    Op(
+        "get",
+        "/api/orgs/{org_id}/members",
+        "The org's members, strongest role first (any member)",
+        s.Members,
+        (_DENIED, _FORBIDDEN, (404, ("org_not_found", "not_found"))),
+    ),
+    Op(
+        "get",
+        "/api/orgs/{org_id}/audit",
+        "One page of the org's audit log, newest first (owners and admins)",
+        s.AuditPage,
+        (_BAD, _DENIED, _FORBIDDEN, (404, ("org_not_found", "not_found")), _AUDIT),
+        query=s.AuditQuery,
+    ),
+    Op(
+        "post",
+        "/api/sync/token",
+        "Mint a sync token for the gateway (empty topics: all the surface may read)",
+        s.SyncToken,
+        (
             (400, ("bad_request", "invalid_topic")),
             _DENIED,
             (403, ("forbidden_topic", "surface_mismatch")),
             (426, ("upgrade_required",)),
             _RATE_LIMITED,
             _AUDIT,
-        )
-    },
-}
-
-SPEC: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "Khala control API",
-        "version": "1",
-        "description": "Identity, device sessions, orgs and sync tokens; error codes "
-        'in docs/control.md. Errors are {"error": {code, message, …}}.',
-    },
-    "security": [{"bearer": []}],
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-        "schemas": _SCHEMAS,
-    },
-    "paths": _PATHS,
-}
+        ),
+        body=s.SyncTokenRequest,
+    ),
+)
 
 
-def document(*, dev_idp: bool) -> dict[str, Any]:
-    """SPEC, without the dev IdP's operations when it is disabled."""
-    if dev_idp:
-        return SPEC
-    paths = {path: ops for path, ops in _PATHS.items() if path not in DEV_IDP_PATHS}
-    return {**SPEC, "paths": paths}
+def _refusal(status: int, *codes: str) -> dict[str, Any]:
+    """A refusal with `status` whose `error.code` is one of `codes`."""
+    required = set.intersection(*(set(_EXTRAS.get(code, {})) for code in codes))
+    extras = {name: schema for code in codes for name, schema in _EXTRAS.get(code, {}).items()}
+    error = {
+        "type": "object",
+        "required": ["code", "message", *sorted(required)],
+        "properties": {"code": {"type": "string", "enum": list(codes)}, "message": _STR, **extras},
+    }
+    answer: dict[str, Any] = {
+        "description": f"Refused: {', '.join(codes)}",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "required": ["error"], "properties": {"error": error}}
+            }
+        },
+    }
+    if status in _HEADERS:
+        answer["headers"] = _HEADERS[status]
+    return answer
 
 
-def add_routes(app: web.Application, *, dev_idp: bool) -> None:
+def _answer(op: Op) -> dict[str, Any]:
+    if op.ok == "text/plain":
+        return {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": _STR}},
+        }
+    if isinstance(op.ok, str):
+        return {
+            "description": "This OpenAPI document",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    return {
+        "description": (op.ok.__doc__ or "").strip(),
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model=op.ok.__name__)}}},
+    }
+
+
+def _parameters(op: Op) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": s.SEGMENT_PATTERN},
+        }
+        for name in ("session_id", "org_id", "user_id")
+        if f"{{{name}}}" in op.path
+    ]
+    if op.query is not None:
+        schema = nullable_types(op.query.model_json_schema(ref_template=_REF))
+        for name, prop in schema["properties"].items():
+            # A query value is a string or absent, never JSON null.
+            prop = {k: v for k, v in prop.items() if k != "title"}
+            if isinstance(prop.get("type"), list):
+                prop["type"] = next(t for t in prop["type"] if t != "null")
+            params.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in schema.get("required", ()),
+                    "schema": prop,
+                }
+            )
+    return params
+
+
+def _operation(op: Op) -> dict[str, Any]:
+    refusals = (*op.refusals, _TOO_LARGE) if op.body is not None else op.refusals
+    operation: dict[str, Any] = {
+        "summary": op.summary,
+        "responses": {
+            **{str(status): _answer(op) for status in (op.status, *op.also)},
+            **{str(status): _refusal(status, *codes) for status, codes in refusals},
+        },
+    }
+    if op.public:
+        operation["security"] = []
+    if params := _parameters(op):
+        operation["parameters"] = params
+    if op.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": _REF.format(model=op.body.__name__)}}
+            },
+        }
+    return operation
+
+
+def _schemas() -> dict[str, Any]:
+    models: dict[str, tuple[type[BaseModel], JsonSchemaMode]] = {}
+    for op in OPERATIONS:
+        if op.body is not None:
+            models[op.body.__name__] = (op.body, "validation")
+        if not isinstance(op.ok, str):
+            models[op.ok.__name__] = (op.ok, "serialization")
+    _, top = models_json_schema(list(models.values()), ref_template=_REF)
+    return {name: nullable_types(schema) for name, schema in top["$defs"].items()}
+
+
+def nullable_types(schema: Any) -> Any:
+    """`anyOf: [{type: T, ...}, {type: null}]` (pydantic's `T | None`) as the
+    equivalent `{type: [T, null], ...}`, which contract fuzzers read as one value
+    space instead of two branches to violate one at a time."""
+    if isinstance(schema, list):
+        return [nullable_types(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: nullable_types(value) for key, value in schema.items()}
+    branches = schema.get("anyOf")
+    if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
+        (typed,) = [b for b in branches if b != {"type": "null"}]
+        if isinstance(typed.get("type"), str):
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            return {**rest, **typed, "type": [typed["type"], "null"]}
+    return schema
+
+
+_PATHS: dict[str, Any] = {}
+for _op in OPERATIONS:
+    _PATHS.setdefault(_op.path, {})[_op.method] = _operation(_op)
+_SCHEMAS = _schemas()
+
+
+def document(*, dev_idp: bool, surfaces: Collection[str] = DEFAULT_SURFACES) -> dict[str, Any]:
+    """The document of a deployment: its surfaces, and the dev IdP's operations only
+    when it is enabled."""
+    schemas = copy.deepcopy(_SCHEMAS)
+    for body in (s.SignInRequest, s.SyncTokenRequest):
+        surface = schemas[body.__name__]["properties"]["surface"]
+        surface["enum"] = sorted(surfaces) + ([None] if "null" in surface["type"] else [])
+    paths = {path: ops for path, ops in _PATHS.items() if dev_idp or path not in DEV_IDP_PATHS}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Khala control API",
+            "version": "1",
+            "description": "Identity, device sessions, orgs and sync tokens; error codes "
+            'in docs/control.md. Errors are {"error": {code, message, …}}.',
+        },
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+            "schemas": schemas,
+        },
+        "paths": paths,
+    }
+
+
+SPEC: dict[str, Any] = document(dev_idp=True)
+"""The document with the dev IdP and the default surface matrix."""
+
+
+def add_routes(
+    app: web.Application, *, dev_idp: bool, surfaces: Collection[str] = DEFAULT_SURFACES
+) -> None:
     """Mount the document and its alias (no authentication)."""
-    body = document(dev_idp=dev_idp)
+    body = document(dev_idp=dev_idp, surfaces=surfaces)
 
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(body)
