@@ -4,8 +4,9 @@ The provider is node `oidc-provider` 8.x (tests/e2e/oidc/provider.mjs, its
 development login and consent pages), started by this test; control trusts it
 (KHALA_OIDC_ISSUER, KHALA_OIDC_AUDIENCE = the dashboard's client id). Headless
 Debian Chromium signs in through the provider's pages and lands in the
-dashboard as that user, with the live WebSocket up. A wrong PKCE verifier is
-refused by the provider, so the test also shows PKCE is enforced.
+dashboard as that user, with the live WebSocket up, and creates a run from it
+(seen live). A wrong PKCE verifier is refused by the provider, so the test also
+shows PKCE is enforced.
 """
 
 from __future__ import annotations
@@ -138,6 +139,14 @@ async def test_sign_in_with_authorization_code_and_pkce(dashboard: str, provider
                 raise AssertionError(
                     f"not live: {state!r}, banner {banner!r}, logs {logs[-10:]}"
                 ) from None
+            # The provider's user acts with the access token control issued for it.
+            await page.fill("#run-new-title", "run by an SSO user")
+            await page.click("#run-create button")
+            await page.wait_for_selector(
+                "#runs tr[data-run-id] [data-status='created']", timeout=20_000
+            )
+            await page.wait_for_selector("#run-log li[data-type='run.created']", timeout=20_000)
+            assert await page.is_hidden("#banner"), await page.inner_text("#banner")
         finally:
             await browser.close()
 
