@@ -27,7 +27,12 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+
+from khala_common.telemetry import exemplar, extract_context, tracer
 
 # RED metrics of every HTTP route (the route's template, never the raw path).
 HTTP_REQUESTS = Counter(
@@ -41,6 +46,7 @@ HTTP_DURATION = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+_tracer = tracer("khala_common.http")
 # Seconds a client is told to wait after a dependency outage answer.
 DEPENDENCY_RETRY_AFTER_S = 2
 
@@ -177,21 +183,28 @@ def is_dependency_outage(exc: BaseException) -> bool:
 async def red_metrics_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Count and time every request by route template (RED: rate, errors, duration)."""
+    """Count and time every request by route template (RED: rate, errors, duration),
+    in a server span continuing the caller's `traceparent`; the duration's exemplar
+    names the trace."""
     started = time.perf_counter()
     status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        info = request.match_info.route.resource
-        route = info.canonical if info is not None else "unmatched"
-        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-        HTTP_DURATION.labels(request.method, route).observe(time.perf_counter() - started)
+    info = request.match_info.route.resource
+    route = info.canonical if info is not None else "unmatched"
+    with _tracer.start_as_current_span(
+        f"{request.method} {route}", context=extract_context(request.headers), kind=SpanKind.SERVER
+    ):
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+            HTTP_DURATION.labels(request.method, route).observe(
+                time.perf_counter() - started, exemplar()
+            )
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -224,10 +237,14 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
-async def _metrics(_: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest(REGISTRY))
-    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    return response
+async def _metrics(request: web.Request) -> web.Response:
+    # OpenMetrics (which carries exemplars) when the scraper asks for it.
+    if "application/openmetrics-text" in request.headers.get("Accept", ""):
+        body = openmetrics_latest(REGISTRY)  # type: ignore[no-untyped-call]
+        content_type = OPENMETRICS_CONTENT_TYPE
+    else:
+        body, content_type = generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def add_operational_routes(

@@ -7,13 +7,17 @@ consumer after a broker reconnect.
 
 A message is one FanoutBatch per org; each frame is handed to the hub, which
 decodes it once and offers it to every local subscription of its topic. A
-single KhalaFrame body (an older projector) is still accepted.
+single KhalaFrame body (an older projector) is still accepted. Each message is
+delivered in one consumer span continuing the projector's trace (its
+`traceparent` header): one span per batch, no per-frame tracing work.
 """
 
 from __future__ import annotations
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from opentelemetry.trace import SpanKind
 
+from khala_common.telemetry import extract_context, tracer
 from khala_common.topology import TYPE_HEADER
 from khala_gateway import metrics
 from khala_gateway.adapters.fanout_queue import FanoutQueue
@@ -21,6 +25,7 @@ from khala_gateway.usecases.hub import Hub
 from openagents.sync.v1.frames_pb2 import FanoutBatch
 
 BATCH_TYPE = FanoutBatch.DESCRIPTOR.full_name
+_tracer = tracer("khala_gateway.fanout")
 
 
 class FanoutConsumer:
@@ -47,7 +52,15 @@ class FanoutConsumer:
         self._tag = None
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        if (message.headers or {}).get(TYPE_HEADER) != BATCH_TYPE:
+        headers = message.headers or {}
+        with _tracer.start_as_current_span(
+            "fanout deliver", context=extract_context(headers), kind=SpanKind.CONSUMER
+        ):
+            self._deliver(message, headers.get(TYPE_HEADER) == BATCH_TYPE)
+
+    def _deliver(self, message: AbstractIncomingMessage, batch: bool) -> None:
+        """Hand the message's frames to the hub (which offers them to the sockets)."""
+        if not batch:
             self._hub.on_fanout(message.body)
             return
         try:

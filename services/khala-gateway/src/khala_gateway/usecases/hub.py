@@ -16,6 +16,7 @@ import random
 import time
 
 from khala_common.logs import get_logger
+from khala_common.telemetry import exemplar
 from khala_gateway import metrics
 from khala_gateway.adapters.bindings import Bindings
 from khala_gateway.domain import codes
@@ -137,7 +138,7 @@ class Hub:
         lag_s = 0.0
         if published_at_ms > 0:
             lag_s = max(0.0, time.time() - published_at_ms / 1000)
-            metrics.FANOUT_LAG.observe(lag_s)
+            metrics.FANOUT_LAG.observe(lag_s, exemplar())
         if not subs:
             return
         stats = self.topic_stats.get(frame.topic)

@@ -25,10 +25,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from opentelemetry.trace import SpanKind
 
 from khala_common.broker import Broker
 from khala_common.logs import get_logger
+from khala_common.telemetry import (
+    TRACE_CONTEXTS_HEADER,
+    context_of,
+    current_traceparent,
+    links_of,
+    tracer,
+)
 from khala_common.topology import partition_key, partition_of
 from khala_runtime import metrics
 from openagents.runtime.v1.events_pb2 import RuntimeEvent, RuntimeEventBatch
@@ -39,10 +48,14 @@ PUBLISH_TIMEOUT_S = 30.0
 _TYPE_NAME = RuntimeEventBatch.DESCRIPTOR.full_name
 
 log = get_logger("outbox_relay")
+_tracer = tracer("khala_runtime.outbox_publisher")
 
 
 class Queued(Protocol):
     """A committed outbox row as the publisher needs it."""
+
+    @property
+    def traceparent(self) -> str | None: ...
 
     @property
     def event_id(self) -> str: ...
@@ -80,17 +93,7 @@ class EventPublisher:
             await self._broker.exchange(exchange)
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
                 results = await asyncio.gather(
-                    *(
-                        self._broker.publish_raw(
-                            exchange,
-                            partition_key(batch.partition),
-                            batch.body(),
-                            type_name=_TYPE_NAME,
-                            message_id=batch.rows[0].event_id,
-                            mandatory=True,
-                        )
-                        for batch in batches
-                    ),
+                    *(self._publish_batch(exchange, batch) for batch in batches),
                     return_exceptions=True,
                 )
         except Exception as exc:
@@ -112,8 +115,56 @@ class EventPublisher:
             confirmed.extend(batch.rows)
         now_ms = time.time() * 1000
         for row in confirmed:
-            metrics.PUBLISH_LATENCY.observe(max(0.0, (now_ms - row.created_at_ms) / 1000))
+            latency_s = max(0.0, (now_ms - row.created_at_ms) / 1000)
+            metrics.PUBLISH_LATENCY.observe(latency_s, _exemplar(row.traceparent))
         return confirmed
+
+    async def _publish_batch(self, exchange: str, batch: PartitionBatch[RowT]) -> None:
+        """Publish one batch (its own task: gather). A batch whose events were
+        appended in traces is published in a producer span continuing the first
+        of them (linking the others) and names every event's context in the
+        TRACE_CONTEXTS_HEADER; untraced batches cost no span at all."""
+        traced = [(row.event_id, row.traceparent) for row in batch.rows if row.traceparent]
+        if not traced:
+            await self._publish_raw(exchange, batch, None)
+            return
+        first = traced[0][1]
+        others = {parent for _, parent in traced[1:] if parent != first}
+        with _tracer.start_as_current_span(
+            "outbox publish",
+            context=context_of(first),
+            kind=SpanKind.PRODUCER,
+            links=links_of(others),
+        ) as span:
+            span.set_attribute("khala.partition", batch.partition)
+            span.set_attribute("khala.events", len(batch.rows))
+            relay = current_traceparent() or first
+            own_trace = first.split("-")[1] if first.count("-") == 3 else ""
+            contexts = {
+                event_id: relay if own_trace and own_trace in parent else parent
+                for event_id, parent in traced
+            }
+            await self._publish_raw(exchange, batch, {TRACE_CONTEXTS_HEADER: contexts})
+
+    async def _publish_raw(
+        self, exchange: str, batch: PartitionBatch[RowT], headers: dict[str, Any] | None
+    ) -> None:
+        await self._broker.publish_raw(
+            exchange,
+            partition_key(batch.partition),
+            batch.body(),
+            type_name=_TYPE_NAME,
+            message_id=batch.rows[0].event_id,
+            mandatory=True,
+            headers=headers,
+        )
+
+
+def _exemplar(traceparent: str | None) -> dict[str, str] | None:
+    """Exemplar labels naming the trace of a stored traceparent."""
+    if not traceparent or traceparent.count("-") != 3:
+        return None
+    return {"trace_id": traceparent.split("-")[1]}
 
 
 class PartitionBatch(Generic[RowT]):

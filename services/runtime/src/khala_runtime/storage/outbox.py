@@ -10,25 +10,32 @@ import asyncpg
 
 @dataclass(frozen=True)
 class OutboxRow:
-    """One queued event: its id order, message id, routing key and body."""
+    """One queued event: its id order, message id, routing key, body and the
+    traceparent of the append that wrote it (None outside a trace)."""
 
     id: int
     event_id: str
     routing_key: str
     body: bytes
     created_at_ms: int
+    traceparent: str | None = None
 
 
 async def fetch_unpublished(conn: asyncpg.Connection, limit: int) -> list[OutboxRow]:
     """The oldest unpublished rows, in id order."""
     rows = await conn.fetch(
-        "SELECT id, event_id, routing_key, body, created_at_ms FROM outbox "
+        "SELECT id, event_id, routing_key, body, created_at_ms, traceparent FROM outbox "
         "WHERE published_at IS NULL ORDER BY id LIMIT $1",
         limit,
     )
     return [
         OutboxRow(
-            r["id"], str(r["event_id"]), r["routing_key"], bytes(r["body"]), r["created_at_ms"]
+            r["id"],
+            str(r["event_id"]),
+            r["routing_key"],
+            bytes(r["body"]),
+            r["created_at_ms"],
+            r["traceparent"],
         )
         for r in rows
     ]

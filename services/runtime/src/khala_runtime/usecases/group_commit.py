@@ -205,6 +205,7 @@ class GroupCommitter:
                     p.append.request.keys,
                     p.append.request.hash,
                     p.append.actor,
+                    p.append.traceparent,
                 )
                 for p, head, plan in planned
             ],

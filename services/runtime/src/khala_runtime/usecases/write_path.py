@@ -27,6 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 
+from khala_common.telemetry import current_traceparent
 from khala_runtime import metrics
 from khala_runtime.domain.actor import TRUSTED_SERVICE, Actor
 from khala_runtime.domain.append import AppendPlan, StreamHead
@@ -96,9 +97,12 @@ class Append:
     authorize: Authorize
     actor: Actor = TRUSTED_SERVICE
     request: KeyedRequest = field(init=False)
+    traceparent: str | None = field(init=False)
+    """The trace of the request that made it (captured here, in its context)."""
 
     def __post_init__(self) -> None:
         self.request = KeyedRequest(self.inputs)
+        self.traceparent = current_traceparent()
 
 
 async def commit_appends(
@@ -136,6 +140,7 @@ async def commit_appends(
                     append.request.keys,
                     append.request.hash,
                     append.actor,
+                    append.traceparent,
                 )
             )
             heads.append(outcome.head)
@@ -208,7 +213,9 @@ async def persist_events(
     """Insert a new stream's first events (made by `actor`) and their outbox rows
     (the head row is inserted by the caller), and ring the relay at commit."""
     await event_sql.write_streams(
-        conn, [StreamWrite(plan.events, routing_key, actor=actor)], now_ms=now_ms
+        conn,
+        [StreamWrite(plan.events, routing_key, actor=actor, traceparent=current_traceparent())],
+        now_ms=now_ms,
     )
 
 
