@@ -24,11 +24,11 @@ from cryptography.fernet import Fernet, MultiFernet
 
 from khala_common.broker import Broker
 from khala_common.db import check_pool, create_pool
-from khala_common.grpc_server import GrpcServer
+from khala_common.grpc_server import GrpcServer, credentials_of, tls_of
 from khala_common.http import Readiness
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
-from khala_control.handlers.grpc_control import SERVICE_NAME, ControlServicer
+from khala_control.handlers.grpc_control import CALLERS, SERVICE_NAME, ControlServicer
 from khala_control.handlers.http_app import build_http_app
 from khala_control.settings import SCHEMA, Settings
 from khala_control.storage.keys import KeyStatus
@@ -214,7 +214,14 @@ class ControlApp:
         )
         self.sessions, self.minter = sessions, minter
 
-        grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
+        grpc_server = GrpcServer(
+            settings.bind_host,
+            settings.grpc_port,
+            settings.service_token,
+            credentials=credentials_of(settings),
+            callers=CALLERS,
+            tls=tls_of(settings),
+        )
         grpc_server.follow(self.readiness)
         grpc_server.add(
             control_service_pb2_grpc.add_ControlServiceServicer_to_server,

@@ -28,13 +28,13 @@ from aiohttp import web
 
 from khala_common.broker import Broker
 from khala_common.db import check_pool, create_pool
-from khala_common.grpc_server import GrpcServer
+from khala_common.grpc_server import GrpcServer, credentials_of, tls_of
 from khala_common.http import Readiness, make_app
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
 from khala_projector.adapters.runtime_reader import RuntimeReader
 from khala_projector.domain.retention import RetentionPolicy
-from khala_projector.handlers.admin_grpc import ProjectorAdmin
+from khala_projector.handlers.admin_grpc import CALLERS, ProjectorAdmin
 from khala_projector.handlers.amqp_consumer import EventConsumer
 from khala_projector.settings import SCHEMA, Settings
 from khala_projector.storage.projection_store import ProjectionStore
@@ -109,7 +109,10 @@ class ProjectorApp:
         stack.push_async_callback(pool.close)
         broker, queues = await _open_broker(settings, stack)
         reader = RuntimeReader(
-            settings.runtime_grpc_target, settings.service_token, settings.runtime_grpc_timeout_s
+            settings.runtime_grpc_target,
+            settings.service_token,
+            settings.runtime_grpc_timeout_s,
+            tls=tls_of(settings),
         )
         stack.push_async_callback(reader.close)
 
@@ -164,7 +167,14 @@ class ProjectorApp:
 
     async def _start_grpc(self, stack: AsyncExitStack, projector: Projector) -> None:
         settings = self.settings
-        grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
+        grpc_server = GrpcServer(
+            settings.bind_host,
+            settings.grpc_port,
+            settings.service_token,
+            credentials=credentials_of(settings),
+            callers=CALLERS,
+            tls=tls_of(settings),
+        )
         grpc_server.follow(self.readiness)
         names = [projector_admin_pb2.DESCRIPTOR.services_by_name["ProjectorAdmin"].full_name]
         grpc_server.add(add_ProjectorAdminServicer_to_server, ProjectorAdmin(projector), names)

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from khala_common.broker import Broker
 from khala_common.db import check_pool, create_pool
-from khala_common.grpc_server import GrpcServer
+from khala_common.grpc_server import GrpcServer, credentials_of, tls_of
 from khala_common.http import Readiness, make_app
 from khala_common.jwt_verify import JwksCache, TokenVerifier, http_jwks_fetcher
 from khala_common.logs import get_logger
@@ -41,7 +41,7 @@ from khala_runtime.handlers.context import (
     worker_service_key,
 )
 from khala_runtime.handlers.errors import domain_error_middleware
-from khala_runtime.handlers.grpc_runtime import SERVICE_NAME, RuntimeServicer
+from khala_runtime.handlers.grpc_runtime import CALLERS, SERVICE_NAME, RuntimeServicer
 from khala_runtime.settings import Settings
 from khala_runtime.storage import SCHEMA
 from khala_runtime.usecases.audit import AuditLog
@@ -126,9 +126,12 @@ class RuntimeApp:
             settings.projector_grpc_target,
             settings.service_token,
             timeout_s=settings.projector_timeout_s,
+            tls=tls_of(settings),
         )
         stack.push_async_callback(projector.close)
-        control = ControlClient(settings.control_grpc_target, settings.service_token)
+        control = ControlClient(
+            settings.control_grpc_target, settings.service_token, tls=tls_of(settings)
+        )
         stack.push_async_callback(control.close)
         broker = Broker(settings.amqp_url, Topology(prefix=settings.amqp_prefix))
         stack.push_async_callback(broker.close)
@@ -143,7 +146,14 @@ class RuntimeApp:
             group_inflight=settings.group_commit_inflight,
         )
 
-        grpc_server = GrpcServer(settings.bind_host, settings.grpc_port, settings.service_token)
+        grpc_server = GrpcServer(
+            settings.bind_host,
+            settings.grpc_port,
+            settings.service_token,
+            credentials=credentials_of(settings),
+            callers=CALLERS,
+            tls=tls_of(settings),
+        )
         grpc_server.add(
             runtime_service_pb2_grpc.add_RuntimeServiceServicer_to_server,
             RuntimeServicer(runs, workers),

@@ -19,6 +19,13 @@ from openagents.control.v1 import control_service_pb2 as pb
 from openagents.control.v1 import control_service_pb2_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ControlService"].full_name
+# Which services may call which method (docs/security.md "Service identity"):
+# runtime introspects sessions, the gateway reloads revocations; the JWKS and
+# topic checks are open to every known caller.
+CALLERS = {
+    f"/{SERVICE_NAME}/IntrospectSession": frozenset({"runtime", "operator"}),
+    f"/{SERVICE_NAME}/ListRevokedSessions": frozenset({"gateway", "operator"}),
+}
 _ROLES = {
     Role.OWNER: pb.ROLE_OWNER,
     Role.ADMIN: pb.ROLE_ADMIN,

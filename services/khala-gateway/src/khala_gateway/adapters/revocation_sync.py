@@ -14,7 +14,7 @@ import contextlib
 
 from grpc import aio
 
-from khala_common.grpc_server import insecure_channel, service_metadata
+from khala_common.grpc_server import TlsFiles, channel, service_metadata
 from khala_common.logs import get_logger
 from khala_gateway.domain.revocations import RevokedSessions
 from openagents.control.v1 import control_service_pb2, control_service_pb2_grpc
@@ -29,8 +29,15 @@ CALL_TIMEOUT_S = 5.0
 class RevocationSync:
     """Loads control's list of revoked sessions; `run` is owned by the app."""
 
-    def __init__(self, target: str, service_token: str, revoked: RevokedSessions) -> None:
-        self._channel = insecure_channel(target)
+    def __init__(
+        self,
+        target: str,
+        service_token: str,
+        revoked: RevokedSessions,
+        *,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        self._channel = channel(target, tls)
         self._stub = control_service_pb2_grpc.ControlServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = service_metadata(service_token)
         self._revoked = revoked

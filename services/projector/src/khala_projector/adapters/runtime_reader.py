@@ -6,7 +6,7 @@ import time
 
 import grpc
 
-from khala_common.grpc_server import insecure_channel, service_metadata
+from khala_common.grpc_server import TlsFiles, channel, service_metadata
 from khala_projector import metrics
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 from openagents.runtime.v1.runtime_service_pb2 import ReadStreamRequest
@@ -20,8 +20,10 @@ class RuntimeUnavailable(RuntimeError):
 class RuntimeReader:
     """Reads ranges of a runtime stream with the service credential and a deadline."""
 
-    def __init__(self, target: str, service_token: str, timeout_s: float) -> None:
-        self._channel = insecure_channel(target)
+    def __init__(
+        self, target: str, service_token: str, timeout_s: float, *, tls: TlsFiles | None = None
+    ) -> None:
+        self._channel = channel(target, tls)
         self._stub = RuntimeServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = service_metadata(service_token)
         self._timeout_s = timeout_s

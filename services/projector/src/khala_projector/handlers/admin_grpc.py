@@ -11,6 +11,12 @@ from openagents.sync.v1 import projector_admin_pb2 as pb
 from openagents.sync.v1.projector_admin_pb2_grpc import ProjectorAdminServicer
 
 MAX_STREAMS = 1000
+# Which services may call which method (docs/security.md "Service identity").
+CALLERS = {
+    f"/{pb.DESCRIPTOR.services_by_name['ProjectorAdmin'].full_name}/GetProjectionStatus": (
+        frozenset({"runtime", "operator"})
+    ),
+}
 
 
 class ProjectorAdmin(ProjectorAdminServicer):

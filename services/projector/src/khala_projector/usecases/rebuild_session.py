@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from khala_common.broker import Broker
 from khala_common.db import create_pool
+from khala_common.grpc_server import tls_of
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
 from khala_projector.adapters.fanout import Doorbell, fanout_doorbell
@@ -28,7 +29,10 @@ async def rebuild_session(
     """A Rebuilder over its own connections, closed when the block exits."""
     pool = await create_pool(settings.database_url, SCHEMA, max_size=4)
     reader = RuntimeReader(
-        settings.runtime_grpc_target, settings.service_token, settings.runtime_grpc_timeout_s
+        settings.runtime_grpc_target,
+        settings.service_token,
+        settings.runtime_grpc_timeout_s,
+        tls=tls_of(settings),
     )
     broker: Broker | None = None
     try:

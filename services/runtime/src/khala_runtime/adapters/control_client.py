@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from grpc import aio
 
-from khala_common.grpc_server import insecure_channel, service_metadata
+from khala_common.grpc_server import TlsFiles, channel, service_metadata
 from openagents.control.v1 import control_service_pb2, control_service_pb2_grpc
 
 CACHE_TTL_S = 0.5
@@ -37,8 +37,9 @@ class ControlClient:
         *,
         ttl_s: float = CACHE_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        tls: TlsFiles | None = None,
     ) -> None:
-        self._channel = insecure_channel(target)
+        self._channel = channel(target, tls)
         self._stub = control_service_pb2_grpc.ControlServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = service_metadata(service_token)
         self._ttl_s = ttl_s

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from grpc import aio
 
-from khala_common.grpc_server import insecure_channel, service_metadata
+from khala_common.grpc_server import TlsFiles, channel, service_metadata
 from khala_common.logs import get_logger
 from khala_runtime import metrics
 from khala_runtime.domain.projection import UNKNOWN, Projection, projection_of
@@ -27,8 +27,10 @@ log = get_logger("projector_client")
 class ProjectorClient:
     """GetProjectionStatus over gRPC with the service credential and a deadline."""
 
-    def __init__(self, target: str, service_token: str, *, timeout_s: float) -> None:
-        self._channel = insecure_channel(target)
+    def __init__(
+        self, target: str, service_token: str, *, timeout_s: float, tls: TlsFiles | None = None
+    ) -> None:
+        self._channel = channel(target, tls)
         self._stub = projector_admin_pb2_grpc.ProjectorAdminStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = service_metadata(service_token)
         self._timeout_s = timeout_s

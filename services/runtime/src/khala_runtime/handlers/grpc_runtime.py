@@ -31,6 +31,15 @@ from openagents.runtime.v1 import events_pb2, runtime_service_pb2_grpc
 from openagents.runtime.v1 import runtime_service_pb2 as pb
 
 SERVICE_NAME = "openagents.runtime.v1.RuntimeService"
+# Which services may call which method (docs/security.md "Service identity"); a
+# method not listed is open to every known caller. Reads of the log and chain
+# checks are the projector's (gap fill, drift, rebuild); writes come only from
+# an operator's tooling credential, never from another service.
+CALLERS = {
+    f"/{SERVICE_NAME}/ReadStream": frozenset({"projector", "operator"}),
+    f"/{SERVICE_NAME}/VerifyStream": frozenset({"projector", "operator"}),
+    f"/{SERVICE_NAME}/AppendEvents": frozenset({"operator"}),
+}
 ERROR_CODE_KEY = "khala-error-code"
 LIST_WORKERS_MAX = 1000
 LIST_STREAMS_DEFAULT = 500
