@@ -33,6 +33,13 @@ DEFAULT_PORTS = {
     "projector": (8083, 9083),
     "gateway": (8084, 9084),
 }
+# Each service's own dev gRPC credential (KHALA_SERVICE_TOKEN), and the callers
+# every server accepts (KHALA_SERVICE_CREDENTIALS); `operator` keeps the old shared
+# dev token, for tools and a process started without a service (docs/security.md).
+DEV_TOKENS = {name: f"khala-dev-{name}-token" for name in SERVICES}
+DEV_CREDENTIALS = ",".join(
+    [*(f"{name}:{token}" for name, token in DEV_TOKENS.items()), "operator:khala-dev-service-token"]
+)
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/khala"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -106,11 +113,14 @@ class Stack:
                 "KHALA_RUNTIME_GRPC_TARGET": f"127.0.0.1:{self.ports['runtime'][1]}",
                 "KHALA_PROJECTOR_GRPC_TARGET": f"127.0.0.1:{self.ports['projector'][1]}",
                 "KHALA_DEV_IDP_ENABLED": "true",
+                "KHALA_SERVICE_CREDENTIALS": DEV_CREDENTIALS,
                 "KHALA_RUNTIME_URL": self.url("runtime"),
                 "KHALA_DASHBOARD_DIR": str(ROOT / "clients" / "web" / "dashboard"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if process:
+            env["KHALA_SERVICE_TOKEN"] = DEV_TOKENS[_service_of(process)]
         for name in (*SERVICES, process):
             if name in self.ports:
                 http_port, grpc_port = self.ports[name]
