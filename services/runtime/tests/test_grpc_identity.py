@@ -62,7 +62,7 @@ async def test_each_method_takes_only_its_callers(
     verify = pb.VerifyStreamRequest(stream_id=f"run:{run_id}")
     forbidden = (grpc.StatusCode.PERMISSION_DENIED, "forbidden")
     async with aio.insecure_channel(f"127.0.0.1:{guarded.grpc_port}") as channel:
-        stub = runtime_service_pb2_grpc.RuntimeServiceStub(channel)
+        stub = runtime_service_pb2_grpc.RuntimeServiceStub(channel)  # type: ignore[no-untyped-call]
 
         def read(token: str) -> Any:
             async def events() -> list[Any]:
