@@ -108,6 +108,23 @@ class Client:
         assert status < 300, (status, data)
         return data
 
+    async def join(
+        self, org: str, inviter: dict[str, Any], invitee: dict[str, Any], role: str
+    ) -> Any:
+        """Add `invitee` to `org` the only way there is: `inviter` invites them by
+        user id, they accept; the accept's answer."""
+        invitation = await self.ok(
+            "POST",
+            f"/api/orgs/{org}/invitations",
+            {"user_id": invitee["user_id"], "role": role},
+            token=inviter["access_token"],
+        )
+        return await self.ok(
+            "POST",
+            f"/api/invitations/{invitation['invitation_id']}/accept",
+            token=invitee["access_token"],
+        )
+
     async def sign_in(
         self, email: str, *, device_id: str = "laptop", surface: str = "desktop"
     ) -> dict[str, Any]:

@@ -43,12 +43,7 @@ async def test_org_audit_for_owners_and_admins(control, client, email, unique) -
             "POST", "/api/orgs", {"org_id": name, "name": "A"}, token=actor["access_token"]
         )
     for who, role in ((admin, "admin"), (member, "member")):
-        await client.ok(
-            "PUT",
-            f"/api/orgs/{org}/members/{who['user_id']}",
-            {"role": role},
-            token=owner["access_token"],
-        )
+        await client.join(org, owner, who, role)
     await client.ok("POST", "/api/sync/token", {}, token=member["access_token"])
     await client.ok("POST", "/api/sync/token", {}, token=outsider["access_token"])  # other org
     status, _ = await client.call(
@@ -71,8 +66,10 @@ async def test_org_audit_for_owners_and_admins(control, client, email, unique) -
     actions = [(e["action"], e["user_id"]) for e in reversed(entries)]
     assert actions == [
         ("org.created", owner["user_id"]),
-        ("membership.set", owner["user_id"]),
-        ("membership.set", owner["user_id"]),
+        ("invitation.created", owner["user_id"]),
+        ("invitation.accepted", admin["user_id"]),
+        ("invitation.created", owner["user_id"]),
+        ("invitation.accepted", member["user_id"]),
         ("sync_token.minted", member["user_id"]),
         ("sync_token.denied", outsider["user_id"]),
         ("membership.denied", member["user_id"]),
@@ -101,12 +98,7 @@ async def test_org_audit_refusals(control, client, email, unique) -> None:
     org = f"aur-{unique}"
     await client.ok("POST", "/api/orgs", {"org_id": org, "name": "R"}, token=owner["access_token"])
     for who, role in ((member, "member"), (viewer, "viewer")):
-        await client.ok(
-            "PUT",
-            f"/api/orgs/{org}/members/{who['user_id']}",
-            {"role": role},
-            token=owner["access_token"],
-        )
+        await client.join(org, owner, who, role)
     for who in (member, viewer, stranger):
         status, body = await client.call("GET", f"/api/orgs/{org}/audit", token=who["access_token"])
         assert (status, body["error"]["code"]) == (403, "forbidden")

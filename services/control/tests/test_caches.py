@@ -61,14 +61,14 @@ async def test_changes_reach_other_processes_through_notify(
     assert hits() == before + 1  # served from the cache
 
     members = f"/api/orgs/{org}/members/{bob['user_id']}"
-    await client.ok("PUT", members, {"role": "viewer"}, token=owner["access_token"])
+    await client.join(org, owner, bob, "viewer")
     assert await wait_for_status(bob_mints_on_second, 200) < 1.0
 
     await client.ok("DELETE", members, token=owner["access_token"])
     assert await wait_for_status(bob_mints_on_second, 403) < 1.0
 
     # the process that made a change sees it on the very next call
-    await client.ok("PUT", members, {"role": "member"}, token=owner["access_token"])
+    await client.join(org, owner, bob, "member")
     status, _ = await client.call("POST", "/api/sync/token", topic, token=bob["access_token"])
     assert status == 200
 

@@ -77,6 +77,7 @@ class LiveControl:
     """An org of `outsider_id` only."""
     owner_id: str = ""
     member_id: str = ""
+    member_token: str = ""
     outsider_id: str = ""
     outsider_session: str = ""
     seen: Counter[tuple[str, int]] = field(default_factory=Counter)
@@ -107,14 +108,22 @@ class LiveControl:
         """A fresh org owned by the caller, with `member_id` as member."""
         org_id = f"org{uuid.uuid4().hex[:12]}"
         self.post("/api/orgs", {"org_id": org_id, "name": "Fresh"}, token)
-        response = self.http.put(
-            f"{self.base_url}/api/orgs/{org_id}/members/{self.member_id}",
-            json={"role": "member"},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
+        invitation = self.post(
+            f"/api/orgs/{org_id}/invitations", {"user_id": self.member_id, "role": "member"}, token
         )
-        assert response.status_code == 200, response.text
+        self.post(f"/api/invitations/{invitation['invitation_id']}/accept", {}, self.member_token)
         return org_id
+
+    def invitation_for_caller(self) -> str:
+        """A pending invitation of the caller (to a fresh org of `member_id`'s)."""
+        org_id = f"org{uuid.uuid4().hex[:12]}"
+        self.post("/api/orgs", {"org_id": org_id, "name": "Inviting"}, self.member_token)
+        invitation = self.post(
+            f"/api/orgs/{org_id}/invitations",
+            {"user_id": self.owner_id, "role": "viewer"},
+            self.member_token,
+        )
+        return str(invitation["invitation_id"])
 
 
 def _populate(live: LiveControl) -> None:
@@ -123,7 +132,8 @@ def _populate(live: LiveControl) -> None:
     live.id_token = live.post("/api/dev/id-token", {"email": live.email})["id_token"]
     caller = live.sign_in()
     live.owner_id = caller["user_id"]
-    live.member_id = live.sign_in(f"member-{suffix}@example.com")["user_id"]
+    member = live.sign_in(f"member-{suffix}@example.com")
+    live.member_id, live.member_token = member["user_id"], member["access_token"]
     outsider = live.sign_in(f"outsider-{suffix}@example.com")
     live.outsider_id, live.outsider_session = outsider["user_id"], outsider["session_id"]
     live.own_org = live.new_org(caller["access_token"])
@@ -198,6 +208,8 @@ def steer(case: Any, live: LiveControl, session: dict[str, Any]) -> None:
         params["user_id"] = (live.member_id, live.owner_id, live.outsider_id)[user]
     if "session_id" in params:
         params["session_id"] = session["session_id"] if own else live.outsider_session
+    if "invitation_id" in params:
+        params["invitation_id"] = live.invitation_for_caller() if own else "inv_unknown"
     if isinstance(case.body, dict):
         # ios requires client 2.0.0 (control_settings): 426 for the 1.0.0 sent here.
         _steer_body(case.body, live, own, "ios" if surface else "desktop")

@@ -48,8 +48,10 @@ async def test_membership_lifecycle(client, email, unique) -> None:
             "DELETE", f"{members}/{target['user_id']}", token=actor["access_token"]
         )
 
-    status, body = await put(owner, bob, "member")
-    assert status == 200 and body == {
+    status, body = await put(owner, bob, "member")  # no silent membership: invite first
+    assert (status, body["error"]["code"]) == (409, "not_a_member")
+    body = await client.join(org, owner, bob, "member")
+    assert body == {
         "user_id": bob["user_id"],
         "org_id": org,
         "name": "Team",
@@ -69,7 +71,7 @@ async def test_membership_lifecycle(client, email, unique) -> None:
     assert (await put(owner, bob, "admin"))[0] == 200
     status, body = await put(bob, carol, "owner")  # admins cannot grant owner
     assert (status, body["error"]["code"]) == (403, "forbidden")
-    assert (await put(bob, carol, "viewer"))[0] == 200
+    assert (await client.join(org, bob, carol, "viewer"))["role"] == "viewer"
     assert (await put(bob, owner, "member"))[1]["error"]["code"] == "forbidden"  # nor touch owners
 
     status, body = await delete(owner, owner)
@@ -111,12 +113,7 @@ async def test_members_are_listed_to_members_only(client, email, unique) -> None
     stranger = await client.sign_in(f"stranger-{email}")
     org = f"list-{unique}"
     await client.ok("POST", "/api/orgs", {"org_id": org, "name": "L"}, token=owner["access_token"])
-    await client.ok(
-        "PUT",
-        f"/api/orgs/{org}/members/{viewer['user_id']}",
-        {"role": "viewer"},
-        token=owner["access_token"],
-    )
+    await client.join(org, owner, viewer, "viewer")
     listed = await client.ok("GET", f"/api/orgs/{org}/members", token=viewer["access_token"])
     assert listed["org_id"] == org
     assert [(m["user_id"], m["role"], m["email"]) for m in listed["members"]] == [

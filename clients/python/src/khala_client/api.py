@@ -231,6 +231,34 @@ class KhalaApi:
             "POST", f"{self.control_url}/api/orgs", {"org_id": org_id, "name": name}
         )
 
+    async def invite(
+        self, org_id: str, role: str, *, user_id: str | None = None, email: str | None = None
+    ) -> Any:
+        """Invite a user (by id) or an email address to an org (owners and admins):
+        the pending invitation. Nobody becomes a member until they accept."""
+        body: dict[str, Any] = {"role": role}
+        if user_id is not None:
+            body["user_id"] = user_id
+        if email is not None:
+            body["email"] = email
+        return await self._call("POST", f"{self.control_url}/api/orgs/{org_id}/invitations", body)
+
+    async def invitations(self) -> Any:
+        """`{invitations}`: the caller's open invitations."""
+        return await self._call("GET", f"{self.control_url}/api/invitations")
+
+    async def accept_invitation(self, invitation_id: str) -> Any:
+        """Accept an invitation: the caller becomes a member (`{user_id, org_id, name, role}`)."""
+        return await self._call(
+            "POST", f"{self.control_url}/api/invitations/{invitation_id}/accept", {}
+        )
+
+    async def decline_invitation(self, invitation_id: str) -> Any:
+        """Decline an invitation."""
+        return await self._call(
+            "POST", f"{self.control_url}/api/invitations/{invitation_id}/decline", {}
+        )
+
     async def sync_token(
         self, topics: list[str] | None = None, *, surface: str = "", client_version: str = "1.0.0"
     ) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from khala_control.domain.invitations import Invitation
 from khala_control.domain.models import DeviceSession, Member, Membership, Principal, StoredEntry
 from khala_control.usecases.sessions import IssuedSession
 
@@ -46,6 +47,24 @@ def device_session(session: DeviceSession, caller: Principal) -> dict[str, Any]:
 def membership(item: Membership) -> dict[str, Any]:
     """One org membership."""
     return {"org_id": item.org_id, "name": item.org_name, "role": item.role.value}
+
+
+def invitation(item: Invitation, status: str | None = None) -> dict[str, Any]:
+    """One invitation (`status` overrides the stored one, for the answer of a decision)."""
+    return {
+        "invitation_id": item.invitation_id,
+        "org_id": item.org_id,
+        "org_name": item.org_name,
+        "role": item.role.value,
+        "user_id": item.user_id,
+        "email": item.email,
+        "invited_by": item.invited_by,
+        "status": status or item.status.value,
+        "created_at": iso(item.created_at),
+        "created_at_ms": int(item.created_at.timestamp() * 1000),
+        "expires_at": iso(item.expires_at),
+        "expires_at_ms": int(item.expires_at.timestamp() * 1000),
+    }
 
 
 def member(item: Member) -> dict[str, Any]:

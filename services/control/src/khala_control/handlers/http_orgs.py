@@ -6,7 +6,12 @@ from aiohttp import web
 
 from khala_control.handlers import decode, encode
 from khala_control.handlers.bearer import principal
-from khala_control.handlers.schemas import AuditQuery, CreateOrgRequest, MemberRequest
+from khala_control.handlers.schemas import (
+    AuditQuery,
+    CreateOrgRequest,
+    InvitationRequest,
+    MemberRequest,
+)
 from khala_control.handlers.state import orgs_key
 
 routes = web.RouteTableDef()
@@ -23,7 +28,7 @@ async def create_org(request: web.Request) -> web.Response:
 
 @routes.put("/api/orgs/{org_id}/members/{user_id}")
 async def put_member(request: web.Request) -> web.Response:
-    """Add a member or change their role (owners and admins)."""
+    """Change a member's role (owners and admins); a non-member is invited instead."""
     caller = await principal(request)
     body = await decode.body(request, MemberRequest)
     user_id = request.match_info["user_id"]
@@ -51,6 +56,52 @@ async def list_members(request: web.Request) -> web.Response:
     return web.json_response(
         {"org_id": org_id, "members": [encode.member(member) for member in members]}
     )
+
+
+@routes.post("/api/orgs/{org_id}/invitations")
+async def invite(request: web.Request) -> web.Response:
+    """Invite a user id or an email address (owners and admins): 201, pending."""
+    caller = await principal(request)
+    body = await decode.body(request, InvitationRequest)
+    invitation = await request.app[orgs_key].invite(
+        caller, request.match_info["org_id"], body.role, user_id=body.user_id, email=body.email
+    )
+    return web.json_response(encode.invitation(invitation), status=201)
+
+
+@routes.get("/api/orgs/{org_id}/invitations")
+async def org_invitations(request: web.Request) -> web.Response:
+    """The org's open invitations (owners and admins)."""
+    caller = await principal(request)
+    org_id = request.match_info["org_id"]
+    invitations = await request.app[orgs_key].org_invitations(caller, org_id)
+    return web.json_response(
+        {"org_id": org_id, "invitations": [encode.invitation(i) for i in invitations]}
+    )
+
+
+@routes.get("/api/invitations")
+async def my_invitations(request: web.Request) -> web.Response:
+    """The caller's open invitations."""
+    caller = await principal(request)
+    invitations = await request.app[orgs_key].invitations_for(caller)
+    return web.json_response({"invitations": [encode.invitation(i) for i in invitations]})
+
+
+@routes.post("/api/invitations/{invitation_id}/accept")
+async def accept_invitation(request: web.Request) -> web.Response:
+    """Accept one of the caller's invitations: the membership starts now."""
+    caller = await principal(request)
+    membership = await request.app[orgs_key].accept(caller, request.match_info["invitation_id"])
+    return web.json_response({"user_id": caller.user_id, **encode.membership(membership)})
+
+
+@routes.post("/api/invitations/{invitation_id}/decline")
+async def decline_invitation(request: web.Request) -> web.Response:
+    """Decline one of the caller's invitations."""
+    caller = await principal(request)
+    invitation = await request.app[orgs_key].decline(caller, request.match_info["invitation_id"])
+    return web.json_response(encode.invitation(invitation, status="declined"))
 
 
 @routes.get("/api/orgs/{org_id}/audit")

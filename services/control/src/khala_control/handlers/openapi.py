@@ -193,17 +193,71 @@ OPERATIONS: tuple[Op, ...] = (
     Op(
         "put",
         "/api/orgs/{org_id}/members/{user_id}",
-        "Add a member or change their role (owners and admins)",
+        "Change a member's role (owners and admins; a non-member is invited instead)",
         s.MemberRole,
         (
             _BAD,
             _DENIED,
             _FORBIDDEN,
             (404, ("org_not_found", "user_not_found", "not_found")),
-            (409, ("last_owner",)),
+            (409, ("last_owner", "not_a_member")),
             _AUDIT,
         ),
         body=s.MemberRequest,
+    ),
+    Op(
+        "post",
+        "/api/orgs/{org_id}/invitations",
+        "Invite a user id or an email address (owners and admins); pending until accepted",
+        s.Invitation,
+        (
+            _BAD,
+            _DENIED,
+            _FORBIDDEN,
+            (404, ("org_not_found", "user_not_found", "not_found")),
+            (409, ("already_member",)),
+            _AUDIT,
+        ),
+        status=201,
+        body=s.InvitationRequest,
+    ),
+    Op(
+        "get",
+        "/api/orgs/{org_id}/invitations",
+        "The org's open invitations, newest first (owners and admins)",
+        s.OrgInvitations,
+        (_DENIED, _FORBIDDEN, (404, ("org_not_found", "not_found"))),
+    ),
+    Op(
+        "get",
+        "/api/invitations",
+        "The caller's open invitations (to their user id or email), oldest first",
+        s.Invitations,
+        (_DENIED,),
+    ),
+    Op(
+        "post",
+        "/api/invitations/{invitation_id}/accept",
+        "Accept one of the caller's invitations: the membership starts now",
+        s.MemberRole,
+        (
+            _DENIED,
+            (404, ("invitation_not_found", "org_not_found", "not_found")),
+            (409, ("invitation_closed", "already_member")),
+            (410, ("invitation_expired",)),
+        ),
+    ),
+    Op(
+        "post",
+        "/api/invitations/{invitation_id}/decline",
+        "Decline one of the caller's invitations",
+        s.Invitation,
+        (
+            _DENIED,
+            (404, ("invitation_not_found", "not_found")),
+            (409, ("invitation_closed",)),
+            (410, ("invitation_expired",)),
+        ),
     ),
     Op(
         "delete",
@@ -298,7 +352,7 @@ def _parameters(op: Op) -> list[dict[str, Any]]:
             "required": True,
             "schema": {"type": "string", "pattern": s.SEGMENT_PATTERN},
         }
-        for name in ("session_id", "org_id", "user_id")
+        for name in ("session_id", "org_id", "user_id", "invitation_id")
         if f"{{{name}}}" in op.path
     ]
     if op.query is not None:

@@ -12,7 +12,7 @@ always were.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -144,6 +144,21 @@ class MemberRequest(BaseModel):
 
     model_config = _BODY
     role: Annotated[Role, _rule(f"one of {', '.join(role.value for role in Role)}", strict=False)]
+
+
+class InvitationRequest(BaseModel):
+    """POST /api/orgs/{org_id}/invitations: exactly one of `user_id` and `email`
+    (400 `bad_request` otherwise)."""
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="ignore",
+        json_schema_extra={"oneOf": [{"required": ["user_id"]}, {"required": ["email"]}]},
+    )
+    role: Annotated[Role, _rule(f"one of {', '.join(role.value for role in Role)}", strict=False)]
+    # Absent reads as None; a JSON null is refused (the schema says string).
+    user_id: Annotated[str, _rule("a user id", pattern=SOME_TEXT)] = cast(str, None)
+    email: Email = cast(str, None)
 
 
 class SyncTokenRequest(BaseModel):
@@ -355,6 +370,36 @@ class AuditPage(BaseModel):
     org_id: str
     entries: list[AuditEntry]
     next_before: int | None
+
+
+class Invitation(BaseModel):
+    """An invitation to join an org (for a user id or an email address)."""
+
+    invitation_id: Annotated[str, Field(pattern="^inv_")]
+    org_id: Annotated[str, Field(pattern=SEGMENT_PATTERN)]
+    org_name: str
+    role: Role
+    user_id: str | None
+    email: str | None
+    invited_by: str
+    status: Literal["pending", "accepted", "declined"]
+    created_at: Time
+    created_at_ms: int
+    expires_at: Time
+    expires_at_ms: int
+
+
+class Invitations(BaseModel):
+    """The caller's open invitations, oldest first."""
+
+    invitations: list[Invitation]
+
+
+class OrgInvitations(BaseModel):
+    """An org's open invitations, newest first."""
+
+    org_id: str
+    invitations: list[Invitation]
 
 
 class SyncToken(BaseModel):
