@@ -325,12 +325,9 @@ async def test_a_viewer_sees_actions_disabled_and_a_forced_one_refused(
         viewer = KhalaApi(stack.url("control"), stack.url("runtime"), http)
         await viewer.sign_in_dev(viewer_email, "Viewer", device_id=f"view-{tag}")
         assert owner.session is not None and viewer.session is not None
-        async with http.put(
-            f"{stack.url('control')}/api/orgs/{org}/members/{viewer.session.user_id}",
-            json={"role": "viewer"},
-            headers={"Authorization": f"Bearer {owner.session.access_token}"},
-        ) as response:
-            assert response.status == 200, await response.text()
+        invitation = await owner.invite(org, "viewer", user_id=viewer.session.user_id)
+        joined = await viewer.accept_invitation(invitation["invitation_id"])
+        assert joined["role"] == "viewer", joined
         run_id = f"run-{tag}"
         await owner.create_run(org, run_id, title="watched run")
         await owner.append_events(run_id, [{"type": "run.started", "payload": {}}])
