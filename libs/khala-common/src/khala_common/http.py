@@ -27,12 +27,13 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
-from khala_common.telemetry import exemplar, extract_context, tracer
+from khala_common.telemetry import exemplar, extract_context, tracer, with_request_id
 
 # RED metrics of every HTTP route (the route's template, never the raw path).
 HTTP_REQUESTS = Counter(
@@ -113,6 +114,8 @@ async def error_middleware(
     """Map ApiError and aiohttp's HTTP errors to JSON bodies; log the unexpected."""
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    # The request id travels on with the trace (baggage), e.g. into the outbox.
+    baggage_token = otel_context.attach(with_request_id(request_id))
     try:
         response = await handler(request)
     except ApiError as exc:
@@ -144,6 +147,7 @@ async def error_middleware(
             structlog.get_logger("http").exception("unhandled error", path=request.path)
             response = error_response(500, "internal", "internal error")
     finally:
+        otel_context.detach(baggage_token)
         structlog.contextvars.unbind_contextvars("request_id")
     response.headers["X-Request-Id"] = request_id
     return response

@@ -1,4 +1,6 @@
-"""structlog JSON logging with request and trace ids bound from context."""
+"""structlog JSON logging with request and trace ids bound from context: the
+request id from structlog's contextvars (the HTTP edge binds it) or, past the
+HTTP request (relay, projector, gateway), from the trace's baggage."""
 
 from __future__ import annotations
 
@@ -7,7 +9,11 @@ import sys
 from typing import Any
 
 import structlog
-from opentelemetry import trace
+from opentelemetry import baggage, trace
+
+# The baggage entry khala_common.telemetry.REQUEST_ID_KEY (not imported: logs
+# must not depend on telemetry's exporters).
+_REQUEST_ID_KEY = "khala.request_id"
 
 
 def _add_trace_ids(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -16,6 +22,10 @@ def _add_trace_ids(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any
     if ctx.is_valid:
         event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
         event_dict.setdefault("span_id", format(ctx.span_id, "016x"))
+    if "request_id" not in event_dict:
+        request_id = baggage.get_baggage(_REQUEST_ID_KEY)
+        if request_id:
+            event_dict["request_id"] = str(request_id)
     return event_dict
 
 

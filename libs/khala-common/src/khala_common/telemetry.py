@@ -7,25 +7,33 @@ name its trace id); `console` prints spans; `otlp` sends them over OTLP/HTTP
 to `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`),
 read by the exporter itself.
 
+The request id of an HTTP request travels with its trace as the W3C baggage
+entry `khala.request_id` (set by the HTTP edge, khala_common/http.py): every
+log line written in the trace names it (khala_common/logs.py), in whichever
+service.
+
 A broker message that carries several events of different traces (a
-RuntimeEventBatch, a FanoutBatch) names each event's context in the
-`x-khala-trace-contexts` header: a table event id -> traceparent.
+RuntimeEventBatch) names each event's context in the `x-khala-trace-contexts`
+header: a table event id -> W3C carrier ({traceparent, baggage}).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
 EXPORTERS = ("none", "console", "otlp")
 TRACE_CONTEXTS_HEADER = "x-khala-trace-contexts"
-"""AMQP header of a batch message: {event id: traceparent} of its events."""
+"""AMQP header of a batch message: {event id: W3C carrier} of its events."""
+REQUEST_ID_KEY = "khala.request_id"
+"""The baggage entry carrying the request id along a trace."""
 
 _TRACEPARENT = "traceparent"
 
@@ -79,19 +87,56 @@ def current_traceparent() -> str | None:
     return carrier.get(_TRACEPARENT)
 
 
-def context_of(traceparent: str | None) -> context.Context | None:
-    """The context a stored traceparent names (None if there is none)."""
+def context_of(traceparent: str | None, request_id: str | None = None) -> context.Context | None:
+    """The context a stored traceparent names, with the request id as baggage
+    (None without a traceparent)."""
     if not traceparent:
         return None
-    return propagate.extract({_TRACEPARENT: traceparent})
+    found = propagate.extract({_TRACEPARENT: traceparent})
+    return baggage.set_baggage(REQUEST_ID_KEY, request_id, found) if request_id else found
 
 
-def trace_contexts(headers: Mapping[str, Any] | None) -> dict[str, str]:
-    """The per-event traceparents of a batch message (TRACE_CONTEXTS_HEADER)."""
+def with_request_id(request_id: str) -> context.Context:
+    """The current context with `request_id` as the trace's request id (baggage)."""
+    return baggage.set_baggage(REQUEST_ID_KEY, request_id)
+
+
+def request_id() -> str | None:
+    """The request id the current trace carries (baggage), if any."""
+    value = baggage.get_baggage(REQUEST_ID_KEY)
+    return str(value) if value else None
+
+
+def carrier_of(traceparent: str | None, request_id: str | None) -> dict[str, str]:
+    """A W3C carrier (traceparent and/or baggage) for one event of a batch message."""
+    found = context_of(traceparent) or context.Context()
+    if request_id:
+        found = baggage.set_baggage(REQUEST_ID_KEY, request_id, found)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=found)
+    return carrier
+
+
+@contextlib.contextmanager
+def continued(parent: context.Context | None) -> Iterator[None]:
+    """Make `parent` (an extracted trace and its baggage) current for the block, so
+    spans started in it are its children and log lines name its request id."""
+    if parent is None:
+        yield
+        return
+    token = context.attach(parent)
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+def trace_contexts(headers: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    """The per-event W3C carriers of a batch message (TRACE_CONTEXTS_HEADER)."""
     table = (headers or {}).get(TRACE_CONTEXTS_HEADER)
     if not isinstance(table, Mapping):
         return {}
-    return {str(k): _text(v) for k, v in table.items() if isinstance(v, str | bytes)}
+    return {str(k): v for k, v in table.items() if isinstance(v, Mapping)}
 
 
 def links_of(traceparents: Iterable[str]) -> list[trace.Link]:

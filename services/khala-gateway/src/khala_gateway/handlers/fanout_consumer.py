@@ -17,7 +17,7 @@ from __future__ import annotations
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from opentelemetry.trace import SpanKind
 
-from khala_common.telemetry import extract_context, tracer
+from khala_common.telemetry import continued, extract_context, tracer
 from khala_common.topology import TYPE_HEADER
 from khala_gateway import metrics
 from khala_gateway.adapters.fanout_queue import FanoutQueue
@@ -53,8 +53,9 @@ class FanoutConsumer:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         headers = message.headers or {}
-        with _tracer.start_as_current_span(
-            "fanout deliver", context=extract_context(headers), kind=SpanKind.CONSUMER
+        with (
+            continued(extract_context(headers)),
+            _tracer.start_as_current_span("fanout deliver", kind=SpanKind.CONSUMER),
         ):
             self._deliver(message, headers.get(TYPE_HEADER) == BATCH_TYPE)
 

@@ -36,7 +36,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from opentelemetry.context import Context
 
 from khala_common.logs import get_logger
-from khala_common.telemetry import context_of, extract_context, trace_contexts, tracer
+from khala_common.telemetry import continued, extract_context, trace_contexts, tracer
 from khala_common.topology import TYPE_HEADER
 from khala_projector import metrics
 from khala_projector.domain.events import InvalidEvent, StreamRef, decode_events
@@ -198,7 +198,7 @@ class EventConsumer:
 
     async def _attempt_many(self, groups: list[list[_Delivery]]) -> Exception | None:
         """Project several streams' groups together; returns the error instead of raising."""
-        with _tracer.start_as_current_span("project", context=_trace_of(groups[0][0])) as span:
+        with continued(_trace_of(groups[0][0])), _tracer.start_as_current_span("project") as span:
             span.set_attribute("khala.streams", len(groups))
             span.set_attribute("khala.events", sum(len(group) for group in groups))
             try:
@@ -229,7 +229,7 @@ class EventConsumer:
     async def _attempt(self, group: list[_Delivery]) -> Exception | None:
         """Project `group` (one stream); returns the error instead of raising."""
         stream = group[0].stream
-        with _tracer.start_as_current_span("project", context=_trace_of(group[0])) as span:
+        with continued(_trace_of(group[0])), _tracer.start_as_current_span("project") as span:
             span.set_attribute("khala.stream_id", stream.stream_id)
             span.set_attribute("khala.events", len(group))
             try:
@@ -301,8 +301,8 @@ def _by_stream(deliveries: list[_Delivery]) -> list[list[_Delivery]]:
 
 
 def _trace_of(delivery: _Delivery) -> Context:
-    """The trace a delivery's projection continues: its event's own context from
-    the batch's TRACE_CONTEXTS_HEADER, else the message's traceparent."""
+    """The trace a delivery's projection continues: its event's own context (and
+    request id) from the batch's TRACE_CONTEXTS_HEADER, else the message's."""
     headers = delivery.message.headers
-    own = context_of(trace_contexts(headers).get(delivery.event.event_id))
-    return own if own is not None else extract_context(headers)
+    own = trace_contexts(headers).get(delivery.event.event_id)
+    return extract_context(own if own is not None else headers)

@@ -33,7 +33,9 @@ from khala_common.broker import Broker
 from khala_common.logs import get_logger
 from khala_common.telemetry import (
     TRACE_CONTEXTS_HEADER,
+    carrier_of,
     context_of,
+    continued,
     current_traceparent,
     links_of,
     tracer,
@@ -56,6 +58,9 @@ class Queued(Protocol):
 
     @property
     def traceparent(self) -> str | None: ...
+
+    @property
+    def request_id(self) -> str | None: ...
 
     @property
     def event_id(self) -> str: ...
@@ -120,31 +125,26 @@ class EventPublisher:
         return confirmed
 
     async def _publish_batch(self, exchange: str, batch: PartitionBatch[RowT]) -> None:
-        """Publish one batch (its own task: gather). A batch whose events were
-        appended in traces is published in a producer span continuing the first
-        of them (linking the others) and names every event's context in the
-        TRACE_CONTEXTS_HEADER; untraced batches cost no span at all."""
-        traced = [(row.event_id, row.traceparent) for row in batch.rows if row.traceparent]
+        """Publish one batch (its own task: gather). The batch names each event's
+        W3C context (traceparent, request id as baggage) in TRACE_CONTEXTS_HEADER;
+        a batch with traced events is published in a producer span continuing the
+        first of them and linking the others. Untraced batches cost no span."""
+        traced = [row for row in batch.rows if row.traceparent]
         if not traced:
-            await self._publish_raw(exchange, batch, None)
+            await self._publish_raw(exchange, batch, _contexts(batch.rows, None))
             return
-        first = traced[0][1]
-        others = {parent for _, parent in traced[1:] if parent != first}
-        with _tracer.start_as_current_span(
-            "outbox publish",
-            context=context_of(first),
-            kind=SpanKind.PRODUCER,
-            links=links_of(others),
-        ) as span:
+        first = traced[0]
+        parents = (row.traceparent for row in traced[1:])
+        others = {parent for parent in parents if parent and parent != first.traceparent}
+        with (
+            continued(context_of(first.traceparent, first.request_id)),
+            _tracer.start_as_current_span(
+                "outbox publish", kind=SpanKind.PRODUCER, links=links_of(others)
+            ) as span,
+        ):
             span.set_attribute("khala.partition", batch.partition)
             span.set_attribute("khala.events", len(batch.rows))
-            relay = current_traceparent() or first
-            own_trace = first.split("-")[1] if first.count("-") == 3 else ""
-            contexts = {
-                event_id: relay if own_trace and own_trace in parent else parent
-                for event_id, parent in traced
-            }
-            await self._publish_raw(exchange, batch, {TRACE_CONTEXTS_HEADER: contexts})
+            await self._publish_raw(exchange, batch, _contexts(batch.rows, first.traceparent))
 
     async def _publish_raw(
         self, exchange: str, batch: PartitionBatch[RowT], headers: dict[str, Any] | None
@@ -158,6 +158,28 @@ class EventPublisher:
             mandatory=True,
             headers=headers,
         )
+
+
+def _contexts(rows: Sequence[Queued], relayed: str | None) -> dict[str, Any] | None:
+    """The TRACE_CONTEXTS_HEADER of a batch: each event's W3C carrier. Events of
+    the trace the relay span continues (`relayed`) name the relay span (the chain
+    append -> relay -> projector); the others keep their own traceparent."""
+    relay = current_traceparent() if relayed else None
+    contexts = {
+        row.event_id: carrier_of(
+            relay if relay and _same_trace(row.traceparent, relayed) else row.traceparent,
+            row.request_id,
+        )
+        for row in rows
+        if row.traceparent or row.request_id
+    }
+    return {TRACE_CONTEXTS_HEADER: contexts} if contexts else None
+
+
+def _same_trace(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return False
+    return a.split("-")[1:2] == b.split("-")[1:2]
 
 
 def _exemplar(traceparent: str | None) -> dict[str, str] | None:

@@ -33,10 +33,11 @@ Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 _INPUT = (
     "input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], "
     "$5::text[], $6::bytea[], $7::text[], $8::bigint[], $9::text[], $10::smallint[], "
-    "$11::text[], $12::bigint[], $13::text[], $20::text[], $21::text[]) WITH ORDINALITY "
+    "$11::text[], $12::bigint[], $13::text[], $20::text[], $21::text[], $22::text[]) "
+    "WITH ORDINALITY "
     "AS t(event_id, type, payload_json, idempotency_key, chain_hash, body, stream_id, "
     "stream_seq, org_id, stream_kind, subject_id, occurred_at_ms, routing_key, actor, "
-    "traceparent, n))"
+    "traceparent, request_id, n))"
 )
 
 
@@ -47,8 +48,9 @@ def _inserts(where: str) -> str:
         "SELECT stream_id, stream_seq, event_id, org_id, stream_kind, subject_id, type, "
         "payload_json, idempotency_key, occurred_at_ms, chain_hash, actor::jsonb "
         f"FROM input{where}), "
-        "o AS (INSERT INTO outbox (event_id, routing_key, body, created_at_ms, traceparent) "
-        "SELECT event_id, routing_key, body, $14::bigint, traceparent "
+        "o AS (INSERT INTO outbox "
+        "(event_id, routing_key, body, created_at_ms, traceparent, request_id) "
+        "SELECT event_id, routing_key, body, $14::bigint, traceparent, request_id "
         f"FROM input{where} ORDER BY n), "
         "k AS (INSERT INTO idempotency_keys "
         "(stream_id, key, request_hash, first_seq, last_seq, created_at_ms) "
@@ -66,8 +68,8 @@ _WRITE_TAIL = f" SELECT pg_notify('{OUTBOX_CHANNEL}', '')"
 _ONLY_MOVED = " WHERE stream_id IN (SELECT stream_id FROM h)"
 _WRITE_IF = _INPUT + ", " + _inserts(_ONLY_MOVED)
 _WRITE_IF_TAIL = f" SELECT stream_id, pg_notify('{OUTBOX_CHANNEL}', '') FROM h"
-HEAD_ARGS_FROM = 22
-"""Parameter number of the first argument of a heads-update CTE (`$22`)."""
+HEAD_ARGS_FROM = 23
+"""Parameter number of the first argument of a heads-update CTE (`$23`)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ def heads_update(
 class StreamWrite:
     """One append's events (one stream) with what the log records beside them:
     routing key, idempotency keys and request hash, who appended them, and the
-    W3C traceparent of the append (kept with the outbox rows for the relay)."""
+    W3C traceparent and request id of the append (kept with the outbox rows for
+    the relay)."""
 
     events: Sequence[RuntimeEvent]
     routing_key: str
@@ -122,6 +125,7 @@ class StreamWrite:
     request_hash: str = ""
     actor: Actor = TRUSTED_SERVICE
     traceparent: str | None = None
+    request_id: str | None = None
 
 
 _SQL_CACHE: dict[tuple[str, bool], str] = {}
@@ -189,6 +193,7 @@ def _write_args(
         [w.events[-1].stream_seq for w, _ in keyed],
         [w.actor.json for w in writes for _ in w.events],
         [w.traceparent for w in writes for _ in w.events],
+        [w.request_id for w in writes for _ in w.events],
         *(heads.args if heads else ()),
     )
 

@@ -11,7 +11,7 @@ import asyncpg
 @dataclass(frozen=True)
 class OutboxRow:
     """One queued event: its id order, message id, routing key, body and the
-    traceparent of the append that wrote it (None outside a trace)."""
+    traceparent and request id of the append that wrote it (None outside a trace)."""
 
     id: int
     event_id: str
@@ -19,12 +19,14 @@ class OutboxRow:
     body: bytes
     created_at_ms: int
     traceparent: str | None = None
+    request_id: str | None = None
 
 
 async def fetch_unpublished(conn: asyncpg.Connection, limit: int) -> list[OutboxRow]:
     """The oldest unpublished rows, in id order."""
     rows = await conn.fetch(
-        "SELECT id, event_id, routing_key, body, created_at_ms, traceparent FROM outbox "
+        "SELECT id, event_id, routing_key, body, created_at_ms, traceparent, request_id "
+        "FROM outbox "
         "WHERE published_at IS NULL ORDER BY id LIMIT $1",
         limit,
     )
@@ -36,6 +38,7 @@ async def fetch_unpublished(conn: asyncpg.Connection, limit: int) -> list[Outbox
             bytes(r["body"]),
             r["created_at_ms"],
             r["traceparent"],
+            r["request_id"],
         )
         for r in rows
     ]

@@ -206,6 +206,7 @@ class GroupCommitter:
                     p.append.request.hash,
                     p.append.actor,
                     p.append.traceparent,
+                    p.append.request_id,
                 )
                 for p, head, plan in planned
             ],

@@ -28,6 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import asyncpg
 
 from khala_common.telemetry import current_traceparent
+from khala_common.telemetry import request_id as current_request_id
 from khala_runtime import metrics
 from khala_runtime.domain.actor import TRUSTED_SERVICE, Actor
 from khala_runtime.domain.append import AppendPlan, StreamHead
@@ -99,10 +100,12 @@ class Append:
     request: KeyedRequest = field(init=False)
     traceparent: str | None = field(init=False)
     """The trace of the request that made it (captured here, in its context)."""
+    request_id: str | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.request = KeyedRequest(self.inputs)
         self.traceparent = current_traceparent()
+        self.request_id = current_request_id()
 
 
 async def commit_appends(
@@ -141,6 +144,7 @@ async def commit_appends(
                     append.request.hash,
                     append.actor,
                     append.traceparent,
+                    append.request_id,
                 )
             )
             heads.append(outcome.head)
@@ -214,7 +218,15 @@ async def persist_events(
     (the head row is inserted by the caller), and ring the relay at commit."""
     await event_sql.write_streams(
         conn,
-        [StreamWrite(plan.events, routing_key, actor=actor, traceparent=current_traceparent())],
+        [
+            StreamWrite(
+                plan.events,
+                routing_key,
+                actor=actor,
+                traceparent=current_traceparent(),
+                request_id=current_request_id(),
+            )
+        ],
         now_ms=now_ms,
     )
 
