@@ -232,6 +232,12 @@ async def _notice(page: Page, text: str) -> None:
     )
 
 
+async def _force_click(page: Page, selector: str) -> None:
+    """Click a disabled button anyway, as someone could from devtools (in one step:
+    a re-render in between would disable it again)."""
+    await page.eval_on_selector(selector, "b => { b.disabled = false; b.click(); }")
+
+
 async def test_owner_acts_from_the_dashboard(stack, control_dashboard_url: str, page: Page) -> None:
     tag = uuid.uuid4().hex[:8]
     email, org = f"owner-{tag}@example.com", f"org-{tag}"
@@ -264,6 +270,7 @@ async def test_owner_acts_from_the_dashboard(stack, control_dashboard_url: str, 
     await page.click("#run-stop")
     await page.wait_for_selector(f"{row} [data-status='canceled']", timeout=20_000)
     await page.wait_for_selector("#run-log li[data-type='run.canceled']", timeout=20_000)
+    await page.wait_for_selector(f"{row} [data-projection='in_sync']", timeout=20_000)
     assert await page.is_disabled("#run-stop")
     assert await page.is_disabled("#append-form button")
 
@@ -282,17 +289,18 @@ async def test_owner_acts_from_the_dashboard(stack, control_dashboard_url: str, 
         assert events[2]["payload"] == {"text": "hello from the dashboard"}
 
         # Request work from a worker, stop it, resume it.
-        await api.create_worker(org, "worker-gamma")
-        await api.heartbeat("worker-gamma")
-        worker = "tr[data-worker-id='worker-gamma']"
+        worker_id = f"worker-{tag}"
+        await api.create_worker(org, worker_id)
+        await api.heartbeat(worker_id)
+        worker = f"tr[data-worker-id='{worker_id}']"
         await page.wait_for_selector(f"{worker} button[data-action='request']", timeout=20_000)
         await page.click(f"{worker} button[data-action='request']")
         await page.wait_for_selector(f"{worker} td.requests:text-is('1')", timeout=20_000)
-        types = [e["type"] for e in (await api.read_worker_events("worker-gamma"))["events"]]
+        types = [e["type"] for e in (await api.read_worker_events(worker_id))["events"]]
         assert types[-1] == "worker.request.received"
         await page.click(f"{worker} button[data-action='stop']")
         await page.wait_for_selector(f"{worker} [data-status='stopped']", timeout=20_000)
-        assert (await api.get_worker("worker-gamma"))["status"] == "stopped"
+        assert (await api.get_worker(worker_id))["status"] == "stopped"
         assert await page.is_disabled(f"{worker} button[data-action='request']")
         await page.click(f"{worker} button[data-action='resume']")
         await page.wait_for_selector(f"{worker} [data-status='running']", timeout=20_000)
@@ -331,7 +339,8 @@ async def test_a_viewer_sees_actions_disabled_and_a_forced_one_refused(
         run_id = f"run-{tag}"
         await owner.create_run(org, run_id, title="watched run")
         await owner.append_events(run_id, [{"type": "run.started", "payload": {}}])
-        await owner.create_worker(org, "worker-delta")
+        worker_id = f"worker-{tag}"
+        await owner.create_worker(org, worker_id)
 
         await page.goto(control_dashboard_url)
         await page.fill("#signin-email", viewer_email)
@@ -343,7 +352,7 @@ async def test_a_viewer_sees_actions_disabled_and_a_forced_one_refused(
         assert await page.inner_text("#org-role") == "viewer"
         row = f"tr[data-run-id='{run_id}']"
         await page.wait_for_selector(f"{row} [data-status='running']", timeout=20_000)
-        worker = "tr[data-worker-id='worker-delta']"
+        worker = f"tr[data-worker-id='{worker_id}']"
         await page.wait_for_selector(worker, timeout=20_000)
         await page.click(row)
         await page.wait_for_selector("#run-log li[data-type='run.started']", timeout=20_000)
@@ -362,22 +371,19 @@ async def test_a_viewer_sees_actions_disabled_and_a_forced_one_refused(
         await _shot(page, "20-viewer-actions-disabled")
 
         # Forced anyway, runtime refuses: 403 `forbidden`, shown with its code.
-        await page.evaluate("document.getElementById('run-stop').disabled = false")
-        await page.click("#run-stop")
+        await _force_click(page, "#run-stop")
         text, code = await _banner(page)
         assert code == "forbidden", text
         assert "stop run: forbidden (HTTP 403)" in text, text
         await _shot(page, "21-viewer-forced-stop-refused")
-        await page.evaluate(
-            f"document.querySelector(\"{worker} button[data-action='stop']\").disabled = false"
-        )
-        await page.click(f"{worker} button[data-action='stop']")
+        await _force_click(page, f"{worker} button[data-action='stop']")
         await page.wait_for_function(
-            "document.getElementById('banner').textContent.startsWith('stop worker worker-delta: forbidden (HTTP 403)')",
+            "document.getElementById('banner').textContent"
+            f".startsWith('stop worker {worker_id}: forbidden (HTTP 403)')",
             timeout=20_000,
         )
         assert (await owner.get_run(run_id))["status"] == "running"
-        assert (await owner.get_worker("worker-delta"))["status"] == "registered"
+        assert (await owner.get_worker(worker_id))["status"] == "registered"
         assert [e["type"] for e in (await owner.read_events(run_id))["events"]] == [
             "run.created",
             "run.started",

@@ -342,12 +342,14 @@ function selectOrg(orgId) {
 function docsChanged(topic) {
   if (topic === runsTopic(state.org)) renderRuns();
   else renderWorkers();
-  clearTimeout(statusTimer);
-  statusTimer = setTimeout(refreshStatus, 300);
+  // Throttled, not debounced: an org whose documents change all the time still
+  // gets its projection status re-read (at most about twice a second).
+  if (statusTimer === null) statusTimer = setTimeout(refreshStatus, 500);
 }
 
 async function refreshStatus() {
   clearTimeout(statusTimer);
+  statusTimer = null;
   const org = state.org;
   if (!org) return;
   try {
