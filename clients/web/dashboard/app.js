@@ -72,6 +72,9 @@ async function act(what, call, done) {
     return result;
   } catch (error) {
     showError(error, what);
+    // Refused by role: the role may have changed since sign-in; re-read it so the
+    // buttons match what the API now allows.
+    if (error.status === 403) loadMe().catch(() => {});
     return undefined;
   }
 }
@@ -134,12 +137,13 @@ async function onSignIn(event) {
 }
 
 async function onSignOut() {
+  let failure = null;
   try {
     await api.signOut();
   } catch (error) {
-    console.warn("logout failed", error);
+    failure = `Signed out here, but control did not confirm it: ${error.message}`;
   }
-  signedOut();
+  signedOut(failure);
 }
 
 async function signedIn() {
