@@ -252,6 +252,7 @@ async def test_owner_acts_from_the_dashboard(stack, control_dashboard_url: str, 
     run_row = await page.wait_for_selector("#runs tr[data-run-id]", timeout=20_000)
     assert run_row is not None
     run_id = await run_row.get_attribute("data-run-id")
+    assert run_id
     row = f"tr[data-run-id='{run_id}']"
     await page.wait_for_selector(f"{row} [data-status='created']", timeout=20_000)
     await page.select_option("#append-type", "run.started")
