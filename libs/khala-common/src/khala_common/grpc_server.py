@@ -334,6 +334,23 @@ class GrpcServer:
             else self.server.add_insecure_port(self.address)
         )
 
+    @classmethod
+    def serving(
+        cls,
+        settings: CommonSettings,
+        port: int,
+        callers: Mapping[str, frozenset[str]] | None = None,
+    ) -> GrpcServer:
+        """A server on `settings`' bind host, credentials and TLS, checking `callers`."""
+        return cls(
+            settings.bind_host,
+            port,
+            settings.service_token,
+            credentials=credentials_of(settings),
+            callers=callers,
+            tls=tls_of(settings),
+        )
+
     def add(
         self, register: Callable[[Any, aio.Server], None], servicer: Any, names: Iterable[str]
     ) -> None:

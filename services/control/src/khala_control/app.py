@@ -24,7 +24,7 @@ from cryptography.fernet import Fernet, MultiFernet
 
 from khala_common.broker import Broker
 from khala_common.db import check_pool, create_pool
-from khala_common.grpc_server import GrpcServer, credentials_of, tls_of
+from khala_common.grpc_server import GrpcServer
 from khala_common.http import Readiness
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
@@ -214,14 +214,7 @@ class ControlApp:
         )
         self.sessions, self.minter = sessions, minter
 
-        grpc_server = GrpcServer(
-            settings.bind_host,
-            settings.grpc_port,
-            settings.service_token,
-            credentials=credentials_of(settings),
-            callers=CALLERS,
-            tls=tls_of(settings),
-        )
+        grpc_server = GrpcServer.serving(settings, settings.grpc_port, CALLERS)
         grpc_server.follow(self.readiness)
         grpc_server.add(
             control_service_pb2_grpc.add_ControlServiceServicer_to_server,

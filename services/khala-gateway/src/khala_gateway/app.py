@@ -21,7 +21,7 @@ from aiohttp import web
 
 from khala_common.broker import Broker
 from khala_common.db import check_pool, create_pool
-from khala_common.grpc_server import GrpcServer, credentials_of, tls_of
+from khala_common.grpc_server import GrpcServer, tls_of
 from khala_common.http import Readiness, admin_router, make_app
 from khala_common.jwt_verify import JwksCache, TokenVerifier, http_jwks_fetcher
 from khala_common.logs import get_logger
@@ -176,13 +176,7 @@ class GatewayApp:
             tasks.append(asyncio.create_task(sync.run(), name="revocation-sync"))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sync.synced.wait(), REVOCATION_LOAD_S)
-            grpc_server = GrpcServer(
-                s.bind_host,
-                s.grpc_port,
-                s.service_token,
-                credentials=credentials_of(s),
-                tls=tls_of(s),
-            )
+            grpc_server = GrpcServer.serving(s, s.grpc_port)
             grpc_server.follow(self.readiness)
             grpc_server.add(
                 gateway_admin_pb2_grpc.add_GatewayAdminServicer_to_server,

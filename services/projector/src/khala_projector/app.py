@@ -28,7 +28,7 @@ from aiohttp import web
 
 from khala_common.broker import Broker
 from khala_common.db import check_pool, create_pool
-from khala_common.grpc_server import GrpcServer, credentials_of, tls_of
+from khala_common.grpc_server import GrpcServer, tls_of
 from khala_common.http import Readiness, make_app
 from khala_common.logs import get_logger
 from khala_common.topology import Topology
@@ -167,14 +167,7 @@ class ProjectorApp:
 
     async def _start_grpc(self, stack: AsyncExitStack, projector: Projector) -> None:
         settings = self.settings
-        grpc_server = GrpcServer(
-            settings.bind_host,
-            settings.grpc_port,
-            settings.service_token,
-            credentials=credentials_of(settings),
-            callers=CALLERS,
-            tls=tls_of(settings),
-        )
+        grpc_server = GrpcServer.serving(settings, settings.grpc_port, CALLERS)
         grpc_server.follow(self.readiness)
         names = [projector_admin_pb2.DESCRIPTOR.services_by_name["ProjectorAdmin"].full_name]
         grpc_server.add(add_ProjectorAdminServicer_to_server, ProjectorAdmin(projector), names)

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from khala_common.broker import Broker
 from khala_common.db import check_pool, create_pool
-from khala_common.grpc_server import GrpcServer, credentials_of, tls_of
+from khala_common.grpc_server import GrpcServer, tls_of
 from khala_common.http import Readiness, make_app
 from khala_common.jwt_verify import JwksCache, TokenVerifier, http_jwks_fetcher
 from khala_common.logs import get_logger
@@ -146,14 +146,7 @@ class RuntimeApp:
             group_inflight=settings.group_commit_inflight,
         )
 
-        grpc_server = GrpcServer(
-            settings.bind_host,
-            settings.grpc_port,
-            settings.service_token,
-            credentials=credentials_of(settings),
-            callers=CALLERS,
-            tls=tls_of(settings),
-        )
+        grpc_server = GrpcServer.serving(settings, settings.grpc_port, CALLERS)
         grpc_server.add(
             runtime_service_pb2_grpc.add_RuntimeServiceServicer_to_server,
             RuntimeServicer(runs, workers),
