@@ -134,15 +134,14 @@ async def service_phase(pool: asyncpg.Pool, args: argparse.Namespace, tag: str) 
     runs = [f"bench-{tag}-{i}" for i in range(args.streams)]
     for run_id in runs:
         await service.create_run(CreateRun(org_id="bench", run_id=run_id, title=""))
-        await service.append(run_id, parse_append({"events": [{"type": "run.started"}]})[0],
-                             expected_seq=None)
+        await service.append(
+            run_id, parse_append({"events": [{"type": "run.started"}]})[0], expected_seq=None
+        )
 
     async def one(appender: int, iteration: int) -> int:
         mine = runs[appender :: args.appenders]
         stream_no = appender + (iteration % len(mine)) * args.appenders
-        inputs, expected = parse_append(
-            _body(stream_no, iteration, args.batch, args.payload_bytes)
-        )
+        inputs, expected = parse_append(_body(stream_no, iteration, args.batch, args.payload_bytes))
         await service.append(runs[stream_no], inputs, expected_seq=expected)
         return len(inputs)
 
@@ -163,8 +162,9 @@ _RAW_OUTBOX = (
 
 async def raw_phase(pool: asyncpg.Pool, args: argparse.Namespace, tag: str) -> dict[str, Any]:
     """The same rows, precomputed, as two multi-row inserts per transaction."""
-    payload = json.dumps({"line": 0, "text": "x" * args.payload_bytes},
-                         separators=(",", ":")).encode()
+    payload = json.dumps(
+        {"line": 0, "text": "x" * args.payload_bytes}, separators=(",", ":")
+    ).encode()
     body = b"\x00" * (len(payload) + 200)  # a RuntimeEvent of that payload is about this big
     chain = "0" * 64
     now = int(time.time() * 1000)
@@ -180,9 +180,18 @@ async def raw_phase(pool: asyncpg.Pool, args: argparse.Namespace, tag: str) -> d
         n = args.batch
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                _RAW_EVENTS, [stream_id] * n, list(range(first, first + n)), ids, ["bench"] * n,
-                [1] * n, [f"raw-{tag}-{stream_no}"] * n, ["run.output"] * n, [payload] * n,
-                [f"{stream_no}-{iteration}-{i}" for i in range(n)], [now] * n, [chain] * n,
+                _RAW_EVENTS,
+                [stream_id] * n,
+                list(range(first, first + n)),
+                ids,
+                ["bench"] * n,
+                [1] * n,
+                [f"raw-{tag}-{stream_no}"] * n,
+                ["run.output"] * n,
+                [payload] * n,
+                [f"{stream_no}-{iteration}-{i}" for i in range(n)],
+                [now] * n,
+                [chain] * n,
             )
             await conn.execute(_RAW_OUTBOX, ids, ["bench.run"] * n, [body] * n, [now] * n)
         return n
@@ -241,7 +250,8 @@ async def _scratch_phase(server: str, phase: str, args: argparse.Namespace) -> d
         admin = await asyncpg.connect(server)
         try:
             await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         finally:
             await admin.close()
@@ -249,26 +259,37 @@ async def _scratch_phase(server: str, phase: str, args: argparse.Namespace) -> d
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Both phases, each on a scratch database; the result record."""
-    server = (os.environ.get("KHALA_BENCH_DATABASE_URL") or os.environ.get("KHALA_DATABASE_URL")
-              or "postgresql://postgres@127.0.0.1:5432/postgres")
+    server = (
+        os.environ.get("KHALA_BENCH_DATABASE_URL")
+        or os.environ.get("KHALA_DATABASE_URL")
+        or "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
     results: dict[str, Any] = {}
     for phase in ["raw", "service"] if args.raw_first else ["service", "raw"]:
         results[phase] = await _scratch_phase(server, phase, args)
-        print(f"{phase:8s} {results[phase]['events_per_s']:>8,} events/s "
-              f"(p50 {results[phase]['latency_ms_p50']} ms, "
-              f"p99 {results[phase]['latency_ms_p99']} ms)", flush=True)
+        print(
+            f"{phase:8s} {results[phase]['events_per_s']:>8,} events/s "
+            f"(p50 {results[phase]['latency_ms_p50']} ms, "
+            f"p99 {results[phase]['latency_ms_p99']} ms)",
+            flush=True,
+        )
     ratio = results["service"]["events_per_s"] / max(1, results["raw"]["events_per_s"])
     return {
         "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "label": args.label,
-        "config": {"streams": args.streams, "appenders": args.appenders, "batch": args.batch,
-                   "payload_bytes": args.payload_bytes, "seconds_per_phase": args.seconds,
-                   "python": platform.python_version(), "cpus": os.cpu_count()},
+        "config": {
+            "streams": args.streams,
+            "appenders": args.appenders,
+            "batch": args.batch,
+            "payload_bytes": args.payload_bytes,
+            "seconds_per_phase": args.seconds,
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
         "service": results["service"],
         "raw": results["raw"],
         "ratio": round(ratio, 3),
-        "goal_met": results["service"]["events_per_s"] >= GOAL_EVENTS_PER_S
-        and ratio >= GOAL_RATIO,
+        "goal_met": results["service"]["events_per_s"] >= GOAL_EVENTS_PER_S and ratio >= GOAL_RATIO,
     }
 
 

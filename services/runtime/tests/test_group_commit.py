@@ -12,8 +12,8 @@ import pytest
 from khala_runtime.domain.chain import GENESIS, verify_chain
 from khala_runtime.domain.errors import DomainError
 from khala_runtime.domain.model import CreateRun
-from khala_runtime.handlers.schemas import parse_append
 from khala_runtime.handlers.context import service_key
+from khala_runtime.handlers.schemas import parse_append
 from khala_runtime.storage.events import read_events
 from khala_runtime.usecases.runs import RunService
 
@@ -22,8 +22,12 @@ pytestmark = pytest.mark.integration
 
 def _events(*types: str, key: str = "") -> Any:
     return parse_append(
-        {"events": [{"type": t, **({"idempotency_key": f"{key}{i}"} if key else {})}
-                    for i, t in enumerate(types)]}
+        {
+            "events": [
+                {"type": t, **({"idempotency_key": f"{key}{i}"} if key else {})}
+                for i, t in enumerate(types)
+            ]
+        }
     )[0]
 
 
@@ -74,11 +78,13 @@ async def test_a_refused_member_writes_nothing_and_the_others_commit(
 
     outcomes = await asyncio.gather(
         *(service.append(r, _events("run.output"), expected_seq=None) for r in ok_runs),
-        refused("conflict"), refused("transition"), refused("missing"),
+        refused("conflict"),
+        refused("transition"),
+        refused("missing"),
         return_exceptions=True,
     )
     assert all(not isinstance(o, BaseException) for o in outcomes[: len(ok_runs)]), outcomes
-    codes = [o.code for o in outcomes[len(ok_runs):] if isinstance(o, DomainError)]
+    codes = [o.code for o in outcomes[len(ok_runs) :] if isinstance(o, DomainError)]
     assert codes == ["seq_conflict", "invalid_transition", "run_not_found"]
     assert (await service.get_run(bad)).last_seq == 1
     for run_id in ok_runs:
@@ -91,8 +97,12 @@ async def test_appends_to_one_run_stay_gapless_and_chained(runtime: Any, unique:
     await service.create_run(CreateRun(f"org{unique}", run_id, ""))
     await service.append(run_id, _events("run.started"), expected_seq=None)
     results = await asyncio.gather(
-        *(service.append(run_id, _events("run.output", "run.output", key=f"k{i}-"),
-                         expected_seq=None) for i in range(20))
+        *(
+            service.append(
+                run_id, _events("run.output", "run.output", key=f"k{i}-"), expected_seq=None
+            )
+            for i in range(20)
+        )
     )
     spans = sorted((r.first_seq, r.last_seq) for r, _ in results)
     assert spans == [(3 + 2 * i, 4 + 2 * i) for i in range(20)]
@@ -124,8 +134,6 @@ async def test_two_writers_with_stale_remembered_heads_keep_the_log_gapless_and_
     with pytest.raises(DomainError) as refused:
         await first.append(run_id, _events("run.output"), expected_seq=12)
     assert refused.value.code == "seq_conflict"
-    events = await read_events(
-        first.pool, f"run:{run_id}", after_seq=0, up_to_seq=100, limit=100
-    )
+    events = await read_events(first.pool, f"run:{run_id}", after_seq=0, up_to_seq=100, limit=100)
     assert [e.stream_seq for e in events] == list(range(1, 14))
     assert verify_chain(events, GENESIS)

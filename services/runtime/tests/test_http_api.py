@@ -10,8 +10,8 @@ import pytest
 
 from khala_runtime.domain.chain import GENESIS, verify_chain
 from khala_runtime.domain.model import CreateRun
-from khala_runtime.handlers.schemas import parse_append
 from khala_runtime.handlers.context import service_key
+from khala_runtime.handlers.schemas import parse_append
 from openagents.runtime.v1.events_pb2 import RuntimeEvent
 
 pytestmark = pytest.mark.integration
@@ -26,8 +26,9 @@ def to_proto(event: dict[str, Any]) -> RuntimeEvent:
         subject_id=event["subject_id"],
         stream_seq=event["stream_seq"],
         type=event["type"],
-        payload_json=json.dumps(event["payload"], sort_keys=True, separators=(",", ":"),
-                                ensure_ascii=False).encode(),
+        payload_json=json.dumps(
+            event["payload"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode(),
         idempotency_key=event["idempotency_key"] or "",
         occurred_at_ms=event["occurred_at_ms"],
         chain_hash=event["chain_hash"],
@@ -35,8 +36,9 @@ def to_proto(event: dict[str, Any]) -> RuntimeEvent:
 
 
 async def make_run(api: Any, token: str, org: str, run_id: str, title: str = "t") -> dict[str, Any]:
-    status, body, _ = await api.call("POST", "/api/v1/runs", token,
-                                     {"org_id": org, "run_id": run_id, "title": title})
+    status, body, _ = await api.call(
+        "POST", "/api/v1/runs", token, {"org_id": org, "run_id": run_id, "title": title}
+    )
     assert status == 201, body
     return body
 
@@ -106,8 +108,12 @@ async def test_generated_run_id_and_repeated_create(api: Any, identity: Any, uni
 
     other = f"other{unique}"
     other_token = identity.login({other: "owner"})
-    status, err, _ = await api.call("POST", "/api/v1/runs", other_token,
-                                    {"org_id": other, "run_id": f"r{unique}", "title": "same"})
+    status, err, _ = await api.call(
+        "POST",
+        "/api/v1/runs",
+        other_token,
+        {"org_id": other, "run_id": f"r{unique}", "title": "same"},
+    )
     assert status == 409 and err["error"]["code"] == "run_exists"
     status, page, _ = await api.call("GET", f"/api/v1/runs/r{unique}/events", token)
     assert len(page["events"]) == 1  # repeats appended nothing
@@ -118,11 +124,13 @@ async def test_expected_seq_conflict(api: Any, identity: Any, unique: str) -> No
     token = identity.login({org: "member"})
     await make_run(api, token, org, run_id)
     path = f"/api/v1/runs/{run_id}/events"
-    status, receipt, _ = await api.call("POST", path, token,
-                                        {"events": [{"type": "run.started"}], "expected_seq": 1})
+    status, receipt, _ = await api.call(
+        "POST", path, token, {"events": [{"type": "run.started"}], "expected_seq": 1}
+    )
     assert status == 201 and receipt["first_seq"] == 2
-    status, err, _ = await api.call("POST", path, token,
-                                    {"events": [{"type": "run.paused"}], "expected_seq": 1})
+    status, err, _ = await api.call(
+        "POST", path, token, {"events": [{"type": "run.paused"}], "expected_seq": 1}
+    )
     assert status == 409
     assert err["error"]["code"] == "seq_conflict" and err["error"]["current_seq"] == 2
 
@@ -132,17 +140,24 @@ async def test_idempotent_repeat_and_changed_body(api: Any, identity: Any, uniqu
     token = identity.login({org: "member"})
     await make_run(api, token, org, run_id)
     path = f"/api/v1/runs/{run_id}/events"
-    body = {"events": [{"type": "run.started", "idempotency_key": "start"},
-                       {"type": "run.output", "payload": {"text": "hi"}, "idempotency_key": "o1"}],
-            "expected_seq": 1}
+    body = {
+        "events": [
+            {"type": "run.started", "idempotency_key": "start"},
+            {"type": "run.output", "payload": {"text": "hi"}, "idempotency_key": "o1"},
+        ],
+        "expected_seq": 1,
+    }
     status, first, _ = await api.call("POST", path, token, body)
     assert status == 201
     status, again, headers = await api.call("POST", path, token, body)
     assert status == 200 and again == first and headers["Idempotent-Replayed"] == "true"
 
-    changed = {"events": [{"type": "run.started", "idempotency_key": "start"},
-                          {"type": "run.output", "payload": {"text": "bye"},
-                           "idempotency_key": "o1"}]}
+    changed = {
+        "events": [
+            {"type": "run.started", "idempotency_key": "start"},
+            {"type": "run.output", "payload": {"text": "bye"}, "idempotency_key": "o1"},
+        ]
+    }
     status, err, _ = await api.call("POST", path, token, changed)
     assert status == 409 and err["error"]["code"] == "idempotency_conflict"
     status, err, _ = await api.call(
@@ -161,8 +176,9 @@ async def test_state_machine_refusals(api: Any, identity: Any, unique: str) -> N
     path = f"/api/v1/runs/{run_id}/events"
 
     async def append(*types: str) -> tuple[int, Any]:
-        status, body, _ = await api.call("POST", path, token,
-                                         {"events": [{"type": t} for t in types]})
+        status, body, _ = await api.call(
+            "POST", path, token, {"events": [{"type": t} for t in types]}
+        )
         return status, body
 
     status, err = await append("run.paused")
@@ -195,8 +211,9 @@ async def test_bad_requests(api: Any, identity: Any, unique: str) -> None:
     status, err, _ = await api.call("POST", path, token, {"events": [{"payload": {}}]})
     assert status == 422 and err["error"]["code"] == "validation_error"
     assert err["error"]["field"] == "events[0].type"
-    status, err, _ = await api.call("POST", "/api/v1/runs/nope/events", token,
-                                    {"events": [{"type": "run.started"}]})
+    status, err, _ = await api.call(
+        "POST", "/api/v1/runs/nope/events", token, {"events": [{"type": "run.started"}]}
+    )
     assert status == 404 and err["error"]["code"] == "run_not_found"
     status, err, _ = await api.call("GET", f"/api/v1/runs/{run_id}/events?limit=0", token)
     assert status == 422 and err["error"]["field"] == "limit"
@@ -239,8 +256,11 @@ async def test_auth(api: Any, identity: Any, unique: str) -> None:
         assert (status, err["error"]["code"]) == (403, "forbidden"), (method, sub)
     # Another org's run answers exactly like a run that does not exist (no probing).
     missing = f"/api/v1/runs/nosuch{unique}"
-    for method, suffix, payload in [("GET", "", None), ("GET", "/events", None),
-                                    ("POST", "/events", body)]:
+    for method, suffix, payload in [
+        ("GET", "", None),
+        ("GET", "/events", None),
+        ("POST", "/events", body),
+    ]:
         foreign = await api.call(method, f"{path}{suffix}", outsider, payload)
         unknown = await api.call(method, f"{missing}{suffix}", outsider, payload)
         assert foreign[0] == unknown[0] == 404, (method, suffix)
@@ -264,8 +284,9 @@ async def test_revocation_takes_effect_within_cache_ttl(
     token = identity.login({org: "viewer"})
     path = f"/api/v1/runs?org_id={org}"
     assert (await api.call("GET", path, token))[0] == 200
-    session = next(s for s in identity.control.sessions.values()
-                   if s.memberships == {org: "viewer"})
+    session = next(
+        s for s in identity.control.sessions.values() if s.memberships == {org: "viewer"}
+    )
     session.active = False
     await asyncio.sleep(2.1)
     assert (await api.call("GET", path, token))[0] == 401
@@ -297,11 +318,17 @@ async def test_concurrent_appends_stay_gapless(api: Any, identity: Any, unique: 
     await make_run(api, token, org, run_id)
     path = f"/api/v1/runs/{run_id}/events"
     assert (await api.call("POST", path, token, {"events": [{"type": "run.started"}]}))[0] == 201
-    results = await asyncio.gather(*(
-        api.call("POST", path, token, {"events": [{"type": "run.output",
-                                                   "payload": {"text": str(i)}}] * 3})
-        for i in range(20)
-    ))
+    results = await asyncio.gather(
+        *(
+            api.call(
+                "POST",
+                path,
+                token,
+                {"events": [{"type": "run.output", "payload": {"text": str(i)}}] * 3},
+            )
+            for i in range(20)
+        )
+    )
     assert all(status == 201 for status, _, _ in results)
     ranges = sorted((r["first_seq"], r["last_seq"]) for _, r, _ in results)
     assert ranges == [(3 + 3 * i, 5 + 3 * i) for i in range(20)]
@@ -310,14 +337,20 @@ async def test_concurrent_appends_stay_gapless(api: Any, identity: Any, unique: 
     assert verify_chain([to_proto(e) for e in page["events"]])
 
 
-async def test_hundred_event_append_is_one_gapless_receipt(api: Any, identity: Any, unique: str) -> None:
+async def test_hundred_event_append_is_one_gapless_receipt(
+    api: Any, identity: Any, unique: str
+) -> None:
     org, run_id = f"org{unique}", f"run{unique}"
     token = identity.login({org: "member"})
     await make_run(api, token, org, run_id)
     path = f"/api/v1/runs/{run_id}/events"
     await api.call("POST", path, token, {"events": [{"type": "run.started"}]})
-    batch = {"events": [{"type": "run.output", "payload": {"text": f"line {i}"},
-                         "idempotency_key": f"k{i}"} for i in range(100)]}
+    batch = {
+        "events": [
+            {"type": "run.output", "payload": {"text": f"line {i}"}, "idempotency_key": f"k{i}"}
+            for i in range(100)
+        ]
+    }
     status, receipt, _ = await api.call("POST", path, token, batch)
     assert status == 201 and (receipt["first_seq"], receipt["last_seq"]) == (3, 102)
     assert len(receipt["event_ids"]) == 100
@@ -334,8 +367,12 @@ async def test_operational_routes(api: Any) -> None:
     assert (status, body) == (200, {"status": "ready"})
     async with api.session.get(api.base + "/metrics") as response:
         text = await response.text()
-    for name in ("khala_runtime_appends_total", "khala_runtime_events_appended_total",
-                 "khala_runtime_outbox_backlog", "khala_runtime_outbox_publish_latency_seconds"):
+    for name in (
+        "khala_runtime_appends_total",
+        "khala_runtime_events_appended_total",
+        "khala_runtime_outbox_backlog",
+        "khala_runtime_outbox_publish_latency_seconds",
+    ):
         assert name in text
 
 
@@ -347,8 +384,12 @@ async def test_concurrent_repeats_of_one_keyed_request_append_once(
     await make_run(api, token, org, run_id)
     path = f"/api/v1/runs/{run_id}/events"
     await api.call("POST", path, token, {"events": [{"type": "run.started"}]})
-    body = {"events": [{"type": "run.output", "payload": {"text": str(i)},
-                        "idempotency_key": f"race-{i}"} for i in range(50)]}
+    body = {
+        "events": [
+            {"type": "run.output", "payload": {"text": str(i)}, "idempotency_key": f"race-{i}"}
+            for i in range(50)
+        ]
+    }
     results = await asyncio.gather(*(api.call("POST", path, token, body) for _ in range(12)))
     statuses = sorted(status for status, _, _ in results)
     assert statuses == [200] * 11 + [201], statuses
@@ -361,13 +402,16 @@ async def test_key_race_in_process_appends_once(runtime: Any, unique: str) -> No
     service = runtime.app[service_key]
     run_id = f"run{unique}"
     await service.create_run(CreateRun(f"org{unique}", run_id, ""))
-    await service.append(run_id, parse_append({"events": [{"type": "run.started"}]})[0],
-                         expected_seq=None)
-    inputs, _ = parse_append({"events": [{"type": "run.output", "idempotency_key": f"k{i}"}
-                                         for i in range(100)]})
+    await service.append(
+        run_id, parse_append({"events": [{"type": "run.started"}]})[0], expected_seq=None
+    )
+    inputs, _ = parse_append(
+        {"events": [{"type": "run.output", "idempotency_key": f"k{i}"} for i in range(100)]}
+    )
     for _ in range(3):  # the pool's connections are warm after the first round
-        results = await asyncio.gather(*(
-            service.append(run_id, inputs, expected_seq=None) for _ in range(8)))
+        results = await asyncio.gather(
+            *(service.append(run_id, inputs, expected_seq=None) for _ in range(8))
+        )
         assert len({receipt.SerializeToString() for receipt, _ in results}) == 1
         assert sum(not replayed for _, replayed in results) <= 1
     assert (await service.get_run(run_id)).last_seq == 102

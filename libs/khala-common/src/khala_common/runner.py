@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Protocol
 
 from aiohttp import web
@@ -71,3 +72,32 @@ async def run_service(service: Service) -> None:
     finally:
         await service.stop()
         log.info("stopped")
+
+
+class StackedService:
+    """Base of the composition roots: `start` opens every resource on one
+    AsyncExitStack (`_start`), and on a failure closes what was opened;
+    `close_stack` closes it all in reverse order, once."""
+
+    _stack: AsyncExitStack | None = None
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Open every resource and start serving; on failure, close what was opened."""
+        stack = AsyncExitStack()
+        try:
+            await self._start(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def close_stack(self) -> bool:
+        """Close what `start` opened, in reverse order; False if nothing was open."""
+        if self._stack is None:
+            return False
+        stack, self._stack = self._stack, None
+        await stack.aclose()
+        return True

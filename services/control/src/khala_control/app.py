@@ -27,6 +27,7 @@ from khala_common.db import check_pool, create_pool
 from khala_common.grpc_server import GrpcServer
 from khala_common.http import Readiness
 from khala_common.logs import get_logger
+from khala_common.runner import StackedService
 from khala_common.topology import Topology
 from khala_control.handlers.grpc_control import CALLERS, SERVICE_NAME, ControlServicer
 from khala_control.handlers.http_app import build_http_app
@@ -89,7 +90,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-class ControlApp:
+class ControlApp(StackedService):
     """The running control service: HTTP API, gRPC ControlService, revocation relay."""
 
     def __init__(self, settings: Settings) -> None:
@@ -105,29 +106,16 @@ class ControlApp:
         self.feed: ChangeFeed | None = None
         self.sessions: SessionService | None = None
         self.minter: SyncTokenMinter | None = None
-        self._stack: AsyncExitStack | None = None
 
     @property
     def base_url(self) -> str:
         """The bound HTTP URL (`http://host:port`)."""
         return f"http://{_url_host(self.settings.bind_host)}:{self.http_port}"
 
-    async def start(self) -> None:
-        """Open every resource and start serving; on failure, close what was opened."""
-        stack = AsyncExitStack()
-        try:
-            await self._start(stack)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-
     async def stop(self) -> None:
         """Stop serving and close everything, in reverse start order."""
         self.readiness.draining = True
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
+        if await self.close_stack():
             log.info("control stopped")
 
     async def __aenter__(self) -> ControlApp:

@@ -31,6 +31,7 @@ from khala_common.db import check_pool, create_pool
 from khala_common.grpc_server import GrpcServer, tls_of
 from khala_common.http import Readiness, make_app
 from khala_common.logs import get_logger
+from khala_common.runner import StackedService
 from khala_common.topology import Topology
 from khala_projector.adapters.runtime_reader import RuntimeReader
 from khala_projector.domain.retention import RetentionPolicy
@@ -56,7 +57,7 @@ FIRST_REBALANCE_S = 10.0
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
-class ProjectorApp:
+class ProjectorApp(StackedService):
     """The running projector: consumer, fanout publisher, ProjectorAdmin gRPC, HTTP."""
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
@@ -71,24 +72,11 @@ class ProjectorApp:
         self.drift: DriftDetector | None = None
         self.sampler: MetricsSampler | None = None
         self._clock = clock
-        self._stack: AsyncExitStack | None = None
-
-    async def start(self) -> None:
-        """Open every resource and start serving; on failure, close what was opened."""
-        stack = AsyncExitStack()
-        try:
-            await self._start(stack)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
 
     async def stop(self) -> None:
         """Stop advertising readiness, then close everything in reverse start order."""
         self.readiness.draining = True
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
+        if await self.close_stack():
             log.info("projector stopped")
 
     async def __aenter__(self) -> ProjectorApp:

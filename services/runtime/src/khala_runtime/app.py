@@ -27,6 +27,7 @@ from khala_common.grpc_server import GrpcServer, tls_of
 from khala_common.http import Readiness, make_app
 from khala_common.jwt_verify import JwksCache, TokenVerifier, http_jwks_fetcher
 from khala_common.logs import get_logger
+from khala_common.runner import StackedService
 from khala_common.topology import Topology
 from khala_runtime.adapters.control_client import ControlClient
 from khala_runtime.adapters.fault_injection import CrashBeforeConfirm
@@ -67,7 +68,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-class RuntimeApp:
+class RuntimeApp(StackedService):
     """The running runtime service: HTTP API, gRPC RuntimeService, outbox relay."""
 
     def __init__(self, settings: Settings) -> None:
@@ -77,7 +78,6 @@ class RuntimeApp:
         self.grpc_port = 0
         self._app: web.Application | None = None
         self._grpc: GrpcServer | None = None
-        self._stack: AsyncExitStack | None = None
 
     @property
     def app(self) -> web.Application:
@@ -86,24 +86,12 @@ class RuntimeApp:
             raise RuntimeError("runtime is not started")
         return self._app
 
-    async def start(self) -> None:
-        """Open every resource and start serving; on failure, close what was opened."""
-        stack = AsyncExitStack()
-        try:
-            await self._start(stack)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-
     async def stop(self) -> None:
         """Stop advertising readiness, then close everything in reverse start order."""
         self.readiness.draining = True
         if self._grpc is not None:
             await self._grpc.set_serving(False)
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
+        if await self.close_stack():
             log.info("runtime stopped")
 
     async def __aenter__(self) -> RuntimeApp:

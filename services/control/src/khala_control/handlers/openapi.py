@@ -31,6 +31,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from khala_common.json_schema import nullable_types
 from khala_control.domain.surfaces import DEFAULT_MATRIX_SPEC, parse_matrix
 from khala_control.handlers import schemas as s
 from khala_control.handlers.errors import REALM
@@ -405,24 +406,6 @@ def _schemas() -> dict[str, Any]:
             models[op.ok.__name__] = (op.ok, "serialization")
     _, top = models_json_schema(list(models.values()), ref_template=_REF)
     return {name: nullable_types(schema) for name, schema in top["$defs"].items()}
-
-
-def nullable_types(schema: Any) -> Any:
-    """`anyOf: [{type: T, ...}, {type: null}]` (pydantic's `T | None`) as the
-    equivalent `{type: [T, null], ...}`, which contract fuzzers read as one value
-    space instead of two branches to violate one at a time."""
-    if isinstance(schema, list):
-        return [nullable_types(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    schema = {key: nullable_types(value) for key, value in schema.items()}
-    branches = schema.get("anyOf")
-    if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
-        (typed,) = [b for b in branches if b != {"type": "null"}]
-        if isinstance(typed.get("type"), str):
-            rest = {k: v for k, v in schema.items() if k != "anyOf"}
-            return {**rest, **typed, "type": [typed["type"], "null"]}
-    return schema
 
 
 _PATHS: dict[str, Any] = {}

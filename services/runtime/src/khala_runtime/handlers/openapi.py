@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from khala_common.json_schema import nullable_types
 from khala_runtime.handlers.errors import HTTP_STATUS
 from khala_runtime.handlers.schemas import (
     SEGMENT_PATTERN,
@@ -247,24 +248,6 @@ def _schemas() -> dict[str, Any]:
     ]
     _, top = models_json_schema(keyed, ref_template=_REF)
     return {name: nullable_types(schema) for name, schema in top["$defs"].items()}
-
-
-def nullable_types(schema: Any) -> Any:
-    """`anyOf: [{type: T, ...}, {type: null}]` (pydantic's `T | None`) as the
-    equivalent `{type: [T, null], ...}`, which contract fuzzers read as one value
-    space instead of two branches to violate one at a time."""
-    if isinstance(schema, list):
-        return [nullable_types(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    schema = {key: nullable_types(value) for key, value in schema.items()}
-    branches = schema.get("anyOf")
-    if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
-        (typed,) = [b for b in branches if b != {"type": "null"}]
-        if isinstance(typed.get("type"), str):
-            rest = {k: v for k, v in schema.items() if k != "anyOf"}
-            return {**rest, **typed, "type": [typed["type"], "null"]}
-    return schema
 
 
 def _codes(status: int) -> list[str]:
