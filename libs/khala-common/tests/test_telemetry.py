@@ -5,8 +5,11 @@ while a carried context is current."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from khala_common.logs import configure_logging, get_logger
 from khala_common.telemetry import (
@@ -45,6 +48,21 @@ def test_a_request_id_travels_without_a_trace() -> None:
         assert current_traceparent() is None
 
 
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """configure_logging binds the captured stdout of this test; put the process's
+    logging back afterwards so later tests never write to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**config)
+    structlog.contextvars.unbind_contextvars("service")
+
+
+@pytest.mark.usefixtures("restored_logging")
 def test_log_lines_in_a_carried_context_name_trace_and_request(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
