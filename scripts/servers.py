@@ -77,10 +77,22 @@ def _kill_group(proc: subprocess.Popen[bytes] | None, port: int) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=30)
     deadline = time.monotonic() + 30
-    while _port_open(port) and time.monotonic() < deadline:
+    while (_port_open(port) or _group_alive(proc.pid)) and time.monotonic() < deadline:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is left: a Postgres backend that outlives its
+    postmaster holds the shared memory block, and the next postmaster refuses to start."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Crashable:
