@@ -11,7 +11,8 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from aiohttp import web
 
@@ -77,7 +78,8 @@ async def run_service(service: Service) -> None:
 class StackedService:
     """Base of the composition roots: `start` opens every resource on one
     AsyncExitStack (`_start`), and on a failure closes what was opened;
-    `close_stack` closes it all in reverse order, once."""
+    `close_stack` closes it all in reverse order, once. `async with` starts and
+    stops the service (`stop` is each service's own)."""
 
     _stack: AsyncExitStack | None = None
 
@@ -93,6 +95,21 @@ class StackedService:
             await stack.aclose()
             raise
         self._stack = stack
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
     async def close_stack(self) -> bool:
         """Close what `start` opened, in reverse order; False if nothing was open."""

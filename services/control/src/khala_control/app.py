@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import socket
 from contextlib import AsyncExitStack
-from types import TracebackType
 
 import asyncpg
 from aiohttp import web
@@ -117,18 +116,6 @@ class ControlApp(StackedService):
         self.readiness.draining = True
         if await self.close_stack():
             log.info("control stopped")
-
-    async def __aenter__(self) -> ControlApp:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _start(self, stack: AsyncExitStack) -> None:
         settings = self.settings

@@ -20,7 +20,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from aio_pika.abc import AbstractQueue
@@ -78,18 +77,6 @@ class ProjectorApp(StackedService):
         self.readiness.draining = True
         if await self.close_stack():
             log.info("projector stopped")
-
-    async def __aenter__(self) -> ProjectorApp:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _start(self, stack: AsyncExitStack) -> None:
         settings = self.settings

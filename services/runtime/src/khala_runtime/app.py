@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import cast
 
 import asyncpg
@@ -93,18 +92,6 @@ class RuntimeApp(StackedService):
             await self._grpc.set_serving(False)
         if await self.close_stack():
             log.info("runtime stopped")
-
-    async def __aenter__(self) -> RuntimeApp:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _start(self, stack: AsyncExitStack) -> None:
         settings = self.settings
